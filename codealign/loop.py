@@ -1,0 +1,177 @@
+"""The single controller: builds the actors from a config and runs evaluate -> (sample, judge, learn, sync)* ->
+evaluate."""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import ray
+from tqdm import tqdm
+
+from actors.executor import ExecutorPool
+from actors.generator import create_generator
+from actors.replay_buffer import ReplayBuffer
+from codealign.config import RunConfig
+from codealign.models import resolve_model_path
+from codealign.preferences import build_pairs
+from codealign.records import Completion, Exercise, Experience, GenerationRequest
+from codealign.report import RunDir
+from codealign.weights import load_for_generators
+from evaluation.passk import evaluate
+from exercises.extract import extract_code
+from exercises.loaders import load_mbpp
+from trainers.learner import Learner
+
+CHUNK = 16  # requests per generator call, so the progress bar moves; large enough to keep vLLM batching
+
+
+@dataclass
+class Stages:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def time(self, name: str):
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - start
+
+
+@dataclass
+class System:
+    """The actors of one run."""
+
+    generator: ray.actor.ActorHandle
+    executors: ExecutorPool
+    buffer: ray.actor.ActorHandle
+    learner: Learner
+
+    def generate(self, requests: list[GenerationRequest], desc: str) -> list[list[Completion]]:
+        out: list[list[Completion]] = []
+        with tqdm(total=len(requests), desc=desc, unit="prompt", leave=False) as bar:
+            for i in range(0, len(requests), CHUNK):
+                out += ray.get(self.generator.generate.remote(requests[i : i + CHUNK]))
+                bar.update(min(CHUNK, len(requests) - i))
+        return out
+
+
+def init_ray(cfg: RunConfig) -> None:
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if cfg.ray_address:
+        ray.init(address=cfg.ray_address)
+    else:
+        ray.init(num_cpus=cfg.ray_num_cpus or None, include_dashboard=False, log_to_driver=False)
+
+
+def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
+    generator = create_generator(model_path, cfg.model, cfg.generator, role="student")
+    executors = ExecutorPool(cfg.executor, cfg.reward)
+    buffer = ReplayBuffer.remote()
+    learner = Learner(cfg.train, model_path, run_dir.path / "train")
+    return System(generator, executors, buffer, learner)
+
+
+def sample_and_judge(system: System, cfg: RunConfig, batch: list[Exercise], version: int,
+                     stages: Stages, seed: int) -> list[Experience]:
+    requests = [
+        GenerationRequest(ex.prompt, n=cfg.loop.samples_per_exercise, temperature=cfg.loop.temperature,
+                          top_p=cfg.loop.top_p, max_tokens=cfg.generator.max_tokens, seed=seed + i, request_id=ex.id)
+        for i, ex in enumerate(batch)
+    ]
+    with stages.time("generate"):
+        completions = system.generate(requests, f"sample v{version}")
+    flat = [(ex, c) for ex, comps in zip(batch, completions) for c in comps]
+    with stages.time("execute"):
+        results = system.executors.run([(extract_code(c.text), ex.tests) for ex, c in flat])
+    return [
+        Experience(ex.id, ex.prompt, c.text, extract_code(c.text), res, c.policy_version, c.token_ids, c.logprobs)
+        for (ex, c), res in zip(flat, results)
+    ]
+
+
+def iteration_metrics(experiences: list[Experience]) -> dict:
+    rewards = [e.result.reward for e in experiences]
+    verdicts = Counter(e.result.verdict.value for e in experiences)
+    return {
+        "samples": len(experiences),
+        "reward_mean": statistics.fmean(rewards) if rewards else 0.0,
+        "reward_std": statistics.pstdev(rewards) if len(rewards) > 1 else 0.0,
+        "verdicts": dict(verdicts),
+        "sample_pass_rate": verdicts.get("passed", 0) / max(1, len(experiences)),
+    }
+
+
+def run_eval(system: System, cfg: RunConfig, exercises: list[Exercise], label: str, stages: Stages,
+             run_dir: RunDir) -> float:
+    with stages.time(f"eval_{label}"):
+        report = evaluate(lambda reqs: system.generate(reqs, f"eval {label}"), system.executors.run, exercises,
+                          n=1, ks=(1,), temperature=0.0, max_tokens=cfg.generator.max_tokens)
+    run_dir.write_samples(f"eval_{label}.jsonl", report.samples)
+    return report.pass_at[1]
+
+
+@dataclass
+class RunResult:
+    run_dir: RunDir
+    system: System
+    pass_at_1_before: float
+    pass_at_1_after: float
+    policy_version: int
+
+
+def run(cfg: RunConfig) -> RunResult:
+    """The whole local loop: returns what it wrote and the live actors (the caller may keep using them)."""
+    data_dir = cfg.resolved_data_dir()
+    eval_set = load_mbpp(data_dir, cfg.data.eval_ids)[: cfg.data.eval_size]
+    train_set = load_mbpp(data_dir, cfg.data.train_ids)
+    model_path = resolve_model_path(cfg.model.path)
+    run_dir = RunDir.create(cfg)
+    stages = Stages()
+    init_ray(cfg)
+    with stages.time("startup"):
+        system = build_system(cfg, model_path, run_dir)
+    rng = random.Random(cfg.seed)
+    by_id = {ex.id: ex for ex in train_set}
+
+    before = run_eval(system, cfg, eval_set, "before", stages, run_dir)
+    print(f"pass@1 before: {before:.3f} on {len(eval_set)} MBPP test exercises", flush=True)
+    version = 0
+    for it in range(cfg.loop.iterations):
+        iter_stages = Stages()
+        batch = rng.sample(train_set, min(cfg.loop.exercises_per_iteration, len(train_set)))
+        experiences = sample_and_judge(system, cfg, batch, version, iter_stages, seed=cfg.seed + 1000 * it)
+        ref = ray.put(experiences)
+        ray.get(system.buffer.add.remote([ref], version, len(experiences)))
+        pairs = build_pairs(by_id, experiences, cfg.train.max_pairs, seed=cfg.seed + it)
+        metrics = {"iteration": it, "policy_version": version, **iteration_metrics(experiences), "pairs": len(pairs)}
+        if pairs:
+            with iter_stages.time("train"):
+                train_metrics, weights_path = system.learner.train_round(pairs)
+            with iter_stages.time("sync"):
+                version += 1
+                weights = ray.put(load_for_generators(weights_path))
+                ray.get(system.generator.update_weights.remote(weights, version))
+                del weights
+            metrics.update(train_metrics)
+        metrics["new_policy_version"] = version
+        metrics["seconds"] = dict(iter_stages.seconds)
+        for name, secs in iter_stages.seconds.items():
+            stages.seconds[name] = stages.seconds.get(name, 0.0) + secs
+        run_dir.log_metrics(metrics)
+        print(f"iteration {it}: reward {metrics['reward_mean']:+.2f}, pass rate {metrics['sample_pass_rate']:.2f}, "
+              f"{len(pairs)} pairs, dpo loss {metrics.get('dpo/loss', float('nan')):.4f}, policy v{version}",
+              flush=True)
+
+    after = run_eval(system, cfg, eval_set, "after", stages, run_dir)
+    buffer_stats = ray.get(system.buffer.stats.remote())
+    run_dir.finish(before, after, len(eval_set), stages.seconds, buffer_stats, system.learner.adapter_dir, version)
+    return RunResult(run_dir, system, before, after, version)

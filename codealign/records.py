@@ -1,0 +1,74 @@
+"""The records that flow between actors. Plain dataclasses: cheap to pickle into Ray's object store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sandbox import Verdict
+
+
+@dataclass
+class Exercise:
+    id: str
+    prompt: str  # what the model sees (task text + example asserts, or signature + docstring)
+    tests: str  # Python run after the solution: asserts, or `check(candidate)` and its call
+    entry_point: str = ""
+    source: str = ""  # "mbpp", "humaneval", "generated"
+    reference: str = ""  # a known-good solution where the source has one
+    solve_rate: float | None = None
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    chat: bool = True  # apply the tokenizer's chat template
+    request_id: str = ""
+
+
+@dataclass
+class Completion:
+    request_id: str
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]  # one per generated token
+    finish_reason: str  # "stop", "length", or "error"
+    policy_version: int
+    role: str = "student"
+    error: str = ""  # set when the request was rejected (finish_reason == "error")
+
+
+@dataclass
+class ExecutionResult:
+    verdict: Verdict
+    reward: float
+    duration_s: float
+    detail: str = ""
+
+
+@dataclass
+class Experience:
+    """One sampled solution, judged: what the replay buffer keeps."""
+
+    exercise_id: str
+    prompt: str
+    completion: str
+    code: str
+    result: ExecutionResult
+    policy_version: int
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+
+
+@dataclass
+class PreferencePair:
+    prompt: str
+    chosen: str
+    rejected: str
+    reason: str  # e.g. "passed>failed" or "reference>timeout"
+    exercise_id: str = ""

@@ -1,0 +1,91 @@
+"""The run directory: resolved config, metrics.jsonl, adapter, report.md and the closing summary."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from codealign.config import RunConfig, config_to_dict
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @classmethod
+    def create(cls, cfg: RunConfig) -> RunDir:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path(cfg.output_dir).resolve() / f"{cfg.name}-{stamp}"
+        suffix = 1
+        while path.exists():
+            path = path.with_name(f"{cfg.name}-{stamp}-{suffix}")
+            suffix += 1
+        path.mkdir(parents=True)
+        (path / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        return cls(path)
+
+    def log_metrics(self, record: dict) -> None:
+        with (self.path / "metrics.jsonl").open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def write_samples(self, name: str, samples: list[dict]) -> None:
+        with (self.path / name).open("w") as fh:
+            for sample in samples:
+                fh.write(json.dumps(sample) + "\n")
+
+    def metrics(self) -> list[dict]:
+        f = self.path / "metrics.jsonl"
+        return [json.loads(line) for line in f.read_text().splitlines()] if f.exists() else []
+
+    def finish(self, before: float, after: float, n_eval: int, stage_seconds: dict[str, float],
+               buffer_stats: dict, adapter_dir: str | None, policy_version: int) -> str:
+        if adapter_dir:
+            shutil.copytree(adapter_dir, self.path / "adapter", dirs_exist_ok=True)
+        summary = {"pass@1_before": before, "pass@1_after": after, "eval_exercises": n_eval,
+                   "policy_version": policy_version, "stage_seconds": stage_seconds, "replay_buffer": buffer_stats}
+        (self.path / "summary.json").write_text(json.dumps(summary, indent=2))
+        text = render_report(summary, self.metrics())
+        (self.path / "report.md").write_text(text)
+        print(render_table(summary) + f"\nrun directory: {self.path}", flush=True)
+        return text
+
+
+def render_table(summary: dict) -> str:
+    total = sum(summary["stage_seconds"].values()) or 1.0
+    lines = [
+        f"{'metric':<22}{'value':>12}",
+        f"{'pass@1 before':<22}{summary['pass@1_before']:>12.3f}",
+        f"{'pass@1 after':<22}{summary['pass@1_after']:>12.3f}",
+        f"{'eval exercises':<22}{summary['eval_exercises']:>12d}",
+        f"{'policy version':<22}{summary['policy_version']:>12d}",
+    ]
+    for name, secs in summary["stage_seconds"].items():
+        lines.append(f"{'seconds ' + name:<22}{secs:>8.1f} {100 * secs / total:>2.0f}%")
+    return "\n".join(lines)
+
+
+def render_report(summary: dict, iterations: list[dict]) -> str:
+    total = sum(summary["stage_seconds"].values()) or 1.0
+    out = ["# codealign run report", "",
+           f"MBPP test slice of {summary['eval_exercises']} exercises, greedy decoding.", "",
+           "| | pass@1 |", "|---|---|",
+           f"| before | {summary['pass@1_before']:.3f} |", f"| after | {summary['pass@1_after']:.3f} |", "",
+           "## Stages", "", "| stage | seconds | share |", "|---|---|---|"]
+    out += [f"| {k} | {v:.1f} | {100 * v / total:.0f}% |" for k, v in summary["stage_seconds"].items()]
+    out += ["", "## Iterations", "",
+            "| iteration | policy | reward mean | reward std | pass rate | pairs | DPO loss | margin | accuracy |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    nan = float("nan")
+    for m in iterations:
+        out.append(
+            f"| {m['iteration']} | v{m['policy_version']}→v{m['new_policy_version']} | {m['reward_mean']:+.3f} | "
+            f"{m['reward_std']:.3f} | {m['sample_pass_rate']:.3f} | {m['pairs']} | "
+            f"{m.get('dpo/loss', nan):.4f} | {m.get('dpo/margin', nan):.4f} | {m.get('dpo/accuracy', nan):.2f} |"
+        )
+    out += ["", f"Replay buffer: {summary['replay_buffer']}", ""]
+    return "\n".join(out)

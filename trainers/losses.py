@@ -1,0 +1,66 @@
+"""Preference losses on per-sequence log-probabilities, with TRL's conventions (tests compare against TRL).
+
+TRL 1.16 computes its DPO loss inline in `DPOTrainer._compute_loss`, so it cannot be called on tensors from a
+Ray-driven loop; this is the same arithmetic, checked against DPOTrainer's loss on identical inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
+
+
+@dataclass
+class PreferenceLoss:
+    loss: torch.Tensor  # scalar
+    chosen_rewards: torch.Tensor  # beta * (log pi - log ref), detached, per pair
+    rejected_rewards: torch.Tensor
+
+
+def dpo_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    chosen_lengths: torch.Tensor | None = None,
+    rejected_lengths: torch.Tensor | None = None,
+) -> PreferenceLoss:
+    """sigmoid: DPO (label_smoothing > 0 gives conservative DPO); ipo: IPO, length-normalised as TRL does;
+    hinge: SLiC; robust: robust DPO (Chowdhury et al.)."""
+    chosen_logratios = chosen_logps - ref_chosen_logps
+    rejected_logratios = rejected_logps - ref_rejected_logps
+    delta = chosen_logratios - rejected_logratios
+    if loss_type == "sigmoid":
+        per_pair = -(1 - label_smoothing) * F.logsigmoid(beta * delta) - label_smoothing * F.logsigmoid(-beta * delta)
+    elif loss_type == "ipo":
+        if chosen_lengths is None or rejected_lengths is None:
+            raise ValueError("ipo loss needs chosen_lengths and rejected_lengths")
+        ipo_delta = chosen_logratios / chosen_lengths.clamp(min=1) - rejected_logratios / rejected_lengths.clamp(min=1)
+        per_pair = (ipo_delta - 1 / (2 * beta)) ** 2
+    elif loss_type == "hinge":
+        per_pair = torch.relu(1 - beta * delta)
+    elif loss_type == "robust":
+        clean = -(1 - label_smoothing) * F.logsigmoid(beta * delta)
+        flipped = -label_smoothing * F.logsigmoid(-beta * delta)
+        per_pair = (clean - flipped) / (1 - 2 * label_smoothing)
+    else:
+        raise ValueError(f"unknown DPO loss_type {loss_type!r}; choose from {LOSS_TYPES}")
+    return PreferenceLoss(
+        loss=per_pair.mean(),
+        chosen_rewards=(beta * chosen_logratios).detach(),
+        rejected_rewards=(beta * rejected_logratios).detach(),
+    )
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of log p(label) over masked positions; logits[:, t] predicts labels[:, t]."""
+    logps = torch.log_softmax(logits.float(), dim=-1)
+    token_logps = torch.gather(logps, 2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (token_logps * mask).sum(dim=-1)

@@ -1,0 +1,75 @@
+"""Loading the policy for training (full or LoRA through PEFT) and writing what the generators load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from codealign.config import LoraConfig
+
+ADAPTER_DIR = "adapter"
+MERGED_FILE = "merged.safetensors"
+
+
+def load_policy(model_path: str, lora: LoraConfig, adapter_from: str | None = None):
+    """fp32 master weights (autocast does the bf16 math); a LoRA adapter on top when enabled.
+
+    `adapter_from`: an adapter directory from an earlier round to keep training (the reference stays the
+    frozen base model, reached by disabling the adapter)."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model.config.use_cache = False
+    if not lora.enabled:
+        return model
+    if adapter_from:
+        return PeftModel.from_pretrained(model, adapter_from, is_trainable=True)
+    peft_cfg = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_cfg)
+
+
+def merged_state_dict(model, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
+    """Full weights with any LoRA folded in, named as the base checkpoint names them (what vLLM loads).
+
+    Computed on a copy of each weight so the trainable model is left as it is."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    out = {}
+    lora_layers = {}
+    for name, module in base.named_modules():
+        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
+            lora_layers[name] = module
+    for name, tensor in base.state_dict().items():
+        if "lora_" in name:
+            continue
+        clean = name.replace(".base_layer.", ".")
+        layer_name = name.rsplit(".base_layer.", 1)[0] if ".base_layer." in name else None
+        value = tensor.detach()
+        if layer_name in lora_layers and name.endswith("base_layer.weight"):
+            layer = lora_layers[layer_name]
+            for adapter in layer.active_adapters:
+                if adapter in layer.lora_A:
+                    value = value + layer.get_delta_weight(adapter).detach()
+        out[clean] = value.to(dtype).contiguous()
+    if getattr(base.config, "tie_word_embeddings", False):
+        out.pop("lm_head.weight", None)  # safetensors refuses shared tensors; the loader re-ties it
+    return out
+
+
+def save_for_generators(model, out_dir: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(out_dir / ADAPTER_DIR)
+    path = out_dir / MERGED_FILE
+    save_file(merged_state_dict(model, dtype), str(path))
+    return path
