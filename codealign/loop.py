@@ -62,6 +62,12 @@ class System:
         return out
 
 
+    def shutdown(self) -> None:
+        self.executors.shutdown()
+        ray.kill(self.generator)
+        ray.kill(self.buffer)
+
+
 def init_ray(cfg: RunConfig) -> None:
     if ray.is_initialized():
         return

@@ -1,0 +1,53 @@
+"""Shared, session-scoped real components: one Ray cluster, one tiny-model vLLM engine, the real model path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("CODEALIGN_DATA", str(ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ["CODEALIGN_DATA"])
+    assert (path / "mbpp.jsonl").is_file(), f"benchmark data not found at {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_model_path() -> str:
+    from codealign.models import resolve_model_path
+
+    return resolve_model_path("embedded:smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory, real_model_path) -> str:
+    from codealign.models import make_tiny_model
+
+    return str(make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", tokenizer_from=real_model_path))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    # Logical CPUs above the 2 real cores: the actors of a run take turns rather than compute at once.
+    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(ray_cluster, tiny_model_path):
+    from actors.generator import create_generator
+    from codealign.config import GeneratorConfig, ModelConfig
+
+    handle = create_generator(tiny_model_path, ModelConfig(max_model_len=512), GeneratorConfig(kv_cache_gib=1))
+    yield handle
+    ray_cluster.kill(handle)

@@ -1,0 +1,80 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from codealign.config import ConfigError, config_from_dict, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL = ROOT / "configs" / "local.yaml"
+
+
+def raw_local() -> dict:
+    return yaml.safe_load(LOCAL.read_text())
+
+
+def test_local_config_loads_with_the_seed_reward_table():
+    cfg = load_config(LOCAL)
+    assert cfg.train.algorithm == "dpo"
+    r = cfg.reward
+    assert (r.timeout, r.syntax_error, r.runtime_error, r.failed, r.passed) == (-2.0, -1.0, -0.6, -0.3, 4.0)
+    assert cfg.data.eval_ids == (11, 510) and cfg.data.train_ids == (601, 974)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.pop("train"), "train: missing required section"),
+        (lambda d: d["train"].update(algorithm="ppo2"), "train.algorithm: unknown algorithm 'ppo2'"),
+        (lambda d: d["loop"].update(iteratoins=3), "loop.iteratoins: unknown field"),
+        (lambda d: d["loop"].update(iterations="two"), "loop.iterations: expected int"),
+        (lambda d: d["data"].update(eval_ids=[1, 2, 3]), "data.eval_ids: expected 2 items"),
+        (lambda d: d["loop"].update(samples_per_exercise=1), "loop.samples_per_exercise"),
+    ],
+)
+def test_config_errors_name_the_field(mutate, message):
+    data = raw_local()
+    mutate(data)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        config_from_dict(data)
+
+
+def test_overrides_apply_dotted_keys():
+    cfg = load_config(LOCAL, ["loop.iterations=5", "train.lora.r=4"])
+    assert cfg.loop.iterations == 5 and cfg.train.lora.r == 4
+
+
+def run_launch(*args, env_extra=None):
+    import os
+
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=120)
+
+
+def test_launch_exits_with_a_message_naming_an_unknown_algorithm():
+    proc = run_launch("run", "--config", str(LOCAL), "--set", "train.algorithm=magic")
+    assert proc.returncode == 2
+    assert "train.algorithm" in proc.stderr and "magic" in proc.stderr
+
+
+def test_launch_names_a_missing_data_file(tmp_path):
+    proc = run_launch("run", "--config", str(LOCAL), "--set", f"data.data_dir={tmp_path}")
+    assert proc.returncode == 2
+    assert str(tmp_path / "mbpp.jsonl") in proc.stderr and "not found" in proc.stderr
+
+
+def test_launch_names_a_missing_config_field(tmp_path):
+    data = raw_local()
+    del data["model"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    proc = run_launch("run", "--config", str(bad))
+    assert proc.returncode == 2 and "model: missing required section" in proc.stderr
+
+
+def test_launch_names_a_missing_config_file(tmp_path):
+    proc = run_launch("run", "--config", str(tmp_path / "nope.yaml"))
+    assert proc.returncode == 2 and "nope.yaml: not found" in proc.stderr

@@ -1,0 +1,60 @@
+"""The learner: LoRA merge against PEFT's own, and DPO rounds through Ray Train on the tiny model."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from codealign.config import LoraConfig, TrainConfig
+from codealign.records import PreferencePair
+from trainers.learner import Learner
+from trainers.modeling import load_policy, merged_state_dict
+
+PAIRS = [
+    PreferencePair("Write add(a, b).", "```python\ndef add(a, b):\n    return a + b\n```",
+                   "```python\ndef add(a, b):\n    return a - b\n```", "passed>failed", "t/1"),
+    PreferencePair("Write neg(x).", "```python\ndef neg(x):\n    return -x\n```",
+                   "```python\ndef neg(x):\n    return x\n```", "reference>failed", "t/2"),
+] * 4
+
+
+def test_merged_weights_match_peft_merge_and_unload(tiny_model_path):
+    model = load_policy(tiny_model_path, LoraConfig(r=4, alpha=8))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    ours = merged_state_dict(model, dtype=torch.float32)
+    reference = model.merge_and_unload().state_dict()
+    base = load_file(f"{tiny_model_path}/model.safetensors")
+    assert set(ours) == set(base)  # named as the checkpoint names them (tied lm_head left out)
+    changed = 0
+    for name, value in ours.items():
+        torch.testing.assert_close(value, reference[name], rtol=1e-5, atol=1e-6)
+        changed += not torch.equal(value.to(base[name].dtype), base[name])
+    assert changed > 0
+
+
+def test_dpo_rounds_train_and_continue_from_the_adapter(ray_cluster, tiny_model_path, tmp_path):
+    cfg = TrainConfig(learning_rate=2e-3, batch_size=4, max_pairs=8, lora=LoraConfig(r=8, alpha=16))
+    learner = Learner(cfg, tiny_model_path, tmp_path / "train")
+    m1, merged1 = learner.train_round(PAIRS)
+    assert m1["dpo/pairs"] == 8 and m1["dpo/steps"] == 2
+    assert m1["dpo/loss_first"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at the start
+    assert m1["dpo/loss_last"] < m1["dpo/loss_first"]
+    first_adapter = learner.adapter_dir
+    m2, merged2 = learner.train_round(PAIRS)
+    assert learner.adapter_dir != first_adapter
+    # round 2 starts from round 1's adapter against the frozen base: it begins where round 1 got to
+    assert m2["dpo/loss_first"] < m1["dpo/loss_first"] - 1e-3
+    w1, w2 = load_file(str(merged1)), load_file(str(merged2))
+    base = load_file(f"{tiny_model_path}/model.safetensors")
+    assert set(w1) == set(base) and all(w1[k].dtype == torch.bfloat16 for k in w1)
+    assert any(not torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_learner_rejects_empty_rounds_and_unknown_algorithms(tiny_model_path, tmp_path):
+    with pytest.raises(ValueError, match="unknown algorithm 'nope'"):
+        Learner(TrainConfig(algorithm="nope"), tiny_model_path, tmp_path)
+    with pytest.raises(ValueError, match="at least one preference pair"):
+        Learner(TrainConfig(), tiny_model_path, tmp_path).train_round([])
