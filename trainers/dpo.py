@@ -55,7 +55,8 @@ def pair_batch(pair: TokenizedPair) -> dict[str, torch.Tensor | int]:
 def pair_logps(model, batch, autocast: bool) -> torch.Tensor:
     """log pi(chosen), log pi(rejected). Only completion positions go through the LM head."""
     keep = batch["input_ids"].shape[1] - batch["prompt_len"] + 1
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    device_type = batch["input_ids"].device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
     logits = out.logits[:, :-1]
     return sequence_logps(logits, batch["labels"], batch["mask"])
@@ -106,12 +107,13 @@ def dpo_train_loop(config: dict) -> None:
     random.Random(cfg.seed).shuffle(tokenized)
     # Every worker takes the same number of steps, or DDP's all-reduce would wait forever.
     tokenized = tokenized[: len(tokenized) // world * world][rank::world]
-    batches = [pair_batch(t) for t in tokenized]
+    device = ray.train.torch.get_device()
+    batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in pair_batch(t).items()} for t in tokenized]
 
-    model = load_policy(config["model_path"], cfg.lora, config.get("adapter_from"))
-    autocast = cfg.bf16 and bf16_supported()
+    model = load_policy(config["model_path"], cfg.lora, config.get("adapter_from")).to(device)
+    autocast = cfg.bf16 and (device.type == "cuda" or bf16_supported())
     ref = reference_logps(model, batches, autocast)
-    model = ray.train.torch.prepare_model(model) if world > 1 else model
+    model = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU, NCCL on GPU) when world > 1
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
 
@@ -127,7 +129,7 @@ def dpo_train_loop(config: dict) -> None:
             for i in chunk:
                 logps = pair_logps(model, batches[i], autocast)
                 r = ref[i]
-                lengths = batches[i]["mask"].sum(dim=1)
+                lengths = batches[i]["mask"].sum(dim=1)  # completion tokens, for IPO's normalisation
                 out = dpo_loss(logps[:1], logps[1:], r[:1], r[1:], cfg.beta, cfg.loss_type,
                                chosen_lengths=lengths[:1], rejected_lengths=lengths[1:])
                 if not torch.isfinite(out.loss):
