@@ -5,19 +5,20 @@ from __future__ import annotations
 import enum
 import json
 import os
-import shutil
-import signal
+import queue
+import select
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-RUNNER = str(Path(__file__).with_name("_runner.py"))
-NOBODY_UID = 65534
-REPORT_MAX = 4096
+from sandbox import frames
+
+SERVER = str(Path(__file__).with_name("_server.py"))
+PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 class Verdict(str, enum.Enum):
@@ -48,14 +49,74 @@ class Result:
     reward: float
     duration_s: float
     detail: str = ""
+    # "split": the tests ran outside the solution's process, calling it through plain values;
+    # "in_process": they ran beside the solution, with a strict comparator; "": nothing ran (syntax error)
+    mode: str = ""
+    cpu_s: float = 0.0  # CPU time of the solution's process
 
     @property
     def passed(self) -> bool:
         return self.verdict is Verdict.PASSED
 
 
+class ServerLost(RuntimeError):
+    pass
+
+
+class _Server:
+    """One fork server process; runs one job at a time."""
+
+    def __init__(self, opts: dict):
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
+               "OPENBLAS_NUM_THREADS": "1", "HOME": "/tmp", "TMPDIR": "/tmp"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-B", SERVER, PROJECT_ROOT, json.dumps(opts)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd="/",
+            start_new_session=True,
+        )
+        hello = self._read(30.0)
+        self.active: list[str] = hello["active"]
+
+    def _read(self, timeout: float) -> dict:
+        fd = self.proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            self.kill()
+            raise ServerLost("sandbox server did not answer in time")
+        try:
+            msg = frames.read_frame(fd)
+        except (OSError, ValueError) as exc:
+            self.kill()
+            raise ServerLost(f"sandbox server sent garbage: {exc}") from exc
+        if msg is None:
+            self.kill()
+            raise ServerLost("sandbox server exited")
+        return msg
+
+    def run(self, solution: str, tests: str, timeout: float, mode: str) -> dict:
+        fd = self.proc.stdin.fileno()
+        try:
+            # Two frames: the server forks the solution's process after the first and before the second.
+            frames.write_frame(fd, {"solution": solution, "timeout": timeout, "mode": mode})
+            frames.write_frame(fd, {"tests": tests})
+        except OSError as exc:
+            self.kill()
+            raise ServerLost(f"sandbox server is gone: {exc}") from exc
+        return self._read(timeout + 10.0)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
 class Sandbox:
-    """`Sandbox().run(solution, tests)` -> Result. Each run gets its own process, directory and limits."""
+    """`Sandbox().run(solution, tests)` -> Result. A pool of warm fork servers; `close()` ends every process."""
 
     def __init__(
         self,
@@ -64,37 +125,53 @@ class Sandbox:
         file_size_mb: int = 16,
         parallelism: int | None = None,
         rewards: RewardTable | None = None,
+        max_processes: int = 64,
     ):
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.timeout_s = timeout_s
-        self.memory_mb = memory_mb
-        self.file_size_mb = file_size_mb
         self.parallelism = parallelism or os.cpu_count() or 1
         self.rewards = rewards or RewardTable()
-        self._uid = NOBODY_UID if os.geteuid() == 0 and _readable_by_others(sys.executable) else -1
+        self._opts = {"memory_mb": memory_mb, "file_mb": file_size_mb, "nproc": max_processes,
+                      "cpu_s": int(timeout_s) + 1}
+        self._idle: queue.SimpleQueue[_Server] = queue.SimpleQueue()
+        self._all: list[_Server] = []
+        self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
 
     # -- public API -------------------------------------------------------------------------------------
     @property
     def protections(self) -> dict[str, bool]:
-        return {
-            "own_process_group": True,
-            "wall_timeout": True,
-            "rlimits": True,
-            "minimal_environment": True,
-            "private_workdir": True,
-            "unprivileged_user": self._uid >= 0,
-            "network_namespace": _can_unshare_net(),
-        }
+        server = self._acquire()
+        try:
+            active = set(server.active)
+        finally:
+            self._release(server)
+        names = ["network_namespace", "mount_namespace", "pid_namespace", "ipc_namespace", "user_namespace",
+                 "unprivileged_user", "host_home_hidden", "private_tmp", "rlimits", "no_new_privs"]
+        report = {name: name in active for name in names}
+        report.update(own_process_per_run=True, wall_timeout=True, minimal_environment=True,
+                      out_of_band_verdict=True, split_tests=True)
+        return report
 
     def run(self, solution: str, tests: str, timeout_s: float | None = None) -> Result:
         if not isinstance(solution, str) or not isinstance(tests, str):
             raise TypeError("solution and tests must be str")
-        timeout = self.timeout_s if timeout_s is None else timeout_s
+        timeout = self.timeout_s if timeout_s is None else float(timeout_s)
+        if timeout <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout}")
         start = time.monotonic()
-        verdict, detail = self._execute(solution, tests, timeout)
-        return Result(verdict, self.rewards(verdict), time.monotonic() - start, detail)
+        reply = self._submit(solution, tests, timeout, "split")
+        if reply.get("verdict") == "retry":
+            reply = self._submit(solution, tests, timeout, "in_process")
+        try:
+            verdict = Verdict(reply.get("verdict"))
+        except ValueError:
+            verdict = Verdict.RUNTIME_ERROR
+        mode = "" if verdict is Verdict.SYNTAX_ERROR else str(reply.get("mode", ""))
+        return Result(verdict, self.rewards(verdict), time.monotonic() - start, str(reply.get("detail", "")),
+                      mode, float(reply.get("cpu_s", 0.0)))
 
     def run_many(self, jobs: list[tuple[str, str]], timeout_s: float | None = None) -> list[Result]:
         if self._pool is None:
@@ -102,9 +179,14 @@ class Sandbox:
         return list(self._pool.map(lambda job: self.run(job[0], job[1], timeout_s), jobs))
 
     def close(self) -> None:
+        self._closed = True
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        with self._lock:
+            for server in self._all:
+                server.kill()
+            self._all.clear()
 
     def __enter__(self) -> Sandbox:
         return self
@@ -112,106 +194,43 @@ class Sandbox:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- one execution ----------------------------------------------------------------------------------
-    def _execute(self, solution: str, tests: str, timeout: float) -> tuple[Verdict, str]:
-        workdir = tempfile.mkdtemp(prefix="codealign-sb-")
-        read_fd, write_fd = os.pipe()
+    def __del__(self):
         try:
-            if self._uid >= 0:
-                os.chown(workdir, self._uid, self._uid)
-            env = {
-                "PATH": "/usr/bin:/bin",
-                "HOME": workdir,
-                "TMPDIR": workdir,
-                "LANG": "C.UTF-8",
-                "PYTHONHASHSEED": "0",
-                "OMP_NUM_THREADS": "1",
-                "OPENBLAS_NUM_THREADS": "1",
-            }
-            cpu_s = int(timeout) + 1
-            argv = [sys.executable, "-I", "-B", RUNNER, str(write_fd), str(self._uid),
-                    str(self.memory_mb), str(cpu_s), str(self.file_size_mb)]
-            proc = subprocess.Popen(
-                argv, cwd=workdir, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, pass_fds=(write_fd,), start_new_session=True,
-            )
-            os.close(write_fd)
-            write_fd = -1
-            timed_out = False
-            try:
-                proc.stdin.write(json.dumps({"solution": solution, "tests": tests}).encode())
-                proc.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            _kill_group(proc.pid)
-            proc.wait()
-            report = _read_report(read_fd)
-        finally:
-            if write_fd >= 0:
-                os.close(write_fd)
-            os.close(read_fd)
-            shutil.rmtree(workdir, ignore_errors=True)
-        if timed_out:
-            return Verdict.TIMEOUT, f"wall time limit of {timeout:g}s"
-        if report is not None:
-            return Verdict(report["verdict"]), report.get("detail", "")
-        if proc.returncode < 0:
-            name = signal.Signals(-proc.returncode).name
-            if name == "SIGXCPU":
-                return Verdict.TIMEOUT, "CPU time limit"
-            return Verdict.RUNTIME_ERROR, f"killed by {name}"
-        return Verdict.RUNTIME_ERROR, f"exited with status {proc.returncode} before the tests finished"
+            self.close()
+        except Exception:
+            pass
 
+    # -- servers ----------------------------------------------------------------------------------------
+    def _submit(self, solution: str, tests: str, timeout: float, mode: str) -> dict:
+        server = self._acquire()
+        try:
+            reply = server.run(solution, tests, timeout, mode)
+        except ServerLost as exc:
+            self._forget(server)
+            return {"verdict": "runtime_error", "detail": str(exc), "mode": mode}
+        self._release(server)
+        return reply
 
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    def _acquire(self) -> _Server:
+        if self._closed:
+            raise RuntimeError("Sandbox is closed")
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            grow = len(self._all) < self.parallelism
+            if grow:
+                server = _Server(self._opts)
+                self._all.append(server)
+                return server
+        return self._idle.get()
 
+    def _release(self, server: _Server) -> None:
+        self._idle.put(server)
 
-def _read_report(fd: int) -> dict | None:
-    os.set_blocking(fd, False)
-    chunks = []
-    try:
-        while True:
-            chunk = os.read(fd, REPORT_MAX)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            if sum(map(len, chunks)) > REPORT_MAX:
-                return None
-    except BlockingIOError:
-        pass  # a surviving grandchild still holds the write end; what was written is all there is
-    try:
-        report = json.loads(b"".join(chunks))
-        Verdict(report["verdict"])
-        return report
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _readable_by_others(executable: str) -> bool:
-    """Can an unprivileged user reach the interpreter's standard library (every parent directory o+x)?"""
-    import sysconfig
-
-    path = Path(sysconfig.get_paths()["stdlib"]).resolve()
-    for part in [path, *path.parents]:
-        if not part.stat().st_mode & 0o001:
-            return False
-    return os.access(os.path.realpath(executable), os.R_OK)
-
-
-_UNSHARE_OK: bool | None = None
-
-
-def _can_unshare_net() -> bool:
-    global _UNSHARE_OK
-    if _UNSHARE_OK is None:
-        probe = "import ctypes,sys; sys.exit(0 if ctypes.CDLL(None).unshare(0x40000000)==0 else 1)"
-        _UNSHARE_OK = subprocess.run([sys.executable, "-I", "-c", probe], check=False).returncode == 0
-    return _UNSHARE_OK
+    def _forget(self, server: _Server) -> None:
+        server.kill()
+        with self._lock:
+            if server in self._all:
+                self._all.remove(server)

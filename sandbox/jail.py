@@ -1,0 +1,147 @@
+"""Linux isolation for the sandbox processes, through libc: namespaces, mounts, rlimits, privileges.
+
+Everything degrades gracefully: a step the kernel or the user refuses is skipped, and `active` records what did
+take effect, so `Sandbox().protections` reports the truth for this machine.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import stat
+import tempfile
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 1, 38, 36
+NOBODY = 65534
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(flags), "unshare")
+
+
+def _bytes(s: str | None) -> bytes | None:
+    return s.encode() if s is not None else None
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    enc = _bytes
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+
+
+def prctl(option: int, arg: int) -> None:
+    _check(_libc.prctl(option, arg, 0, 0, 0), "prctl")
+
+
+def limit(kind: int, value: int) -> None:
+    try:
+        resource.setrlimit(kind, (value, value))
+    except (ValueError, OSError):
+        pass
+
+
+def _blocker(path: str) -> str | None:
+    """The topmost ancestor of `path` that other users cannot traverse, if any."""
+    found = None
+    parts = os.path.realpath(path).split(os.sep)
+    for i in range(2, len(parts) + 1):
+        d = os.sep.join(parts[:i]) or os.sep
+        if not os.stat(d).st_mode & stat.S_IXOTH:
+            found = d
+            break
+    return found
+
+
+def isolate_server(expose: list[str], tmpfs_size_mb: int = 512) -> list[str]:
+    """Run once in the fork server: own network, mount and IPC namespaces; a private /tmp; directories the
+    interpreter needs made readable to the unprivileged user by hiding what else sits beside them."""
+    active: list[str] = []
+    if os.geteuid() == 0:
+        unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
+    else:  # an unprivileged user may still own a user namespace, and everything else inside it
+        uid, gid = os.geteuid(), os.getegid()
+        unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
+        with open("/proc/self/setgroups", "w") as fh:
+            fh.write("deny")
+        with open("/proc/self/uid_map", "w") as fh:
+            fh.write(f"0 {uid} 1")
+        with open("/proc/self/gid_map", "w") as fh:
+            fh.write(f"0 {gid} 1")
+        active.append("user_namespace")
+    active += ["network_namespace", "mount_namespace", "ipc_namespace"]
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # Stage the interpreter's directories, cover their untraversable ancestor with an empty tmpfs, put them back.
+    staging = tempfile.mkdtemp(prefix="codealign-stage-")
+    staged = []
+    for i, path in enumerate(sorted(set(os.path.realpath(p) for p in expose))):
+        block = _blocker(path)
+        if block is None:
+            continue
+        spot = os.path.join(staging, str(i))
+        os.mkdir(spot)
+        mount(path, spot, None, MS_BIND | MS_REC)
+        staged.append((path, spot, block))
+    for block in sorted({b for _, _, b in staged}):
+        mount("tmpfs", block, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+    for path, spot, _ in staged:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        mount(spot, path, None, MS_BIND | MS_REC)
+        mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    for _, spot, _ in staged:  # leave nothing behind in the host's /tmp
+        _check(_libc.umount2(spot.encode(), MNT_DETACH), f"umount {spot}")
+        os.rmdir(spot)
+    os.rmdir(staging)
+    if staged:
+        active.append("host_home_hidden")
+    for scratch in ("/tmp", "/var/tmp", "/dev/shm"):
+        if os.path.isdir(scratch):
+            mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={tmpfs_size_mb}m")
+    active.append("private_tmp")
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    return active
+
+
+def enter_pid_namespace() -> None:
+    """In the supervisor: its next child is PID 1 of a new namespace; when that child dies, so does everything
+    it started, double-forked daemons included."""
+    unshare(CLONE_NEWPID)
+
+
+def confine_solution(workdir: str, memory_mb: int, cpu_s: int, file_mb: int, nproc: int, drop_user: bool) -> None:
+    """In the solution process (PID 1 of its namespace): its own /proc, limits, no privileges."""
+    unshare(CLONE_NEWNS)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    confine(workdir, memory_mb, cpu_s, file_mb, nproc, drop_user)
+
+
+def confine(workdir: str, memory_mb: int, cpu_s: int, file_mb: int, nproc: int, drop_user: bool) -> None:
+    os.chdir(workdir)
+    limit(resource.RLIMIT_AS, memory_mb * 2**20)
+    limit(resource.RLIMIT_CPU, cpu_s)
+    limit(resource.RLIMIT_FSIZE, file_mb * 2**20)
+    limit(resource.RLIMIT_CORE, 0)
+    limit(resource.RLIMIT_NOFILE, 64)
+    if drop_user and os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+        limit(resource.RLIMIT_NPROC, nproc)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
