@@ -23,6 +23,7 @@ MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 1, 38, 36
 NOBODY = 65534
+SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -69,7 +70,7 @@ def _blocker(path: str) -> str | None:
     return found
 
 
-def isolate_server(expose: list[str], tmpfs_size_mb: int = 512) -> list[str]:
+def isolate_server(expose: list[str], tmpfs_size_mb: int = 64) -> list[str]:
     """Run once in the fork server: own network, mount and IPC namespaces; a private /tmp; directories the
     interpreter needs made readable to the unprivileged user by hiding what else sits beside them."""
     active: list[str] = []
@@ -110,12 +111,30 @@ def isolate_server(expose: list[str], tmpfs_size_mb: int = 512) -> list[str]:
     os.rmdir(staging)
     if staged:
         active.append("host_home_hidden")
-    for scratch in ("/tmp", "/var/tmp", "/dev/shm"):
+    if read_only_host():
+        active.append("read_only_host")
+    for scratch in SCRATCH:
         if os.path.isdir(scratch):
             mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={tmpfs_size_mb}m")
     active.append("private_tmp")
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     return active
+
+
+def read_only_host() -> bool:
+    """Every mount the host gave us becomes read-only in this namespace; writes go to our own tmpfs only."""
+    done = True
+    with open("/proc/self/mountinfo") as fh:
+        points = [line.split()[4] for line in fh]
+    for point in points:
+        if point.split("/")[1:2] in (["proc"], ["sys"], ["dev"]):
+            continue
+        try:
+            keep = os.statvfs(point).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
+        except OSError:
+            done = done and point != "/"
+    return done
 
 
 def enter_pid_namespace() -> None:
@@ -124,11 +143,18 @@ def enter_pid_namespace() -> None:
     unshare(CLONE_NEWPID)
 
 
-def confine_solution(workdir: str, memory_mb: int, cpu_s: int, file_mb: int, nproc: int, drop_user: bool) -> None:
-    """In the solution process (PID 1 of its namespace): its own /proc, limits, no privileges."""
+def confine_solution(memory_mb: int, cpu_s: int, file_mb: int, nproc: int, drop_user: bool) -> None:
+    """In the solution process (PID 1 of its namespace): its own /proc, fresh scratch directories that vanish
+    with it (its working directory is /tmp), limits, no privileges."""
     unshare(CLONE_NEWNS)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    owner = f",uid={NOBODY},gid={NOBODY}" if drop_user and os.geteuid() == 0 else ""
+    for scratch in SCRATCH:
+        if os.path.isdir(scratch):
+            mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,size={4 * file_mb}m{owner}")
+    workdir = "/tmp"
+    os.setsid()  # its own session and process group: killpg(0) reaches nothing else
     confine(workdir, memory_mb, cpu_s, file_mb, nproc, drop_user)
 
 
