@@ -337,6 +337,7 @@ def serve(opts: dict) -> None:
         if sup == 0:
             os.close(info_r)
             try:
+                jail.prctl(jail.PR_SET_PDEATHSIG, signal.SIGKILL)
                 supervisor(job, info_w, opts)
             finally:
                 os._exit(0)

@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -106,7 +107,10 @@ class _Server:
 
     def kill(self) -> None:
         if self.proc.poll() is None:
-            self.proc.kill()
+            try:  # the server leads its own process group: its supervisors go with it
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout):
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 import resource
+import signal
 import stat
 import tempfile
 
@@ -171,3 +172,6 @@ def confine(workdir: str, memory_mb: int, cpu_s: int, file_mb: int, nproc: int, 
         os.setuid(NOBODY)
         limit(resource.RLIMIT_NPROC, nproc)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
+    # Changing credentials clears the parent-death signal, so it is set here, last: if the process that forked
+    # this one dies (or is killed when the sandbox closes), this one dies too.
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
