@@ -15,6 +15,7 @@ class Exercise:
     entry_point: str = ""
     source: str = ""  # "mbpp", "humaneval", "generated"
     reference: str = ""  # a known-good solution where the source has one
+    stub: str = ""  # completion-style tasks (HumanEval): the code a raw completion continues
     solve_rate: float | None = None
 
 

@@ -90,6 +90,7 @@ def load_humaneval(data_dir: str | Path) -> list[Exercise]:
                     entry_point=row["entry_point"],
                     source="humaneval",
                     reference=row["prompt"] + row["canonical_solution"],
+                    stub=row["prompt"],
                 )
             )
     return out
