@@ -70,16 +70,19 @@ class _Server:
     def __init__(self, opts: dict):
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
                "OPENBLAS_NUM_THREADS": "1", "HOME": "/tmp", "TMPDIR": "/tmp"}
+        tests_r, self.tests_w = os.pipe()  # caller -> judge: the tests never pass through the server
+        self.verdict_r, verdict_w = os.pipe()  # judge -> caller
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-B", SERVER, PROJECT_ROOT, json.dumps(opts)],
+            [sys.executable, "-I", "-B", SERVER, PROJECT_ROOT, json.dumps(opts), str(tests_r), str(verdict_w)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd="/",
-            start_new_session=True,
+            start_new_session=True, pass_fds=(tests_r, verdict_w),
         )
-        hello = self._read(30.0)
+        os.close(tests_r)
+        os.close(verdict_w)
+        hello = self._read(self.proc.stdout.fileno(), 30.0)
         self.active: list[str] = hello["active"]
 
-    def _read(self, timeout: float) -> dict:
-        fd = self.proc.stdout.fileno()
+    def _read(self, fd: int, timeout: float) -> dict:
         ready, _, _ = select.select([fd], [], [], timeout)
         if not ready:
             self.kill()
@@ -95,15 +98,13 @@ class _Server:
         return msg
 
     def run(self, solution: str, tests: str, timeout: float, mode: str) -> dict:
-        fd = self.proc.stdin.fileno()
         try:
-            # Two frames: the server forks the solution's process after the first and before the second.
-            frames.write_frame(fd, {"solution": solution, "timeout": timeout, "mode": mode})
-            frames.write_frame(fd, {"tests": tests})
+            frames.write_frame(self.proc.stdin.fileno(), {"solution": solution, "timeout": timeout, "mode": mode})
+            frames.write_frame(self.tests_w, {"tests": tests})
         except OSError as exc:
             self.kill()
             raise ServerLost(f"sandbox server is gone: {exc}") from exc
-        return self._read(timeout + 10.0)
+        return self._read(self.verdict_r, timeout + 10.0)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -117,6 +118,12 @@ class _Server:
                 stream.close()
             except OSError:
                 pass
+        for fd in (self.tests_w, self.verdict_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.tests_w = self.verdict_r = -1
 
 
 class Sandbox:

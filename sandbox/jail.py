@@ -71,7 +71,7 @@ def _blocker(path: str) -> str | None:
     return found
 
 
-def isolate_server(expose: list[str], tmpfs_size_mb: int = 64) -> list[str]:
+def isolate_server(expose: list[str]) -> list[str]:
     """Run once in the fork server: own network, mount and IPC namespaces; a private /tmp; directories the
     interpreter needs made readable to the unprivileged user by hiding what else sits beside them."""
     active: list[str] = []
@@ -116,7 +116,7 @@ def isolate_server(expose: list[str], tmpfs_size_mb: int = 64) -> list[str]:
         active.append("read_only_host")
     for scratch in SCRATCH:
         if os.path.isdir(scratch):
-            mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={tmpfs_size_mb}m")
+            mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "mode=0755,size=1m")
     active.append("private_tmp")
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     return active
@@ -138,22 +138,22 @@ def read_only_host() -> bool:
     return done
 
 
-def enter_pid_namespace() -> None:
-    """In the supervisor: its next child is PID 1 of a new namespace; when that child dies, so does everything
-    it started, double-forked daemons included."""
+def new_pid_namespace_for_children(own_pid_ns_fd: int) -> None:
+    """The next child is PID 1 of a new namespace; when that child dies, so does everything it started,
+    double-forked daemons included. A process may do this once per namespace it is in, so first step back into
+    our own (the fd of /proc/self/ns/pid opened at start)."""
+    _check(_libc.setns(own_pid_ns_fd, CLONE_NEWPID), "setns")
     unshare(CLONE_NEWPID)
 
 
 def confine_solution(memory_mb: int, cpu_s: int, file_mb: int, nproc: int, drop_user: bool) -> None:
-    """In the solution process (PID 1 of its namespace): its own /proc, fresh scratch directories that vanish
-    with it (its working directory is /tmp), limits, no privileges."""
+    """In the solution process (PID 1 of its namespace): its own /proc, a fresh /tmp that vanishes with it (its
+    working directory; /var/tmp and /dev/shm are read-only empties), limits, no privileges."""
     unshare(CLONE_NEWNS)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     owner = f",uid={NOBODY},gid={NOBODY}" if drop_user and os.geteuid() == 0 else ""
-    for scratch in SCRATCH:
-        if os.path.isdir(scratch):
-            mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,size={4 * file_mb}m{owner}")
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,size={4 * file_mb}m{owner}")
     workdir = "/tmp"
     os.setsid()  # its own session and process group: killpg(0) reaches nothing else
     confine(workdir, memory_mb, cpu_s, file_mb, nproc, drop_user)

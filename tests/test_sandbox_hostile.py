@@ -184,7 +184,9 @@ RESOURCE = [
     ("import time\ndef square(x):\n    time.sleep(60)\n", Verdict.TIMEOUT),
     ("def square(x):\n    return int(input())\n", Verdict.RUNTIME_ERROR),
     ("def square(x):\n    return len(bytearray(16 * 2**30))\n", Verdict.RUNTIME_ERROR),
-    ("keep = []\ndef square(x):\n    while True:\n        keep.append(' ' * 2**20)\n", Verdict.RUNTIME_ERROR),
+    # a slow leak ends by the memory limit, or by the clock on a loaded machine: contained either way
+    ("keep = []\ndef square(x):\n    while True:\n        keep.append(' ' * 2**20)\n",
+     (Verdict.RUNTIME_ERROR, Verdict.TIMEOUT)),
     # Python 3.11 keeps Python frames off the C stack: this one ends by the memory limit or the clock
     ("import sys\nsys.setrecursionlimit(10**7)\ndef square(x):\n    return square(x + 1)\n",
      (Verdict.RUNTIME_ERROR, Verdict.TIMEOUT)),
@@ -259,9 +261,10 @@ def _sandbox_procs() -> set[int]:
 def test_fork_bomb_is_contained_and_the_next_run_works(sb):
     bomb = "import os\ndef square(x):\n    while True:\n        try:\n            os.fork()\n        except OSError:\n"\
            "            pass\n"
+    before = _sandbox_procs()  # the sandbox's own long-lived judges
     assert run(sb, bomb).verdict is Verdict.TIMEOUT
     time.sleep(0.3)
-    assert not _sandbox_procs()
+    assert _sandbox_procs() <= before
     assert run(sb, SQUARE).verdict is Verdict.PASSED
 
 
@@ -274,6 +277,7 @@ def test_killing_parent_or_group_harms_nothing(sb, kill):
 
 
 def test_close_ends_every_process():
+    others = _sandbox_procs()  # judges of the module's shared sandbox
     box = Sandbox(timeout_s=5, parallelism=2)
     results = []
     worker = threading.Thread(target=lambda: results.append(box.run("import time\ntime.sleep(30)\n", "")))
@@ -284,7 +288,7 @@ def test_close_ends_every_process():
     worker.join(10)
     time.sleep(0.3)
     assert servers and all(not os.path.exists(f"/proc/{pid}") or _zombie(pid) for pid in servers)
-    assert not _sandbox_procs()
+    assert _sandbox_procs() <= others
 
 
 def _zombie(pid: int) -> bool:
