@@ -37,5 +37,8 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check .
 
+bench: setup
+	$(BIN)/python bench/sandbox_throughput.py
+
 clean:
 	rm -rf runs .pytest_cache

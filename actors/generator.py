@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import time
 
 import numpy as np
@@ -25,6 +27,7 @@ class Generator:
 
         self.role = role
         self.max_model_len = model.max_model_len
+        lora_args = {"enable_lora": True, "max_lora_rank": cfg.max_lora_rank, "max_loras": 1} if cfg.enable_lora else {}
         self.llm = LLM(
             model=model_path,
             dtype=model.dtype,
@@ -33,7 +36,11 @@ class Generator:
             seed=cfg.seed,
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
+            **lora_args,
         )
+        self.lora_enabled = cfg.enable_lora
+        self.lora_request = None
+        self.lora_dir = tempfile.mkdtemp(prefix="codealign-lora-")
         self.tokenizer = self.llm.get_tokenizer()
         self.policy_version = 0
         from vllm.platforms import current_platform
@@ -81,7 +88,7 @@ class Generator:
             except Exception as exc:  # noqa: BLE001 - any bad request becomes a per-request error
                 results[i] = [self._error(req, str(exc))]
         if prompts:
-            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self.lora_request)
             for i, out in zip(index, outputs):
                 results[i] = [self._completion(requests[i], o) for o in out.outputs]
         return results  # type: ignore[return-value]
@@ -104,15 +111,66 @@ class Generator:
     def _error(self, req: GenerationRequest, reason: str) -> Completion:
         return Completion(req.request_id, "", [], [], "error", self.policy_version, self.role, error=reason)
 
+    def _check_weights(self, named: list) -> None:
+        """Refuse, before touching the engine, weights that do not fit the served model: a failed update must
+        leave the previous version serving, never a half-loaded one."""
+        expected = self.llm.collective_rpc(
+            lambda worker: {k: tuple(v.shape) for k, v in worker.model_runner.get_model().state_dict().items()})[0]
+        known = {_canonical(k) for k in expected}
+        for name, tensor in named:
+            if _canonical(name) not in known:
+                raise ValueError(f"weight {name!r} is not a parameter of the served model")
+            if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+                raise ValueError(f"weight {name!r} has NaN or infinite values")
+
     def update_weights(self, weights: dict[str, np.ndarray], version: int) -> dict:
         """Load a full set of weights in place and serve them as `version` (see codealign.weights)."""
         start = time.monotonic()
         named = list(to_torch(weights))
+        self._check_weights(named)
         self.llm.collective_rpc(lambda worker: worker.reload_weights(weights_iterator=iter(named)))
-        # Cached KV blocks were computed by the old weights.
+        # Cached KV blocks were computed by the old weights; a full update replaces any adapter too.
         self.llm.reset_prefix_cache()
+        if self.lora_request is not None:
+            self.llm.llm_engine.remove_lora(self.lora_request.lora_int_id)
+            self.lora_request = None
         self.policy_version = version
         return {"policy_version": version, "seconds": time.monotonic() - start}
+
+
+    def update_lora(self, adapter: dict[str, np.ndarray], adapter_config: dict, version: int) -> dict:
+        """Hot-load a LoRA adapter and serve it as `version`. A fresh adapter name and id per version: reusing
+        one would let the prefix cache serve blocks computed by the previous adapter."""
+        if not self.lora_enabled:
+            raise RuntimeError("this generator was started without enable_lora")
+        from safetensors.torch import save_file
+        from vllm.lora.request import LoRARequest
+
+        start = time.monotonic()
+        path = os.path.join(self.lora_dir, f"v{version}")
+        os.makedirs(path, exist_ok=True)
+        tensors = {k: v.contiguous() for k, v in to_torch(adapter)}  # bf16 again, not its uint16 bit pattern
+        save_file(tensors, os.path.join(path, "adapter_model.safetensors"))
+        with open(os.path.join(path, "adapter_config.json"), "w") as fh:
+            json.dump(adapter_config, fh)
+        request = LoRARequest(f"policy-v{version}", version + 1, path)
+        if not self.llm.llm_engine.add_lora(request):  # load now, so a bad adapter fails here, not mid-batch
+            raise RuntimeError(f"vLLM refused the adapter for version {version}")
+        if self.lora_request is not None:
+            self.llm.llm_engine.remove_lora(self.lora_request.lora_int_id)
+        self.lora_request = request
+        self.policy_version = version
+        return {"policy_version": version, "seconds": time.monotonic() - start}
+
+
+def _canonical(name: str) -> str:
+    # vLLM fuses q/k/v and gate/up projections, which the checkpoint names apart, and with LoRA enabled wraps
+    # layers in a `base_layer`.
+    name = name.replace(".base_layer.", ".")
+    for part, fused in ((".q_proj.", ".qkv_proj."), (".k_proj.", ".qkv_proj."), (".v_proj.", ".qkv_proj."),
+                        (".gate_proj.", ".gate_up_proj."), (".up_proj.", ".gate_up_proj.")):
+        name = name.replace(part, fused)
+    return name
 
 
 def create_generator(model_path: str, model: ModelConfig, cfg: GeneratorConfig, role: str = "student"):

@@ -48,6 +48,7 @@ def tiny_generator(ray_cluster, tiny_model_path):
     from actors.generator import create_generator
     from codealign.config import GeneratorConfig, ModelConfig
 
-    handle = create_generator(tiny_model_path, ModelConfig(max_model_len=512), GeneratorConfig(kv_cache_gib=1))
+    cfg = GeneratorConfig(kv_cache_gib=1, enable_lora=True, max_lora_rank=16)
+    handle = create_generator(tiny_model_path, ModelConfig(max_model_len=512), cfg)
     yield handle
     ray_cluster.kill(handle)

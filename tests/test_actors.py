@@ -62,6 +62,52 @@ def test_weight_update_changes_outputs_and_version(ray_cluster, tiny_generator, 
     assert restored.token_ids == before.token_ids
 
 
+def test_lora_update_changes_outputs_and_version(ray_cluster, tiny_generator, tiny_model_path):
+    from peft import get_peft_model_state_dict
+
+    from codealign.config import LoraConfig
+    from trainers.modeling import load_policy
+
+    greedy = [GenerationRequest(PROMPT, temperature=0.0, max_tokens=12, request_id="g")]
+    [[before]] = ray_cluster.get(tiny_generator.generate.remote(greedy))
+    policy = load_policy(tiny_model_path, LoraConfig(r=8, alpha=16))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    adapter = to_numpy({k: v.to(torch.bfloat16) for k, v in get_peft_model_state_dict(policy).items()})
+    config = {k: sorted(v) if isinstance(v, set) else v for k, v in policy.peft_config["default"].to_dict().items()}
+    original = load_file(f"{tiny_model_path}/model.safetensors")
+    try:
+        info = ray_cluster.get(tiny_generator.update_lora.remote(ray_cluster.put(adapter), config, 3))
+        assert info["policy_version"] == 3
+        [[after]] = ray_cluster.get(tiny_generator.generate.remote(greedy))
+        assert after.policy_version == 3 and after.token_ids != before.token_ids
+    finally:  # a full update drops the adapter: back to the base model for the rest of the session
+        ray_cluster.get(tiny_generator.update_weights.remote(ray_cluster.put(to_numpy(original)), 0))
+    [[restored]] = ray_cluster.get(tiny_generator.generate.remote(greedy))
+    assert restored.token_ids == before.token_ids
+
+
+@pytest.mark.parametrize("bad, reason", [("unknown", "not a parameter"), ("nan", "NaN or infinite")])
+def test_a_refused_update_keeps_the_previous_version_serving(ray_cluster, tiny_generator, tiny_model_path,
+                                                             bad, reason):
+    greedy = [GenerationRequest(PROMPT, temperature=0.0, max_tokens=12, request_id="g")]
+    [[before]] = ray_cluster.get(tiny_generator.generate.remote(greedy))
+    weights = load_file(f"{tiny_model_path}/model.safetensors")
+    if bad == "unknown":
+        weights["model.layers.99.mlp.up_proj.weight"] = torch.zeros(4, 4, dtype=torch.bfloat16)
+    else:
+        first = next(k for k in weights if k.endswith("down_proj.weight"))
+        weights = {k: v + 1.0 for k, v in weights.items()}  # would change the outputs if it were loaded
+        weights[first][0, 0] = float("nan")
+    with pytest.raises(Exception, match=reason):
+        ray_cluster.get(tiny_generator.update_weights.remote(ray_cluster.put(to_numpy(weights)), 99))
+    [[after]] = ray_cluster.get(tiny_generator.generate.remote(greedy))
+    assert after.policy_version == before.policy_version and after.token_ids == before.token_ids
+
+
 def test_executor_pool_keeps_order_and_rewards(ray_cluster):
     pool = ExecutorPool(ExecutorConfig(num_actors=2, timeout_s=2.0), RewardTable())
     try:

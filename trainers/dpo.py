@@ -118,6 +118,8 @@ def dpo_train_loop(config: dict) -> None:
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
 
     history = {"loss": [], "chosen_rewards": [], "rejected_rewards": [], "margin": [], "accuracy": []}
+    progress = config.get("progress") if rank == 0 else None
+    total_steps = cfg.epochs * math.ceil(len(batches) / cfg.batch_size)
     tokens = 0
     start = time.monotonic()
     model.train()
@@ -147,6 +149,8 @@ def dpo_train_loop(config: dict) -> None:
             history["rejected_rewards"].append(sum(rejected_r) / len(rejected_r))
             history["margin"].append(sum(margins) / len(margins))
             history["accuracy"].append(sum(m > 0 for m in margins) / len(margins))
+            if progress is not None:
+                progress.update.remote(len(history["loss"]), total_steps)
 
     seconds = time.monotonic() - start
     metrics = {f"dpo/{k}": (sum(v) / len(v) if v else math.nan) for k, v in history.items()}

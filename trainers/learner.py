@@ -18,6 +18,41 @@ class TrainingFailed(RuntimeError):
     pass
 
 
+@ray.remote(num_cpus=0)
+class Progress:
+    """Steps done / total, written by rank 0 of the train loop, read by the driver for its progress bar."""
+
+    def __init__(self):
+        self.done, self.total = 0, 0
+
+    def update(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+
+    def get(self) -> tuple[int, int]:
+        return self.done, self.total
+
+
+def fit_with_progress(trainer, progress, desc: str):
+    """Run `trainer.fit()` in a thread; meanwhile show the train loop's steps as a progress bar."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(1) as pool, tqdm(desc=desc, unit="step", leave=False) as bar:
+        future = pool.submit(trainer.fit)
+        while not future.done():
+            try:
+                done, total = ray.get(progress.get.remote(), timeout=5)
+            except ray.exceptions.GetTimeoutError:
+                continue
+            if total and bar.total != total:
+                bar.reset(total=total)
+            bar.n = done
+            bar.refresh()
+            wait([future], timeout=0.5)
+        return future.result()
+
+
 class Learner:
     def __init__(self, cfg: TrainConfig, model_path: str, storage_dir: Path):
         if cfg.algorithm not in TRAIN_LOOPS:
@@ -38,6 +73,7 @@ class Learner:
             raise ValueError("train_round needs at least one preference pair")
         self.rounds += 1
         pairs_ref = ray.put(pairs)
+        progress = Progress.remote()
         trainer = TorchTrainer(
             train_loop_per_worker=TRAIN_LOOPS[self.cfg.algorithm],
             train_loop_config={
@@ -46,6 +82,7 @@ class Learner:
                 "train": self.cfg,
                 "adapter_from": self.adapter_dir,
                 "num_threads": int(self.cfg.num_cpus_per_worker),
+                "progress": progress,
             },
             scaling_config=ScalingConfig(
                 num_workers=self.cfg.num_workers,
@@ -56,9 +93,11 @@ class Learner:
             run_config=RunConfig(name=f"round_{self.rounds:03d}", storage_path=str(self.storage_dir)),
         )
         try:
-            result = trainer.fit()
+            result = fit_with_progress(trainer, progress, f"train round {self.rounds}")
         except Exception as exc:  # the last good checkpoint stays in place; the caller decides
             raise TrainingFailed(f"learner round {self.rounds} failed: {exc}") from exc
+        finally:
+            ray.kill(progress)
         if result.checkpoint is None:
             raise TrainingFailed(f"learner round {self.rounds} reported no checkpoint")
         ckpt = Path(result.checkpoint.path)
