@@ -40,6 +40,7 @@ class Generator:
         )
         self.lora_enabled = cfg.enable_lora
         self.lora_request = None
+        self._param_names: set[str] | None = None
         self.lora_dir = tempfile.mkdtemp(prefix="codealign-lora-")
         self.tokenizer = self.llm.get_tokenizer()
         self.policy_version = 0
@@ -114,11 +115,11 @@ class Generator:
     def _check_weights(self, named: list) -> None:
         """Refuse, before touching the engine, weights that do not fit the served model: a failed update must
         leave the previous version serving, never a half-loaded one."""
-        expected = self.llm.collective_rpc(
-            lambda worker: {k: tuple(v.shape) for k, v in worker.model_runner.get_model().state_dict().items()})[0]
-        known = {_canonical(k) for k in expected}
+        if self._param_names is None:
+            names = self.llm.collective_rpc(lambda worker: list(worker.model_runner.get_model().state_dict()))[0]
+            self._param_names = {_canonical(k) for k in names}
         for name, tensor in named:
-            if _canonical(name) not in known:
+            if _canonical(name) not in self._param_names:
                 raise ValueError(f"weight {name!r} is not a parameter of the served model")
             if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
                 raise ValueError(f"weight {name!r} has NaN or infinite values")

@@ -73,7 +73,7 @@ def main() -> None:
         with torch.no_grad():
             for name, p in policy.named_parameters():
                 if "lora_B" in name:
-                    p.normal_(0, 0.02)
+                    p.normal_(0, 0.2)
         start = time.perf_counter()
         adapter = {k: v.to(torch.bfloat16) for k, v in get_peft_model_state_dict(policy).items()}
         ref = ray.put(to_numpy(adapter))
