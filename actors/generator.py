@@ -53,6 +53,9 @@ class Generator:
     def ready(self) -> dict:
         return {"role": self.role, "policy_version": self.policy_version, "max_model_len": self.max_model_len}
 
+    def reset_prefix_cache(self) -> None:
+        self.llm.reset_prefix_cache()
+
     def _sampling_params(self, req: GenerationRequest, prompt_len: int):
         from vllm import SamplingParams
 
