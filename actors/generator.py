@@ -177,19 +177,16 @@ def _canonical(name: str) -> str:
     return name
 
 
+def actor_options(cfg: GeneratorConfig, max_restarts: int = 0) -> dict:
+    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib)}
+    return {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus, "runtime_env": {"env_vars": env},
+            "max_restarts": max_restarts, "max_task_retries": 0}
+
+
 def create_generator(model_path: str, model: ModelConfig, cfg: GeneratorConfig, role: str = "student"):
-    """A Ray actor handle running `Generator`."""
+    """One Ray actor running `Generator` (see GeneratorGroup for replicas and crash recovery)."""
     import ray
 
-    env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib)}
-    actor_cls = ray.remote(Generator).options(
-        num_cpus=cfg.num_cpus,
-        num_gpus=cfg.num_gpus,
-        runtime_env={"env_vars": env},
-        max_concurrency=1,
-    )
-    handle = actor_cls.remote(model_path, model, cfg, role)
+    handle = ray.remote(Generator).options(**actor_options(cfg)).remote(model_path, model, cfg, role)
     ray.get(handle.ready.remote())
     return handle
-
-

@@ -52,6 +52,8 @@ class GeneratorConfig:
     gpu_memory_utilization: float = 0.85
     num_gpus: float = 0.0
     seed: int = 0
+    replicas: int = 1  # engines behind one handle; requests are spread over them
+    max_restarts: int = 3  # a crashed engine is restarted with the latest weights
     enable_lora: bool = False  # serve LoRA adapters hot-loaded per version instead of merged full weights
     max_lora_rank: int = 64
 

@@ -15,7 +15,7 @@ import ray
 from tqdm import tqdm
 
 from actors.executor import ExecutorPool
-from actors.generator import create_generator
+from actors.generator_group import GeneratorGroup
 from actors.replay_buffer import ReplayBuffer
 from codealign.config import RunConfig
 from codealign.models import resolve_model_path
@@ -48,7 +48,7 @@ class Stages:
 class System:
     """The actors of one run."""
 
-    generator: ray.actor.ActorHandle
+    generator: GeneratorGroup
     executors: ExecutorPool
     buffer: ray.actor.ActorHandle
     learner: Learner
@@ -57,14 +57,14 @@ class System:
         out: list[list[Completion]] = []
         with tqdm(total=len(requests), desc=desc, unit="prompt", leave=False) as bar:
             for i in range(0, len(requests), CHUNK):
-                out += ray.get(self.generator.generate.remote(requests[i : i + CHUNK]))
+                out += self.generator.generate(requests[i : i + CHUNK])
                 bar.update(min(CHUNK, len(requests) - i))
         return out
 
 
     def shutdown(self) -> None:
         self.executors.shutdown()
-        ray.kill(self.generator)
+        self.generator.shutdown()
         ray.kill(self.buffer)
 
 
@@ -79,7 +79,8 @@ def init_ray(cfg: RunConfig) -> None:
 
 
 def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
-    generator = create_generator(model_path, cfg.model, cfg.generator, role="student")
+    generator = GeneratorGroup(model_path, cfg.model, cfg.generator, role="student",
+                               replicas=cfg.generator.replicas, max_restarts=cfg.generator.max_restarts)
     executors = ExecutorPool(cfg.executor, cfg.reward)
     buffer = ReplayBuffer.remote()
     learner = Learner(cfg.train, model_path, run_dir.path / "train")
@@ -164,9 +165,7 @@ def run(cfg: RunConfig) -> RunResult:
                 train_metrics, weights_path = system.learner.train_round(pairs)
             with iter_stages.time("sync"):
                 version += 1
-                weights = ray.put(load_for_generators(weights_path))
-                ray.get(system.generator.update_weights.remote(weights, version))
-                del weights
+                system.generator.update_weights(load_for_generators(weights_path), version)
             metrics.update(train_metrics)
         metrics["new_policy_version"] = version
         metrics["seconds"] = dict(iter_stages.seconds)

@@ -1,0 +1,101 @@
+"""Several generator actors behind one handle.
+
+Requests are spread over the replicas; every weight update goes to all of them and is remembered. A replica whose
+engine dies is restarted by Ray (`max_restarts`), brought back to the latest weights before it serves again, and
+the requests it had in flight are sent again: nothing is silently dropped."""
+
+from __future__ import annotations
+
+import time
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+from actors.generator import Generator, actor_options
+from codealign.config import GeneratorConfig, ModelConfig
+from codealign.records import Completion, GenerationRequest
+
+LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+class GeneratorGroup:
+    def __init__(self, model_path: str, model: ModelConfig, cfg: GeneratorConfig, role: str = "student",
+                 replicas: int = 1, max_restarts: int = 3, max_attempts: int = 3):
+        if replicas < 1:
+            raise ValueError(f"generator.replicas must be >= 1, got {replicas}")
+        actor_cls = ray.remote(Generator).options(**actor_options(cfg, max_restarts))
+        self.replicas = [actor_cls.remote(model_path, model, cfg, role) for _ in range(replicas)]
+        self.max_attempts = max_attempts
+        self.policy_version = 0
+        self._latest: tuple | None = None  # the last update, to replay on a restarted replica
+        ray.get([r.ready.remote() for r in self.replicas])
+
+    def ready(self) -> list[dict]:
+        """Each replica's state, once it is serving (a restarting one is waited for and caught up first)."""
+        out = []
+        for i, replica in enumerate(self.replicas):
+            try:
+                out.append(ray.get(replica.ready.remote()))
+            except LOST:
+                self._bring_back(i)
+                out.append(ray.get(replica.ready.remote()))
+        return out
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        n = len(self.replicas)
+        shards = [list(range(i, len(requests), n)) for i in range(n)]
+        out: list[list[Completion] | None] = [None] * len(requests)
+        pending = {i: self.replicas[i].generate.remote([requests[j] for j in shard])
+                   for i, shard in enumerate(shards) if shard}
+        attempts = {i: 1 for i in pending}
+        while pending:
+            i, ref = next(iter(pending.items()))
+            try:
+                results = ray.get(ref)
+            except LOST:
+                if attempts[i] >= self.max_attempts:
+                    raise
+                attempts[i] += 1
+                self._bring_back(i)
+                pending[i] = self.replicas[i].generate.remote([requests[j] for j in shards[i]])
+                continue
+            del pending[i]
+            for j, res in zip(shards[i], results):
+                out[j] = res
+        return out  # type: ignore[return-value]
+
+    def _bring_back(self, i: int, wait_s: float = 600.0) -> None:
+        """Wait for Ray to restart replica i, then give it the latest weights."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                info = ray.get(self.replicas[i].ready.remote())
+                break
+            except ActorUnavailableError:  # still restarting; ActorDiedError (out of restarts) goes up
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+        if self._latest is not None and info["policy_version"] != self.policy_version:
+            method, args = self._latest
+            ray.get(getattr(self.replicas[i], method).remote(*args))
+
+    def _broadcast(self, method: str, *args) -> list[dict]:
+        results = ray.get([getattr(r, method).remote(*args) for r in self.replicas])
+        self._latest = (method, args)
+        return results
+
+    def update_weights(self, weights, version: int) -> list[dict]:
+        ref = weights if isinstance(weights, ray.ObjectRef) else ray.put(weights)
+        results = self._broadcast("update_weights", ref, version)
+        self.policy_version = version
+        return results
+
+    def update_lora(self, adapter, adapter_config: dict, version: int) -> list[dict]:
+        ref = adapter if isinstance(adapter, ray.ObjectRef) else ray.put(adapter)
+        results = self._broadcast("update_lora", ref, adapter_config, version)
+        self.policy_version = version
+        return results
+
+    def shutdown(self) -> None:
+        for r in self.replicas:
+            ray.kill(r)
