@@ -27,7 +27,11 @@ class Generator:
 
         self.role = role
         self.max_model_len = model.max_model_len
-        lora_args = {"enable_lora": True, "max_lora_rank": cfg.max_lora_rank, "max_loras": 1} if cfg.enable_lora else {}
+        engine_args: dict = {}
+        if cfg.enable_lora:
+            engine_args.update(enable_lora=True, max_lora_rank=cfg.max_lora_rank, max_loras=1)
+        if cfg.tensor_parallel_size > 1:
+            engine_args["distributed_executor_backend"] = "ray"  # TP workers in the actor's placement group
         self.llm = LLM(
             model=model_path,
             dtype=model.dtype,
@@ -36,7 +40,7 @@ class Generator:
             seed=cfg.seed,
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
-            **lora_args,
+            **engine_args,
         )
         self.lora_enabled = cfg.enable_lora
         self.lora_request = None
@@ -177,10 +181,25 @@ def _canonical(name: str) -> str:
     return name
 
 
+def tensor_parallel_bundles(cfg: GeneratorConfig) -> list[dict]:
+    """One bundle per tensor-parallel rank: vLLM's Ray executor places its workers in them."""
+    return [{"GPU": 1, "CPU": 1}] * cfg.tensor_parallel_size
+
+
 def actor_options(cfg: GeneratorConfig, max_restarts: int = 0) -> dict:
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib)}
-    return {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus, "runtime_env": {"env_vars": env},
+    opts = {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus, "runtime_env": {"env_vars": env},
             "max_restarts": max_restarts, "max_task_retries": 0}
+    if cfg.tensor_parallel_size > 1:
+        # GPU clusters only: the actor holds no GPU itself; its engine's TP workers take the bundles of a
+        # placement group the actor is scheduled into (the OpenRLHF layout).
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        group = ray.util.placement_group(tensor_parallel_bundles(cfg), strategy="PACK")
+        opts.update(num_gpus=0, scheduling_strategy=PlacementGroupSchedulingStrategy(
+            placement_group=group, placement_group_capture_child_tasks=True))
+    return opts
 
 
 def create_generator(model_path: str, model: ModelConfig, cfg: GeneratorConfig, role: str = "student"):

@@ -79,20 +79,27 @@ class GeneratorGroup:
             method, args = self._latest
             ray.get(getattr(self.replicas[i], method).remote(*args))
 
-    def _broadcast(self, method: str, *args) -> list[dict]:
-        results = ray.get([getattr(r, method).remote(*args) for r in self.replicas])
+    def _broadcast(self, method: str, *args, timeout_s: float | None = None) -> list[dict]:
+        """Every replica takes the update, or the caller hears why not. An engine serves one call at a time, so
+        no request ever runs on half-loaded weights; a replica that refuses keeps its previous version."""
+        refs = [getattr(r, method).remote(*args) for r in self.replicas]
+        try:
+            results = ray.get(refs, timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError as exc:
+            raise TimeoutError(f"{method} to version {args[-1]} did not finish within {timeout_s} s; replicas "
+                               f"still serve version {self.policy_version} until it does") from exc
         self._latest = (method, args)
         return results
 
-    def update_weights(self, weights, version: int) -> list[dict]:
+    def update_weights(self, weights, version: int, timeout_s: float | None = None) -> list[dict]:
         ref = weights if isinstance(weights, ray.ObjectRef) else ray.put(weights)
-        results = self._broadcast("update_weights", ref, version)
+        results = self._broadcast("update_weights", ref, version, timeout_s=timeout_s)
         self.policy_version = version
         return results
 
-    def update_lora(self, adapter, adapter_config: dict, version: int) -> list[dict]:
+    def update_lora(self, adapter, adapter_config: dict, version: int, timeout_s: float | None = None) -> list[dict]:
         ref = adapter if isinstance(adapter, ray.ObjectRef) else ray.put(adapter)
-        results = self._broadcast("update_lora", ref, adapter_config, version)
+        results = self._broadcast("update_lora", ref, adapter_config, version, timeout_s=timeout_s)
         self.policy_version = version
         return results
 

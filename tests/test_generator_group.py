@@ -57,3 +57,16 @@ def test_a_crashed_replica_comes_back_with_the_latest_weights(ray_cluster, group
     again = [o[0].token_ids for o in group.generate([greedy(i) for i in range(4)])]
     assert again == expected
     assert time.monotonic() - start < 240
+
+
+def test_tensor_parallel_layout_for_gpu_clusters():
+    # No GPU exists here, so the placement group is not created: this checks the layout the GPU path asks for.
+    from actors.generator import tensor_parallel_bundles
+
+    assert tensor_parallel_bundles(GeneratorConfig(tensor_parallel_size=4)) == [{"GPU": 1, "CPU": 1}] * 4
+    assert tensor_parallel_bundles(GeneratorConfig()) == [{"GPU": 1, "CPU": 1}]
+
+
+def test_zero_replicas_is_refused(ray_cluster, tiny_model_path):
+    with pytest.raises(ValueError, match="generator.replicas must be >= 1"):
+        GeneratorGroup(tiny_model_path, ModelConfig(), GeneratorConfig(), replicas=0)
