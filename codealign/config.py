@@ -18,7 +18,7 @@ import yaml
 
 from sandbox import RewardTable
 
-ALGORITHMS = ("dpo",)  # the learner issue adds ppo, distill, sft
+ALGORITHMS = ("dpo", "ppo")
 
 
 class ConfigError(ValueError):
@@ -85,7 +85,11 @@ class TrainConfig:
     max_pairs: int = 24
     max_length: int = 768
     beta: float = 0.1
-    loss_type: str = "sigmoid"
+    loss_type: str = "sigmoid"  # DPO: sigmoid, ipo, hinge, robust
+    # PPO (critic-free): advantage against the exercise's other samples, "group" (GRPO) or "rloo"
+    advantage: str = "group"
+    clip_eps: float = 0.2
+    kl_coef: float = 0.05
     bf16: bool = True
     num_workers: int = 1
     num_cpus_per_worker: float = 2.0
@@ -121,6 +125,8 @@ class RunConfig:
     def validate(self) -> None:
         if self.train.algorithm not in ALGORITHMS:
             raise ConfigError(f"train.algorithm: unknown algorithm {self.train.algorithm!r}; choose from {ALGORITHMS}")
+        if self.train.advantage not in ("group", "rloo"):
+            raise ConfigError(f"train.advantage: unknown kind {self.train.advantage!r}; choose group or rloo")
         if self.loop.samples_per_exercise < 2:
             raise ConfigError("loop.samples_per_exercise: needs at least 2 samples to form preference pairs")
         for name in ("iterations", "exercises_per_iteration"):

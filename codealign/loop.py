@@ -158,11 +158,15 @@ def run(cfg: RunConfig) -> RunResult:
         experiences = sample_and_judge(system, cfg, batch, version, iter_stages, seed=cfg.seed + 1000 * it)
         ref = ray.put(experiences)
         ray.get(system.buffer.add.remote([ref], version, len(experiences)))
-        pairs = build_pairs(by_id, experiences, cfg.train.max_pairs, seed=cfg.seed + it)
-        metrics = {"iteration": it, "policy_version": version, **iteration_metrics(experiences), "pairs": len(pairs)}
-        if pairs:
+        if cfg.train.algorithm == "dpo":
+            data = build_pairs(by_id, experiences, cfg.train.max_pairs, seed=cfg.seed + it)
+        else:  # PPO learns from the judged samples themselves, with the generator's logprobs
+            data = experiences
+        metrics = {"iteration": it, "policy_version": version, **iteration_metrics(experiences),
+                   "pairs": len(data) if cfg.train.algorithm == "dpo" else 0}
+        if data:
             with iter_stages.time("train"):
-                train_metrics, weights_path = system.learner.train_round(pairs)
+                train_metrics, weights_path = system.learner.train_round(data)
             with iter_stages.time("sync"):
                 version += 1
                 system.generator.update_weights(load_for_generators(weights_path), version)
@@ -172,9 +176,10 @@ def run(cfg: RunConfig) -> RunResult:
         for name, secs in iter_stages.seconds.items():
             stages.seconds[name] = stages.seconds.get(name, 0.0) + secs
         run_dir.log_metrics(metrics)
+        loss = metrics.get(f"{cfg.train.algorithm}/loss", float("nan"))
         print(f"iteration {it}: reward {metrics['reward_mean']:+.2f}, pass rate {metrics['sample_pass_rate']:.2f}, "
-              f"{len(pairs)} pairs, dpo loss {metrics.get('dpo/loss', float('nan')):.4f}, policy v{version}",
-              flush=True)
+              f"{len(data)} {'pairs' if cfg.train.algorithm == 'dpo' else 'samples'}, "
+              f"{cfg.train.algorithm} loss {loss:.4f}, policy v{version}", flush=True)
 
     after = run_eval(system, cfg, eval_set, "after", stages, run_dir)
     buffer_stats = ray.get(system.buffer.stats.remote())

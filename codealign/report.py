@@ -78,14 +78,15 @@ def render_report(summary: dict, iterations: list[dict]) -> str:
            "## Stages", "", "| stage | seconds | share |", "|---|---|---|"]
     out += [f"| {k} | {v:.1f} | {100 * v / total:.0f}% |" for k, v in summary["stage_seconds"].items()]
     out += ["", "## Iterations", "",
-            "| iteration | policy | reward mean | reward std | pass rate | pairs | DPO loss | margin | accuracy |",
+            "| iteration | policy | reward mean | reward std | pass rate | pairs | loss | DPO margin | DPO accuracy |",
             "|---|---|---|---|---|---|---|---|---|"]
     nan = float("nan")
     for m in iterations:
         out.append(
             f"| {m['iteration']} | v{m['policy_version']}→v{m['new_policy_version']} | {m['reward_mean']:+.3f} | "
             f"{m['reward_std']:.3f} | {m['sample_pass_rate']:.3f} | {m['pairs']} | "
-            f"{m.get('dpo/loss', nan):.4f} | {m.get('dpo/margin', nan):.4f} | {m.get('dpo/accuracy', nan):.2f} |"
+            f"{m.get('dpo/loss', m.get('ppo/loss', nan)):.4f} | {m.get('dpo/margin', nan):.4f} | "
+            f"{m.get('dpo/accuracy', nan):.2f} |"
         )
     out += ["", f"Replay buffer: {summary['replay_buffer']}", ""]
     return "\n".join(out)

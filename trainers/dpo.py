@@ -7,6 +7,7 @@ import os
 import random
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,17 +65,9 @@ def pair_logps(model, batch, autocast: bool) -> torch.Tensor:
 
 def reference_logps(model, batches, autocast: bool) -> list[torch.Tensor]:
     unwrapped = getattr(model, "module", model)
-    ctx = unwrapped.disable_adapter() if hasattr(unwrapped, "disable_adapter") else _null()
+    ctx = unwrapped.disable_adapter() if hasattr(unwrapped, "disable_adapter") else nullcontext()
     with torch.no_grad(), ctx:
         return [pair_logps(unwrapped, b, autocast) for b in batches]
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def bf16_supported() -> bool:
@@ -86,8 +79,8 @@ def bf16_supported() -> bool:
 
 
 def dpo_train_loop(config: dict) -> None:
-    """Runs on every Ray Train worker. config: pairs (list[PreferencePair] or ObjectRef), model_path,
-    train (TrainConfig), adapter_from, num_threads."""
+    """Runs on every Ray Train worker. config: data (list[PreferencePair] or its ObjectRef), model_path,
+    train (TrainConfig), adapter_from, num_threads, progress."""
     import ray
     import ray.train
     import ray.train.torch
@@ -99,7 +92,7 @@ def dpo_train_loop(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
 
-    pairs = config["pairs"]
+    pairs = config["data"]
     if isinstance(pairs, ray.ObjectRef):
         pairs = ray.get(pairs)
     tokenizer = AutoTokenizer.from_pretrained(config["model_path"])

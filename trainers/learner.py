@@ -7,11 +7,13 @@ from pathlib import Path
 import ray
 
 from codealign.config import TrainConfig
-from codealign.records import PreferencePair
+from codealign.records import Experience, PreferencePair
 from trainers.dpo import dpo_train_loop
 from trainers.modeling import ADAPTER_DIR, MERGED_FILE
+from trainers.ppo import ppo_train_loop
 
-TRAIN_LOOPS = {"dpo": dpo_train_loop}
+# algorithm -> (train loop, what a round trains on)
+TRAIN_LOOPS = {"dpo": dpo_train_loop, "ppo": ppo_train_loop}
 
 
 class TrainingFailed(RuntimeError):
@@ -64,20 +66,21 @@ class Learner:
         self.last_checkpoint: Path | None = None
         self.rounds = 0
 
-    def train_round(self, pairs: list[PreferencePair]) -> tuple[dict, Path]:
-        """Train on `pairs`; returns (metrics, path of merged weights for the generators)."""
+    def train_round(self, data: list[PreferencePair] | list[Experience]) -> tuple[dict, Path]:
+        """Train one round (DPO: preference pairs; PPO: judged samples with their token ids and logprobs);
+        returns (metrics, path of the merged weights for the generators)."""
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
-        if not pairs:
-            raise ValueError("train_round needs at least one preference pair")
+        if not data:
+            raise ValueError(f"train_round needs data: {self.cfg.algorithm} got none")
         self.rounds += 1
-        pairs_ref = ray.put(pairs)
+        data_ref = ray.put(data)
         progress = Progress.remote()
         trainer = TorchTrainer(
             train_loop_per_worker=TRAIN_LOOPS[self.cfg.algorithm],
             train_loop_config={
-                "pairs": pairs_ref,
+                "data": data_ref,
                 "model_path": self.model_path,
                 "train": self.cfg,
                 "adapter_from": self.adapter_dir,
