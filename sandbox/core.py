@@ -69,7 +69,7 @@ class _Server:
 
     def __init__(self, opts: dict):
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
-               "OPENBLAS_NUM_THREADS": "1", "HOME": "/tmp", "TMPDIR": "/tmp"}
+               "OPENBLAS_NUM_THREADS": "1", "HOME": "/tmp/work", "TMPDIR": "/tmp/work"}
         tests_r, self.tests_w = os.pipe()  # caller -> judge: the tests never pass through the server
         self.verdict_r, verdict_w = os.pipe()  # judge -> caller
         self.proc = subprocess.Popen(

@@ -11,7 +11,6 @@ import os
 import resource
 import signal
 import stat
-import tempfile
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -25,6 +24,7 @@ MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 1, 38, 36
 NOBODY = 65534
 SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
+WORKDIR = "/tmp/work"  # a fresh tmpfs here for every solution: its working directory, HOME and TMPDIR
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -89,34 +89,30 @@ def isolate_server(expose: list[str]) -> list[str]:
         active.append("user_namespace")
     active += ["network_namespace", "mount_namespace", "ipc_namespace"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    # Stage the interpreter's directories, cover their untraversable ancestor with an empty tmpfs, put them back.
-    staging = tempfile.mkdtemp(prefix="codealign-stage-")
-    staged = []
-    for i, path in enumerate(sorted(set(os.path.realpath(p) for p in expose))):
-        block = _blocker(path)
-        if block is None:
-            continue
-        spot = os.path.join(staging, str(i))
-        os.mkdir(spot)
-        mount(path, spot, None, MS_BIND | MS_REC)
-        staged.append((path, spot, block))
-    for block in sorted({b for _, _, b in staged}):
-        mount("tmpfs", block, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
-    for path, spot, _ in staged:
-        os.makedirs(path, mode=0o755, exist_ok=True)
-        mount(spot, path, None, MS_BIND | MS_REC)
-        mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-    for _, spot, _ in staged:  # leave nothing behind in the host's /tmp
-        _check(_libc.umount2(spot.encode(), MNT_DETACH), f"umount {spot}")
-        os.rmdir(spot)
-    os.rmdir(staging)
-    if staged:
-        active.append("host_home_hidden")
     if read_only_host():
         active.append("read_only_host")
-    for scratch in SCRATCH:
-        if os.path.isdir(scratch):
-            mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "mode=0755,size=1m")
+    # Cover the scratch directories, and any directory the unprivileged user cannot traverse on the way to what
+    # the interpreter needs, with empty tmpfs mounts; then put the needed directories back, read-only. They are
+    # reached through O_PATH descriptors opened before the covers went on (a checkout may sit under /tmp).
+    needed = sorted({os.path.realpath(p) for p in expose})
+    handles = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in needed}
+    blockers = {b for b in map(_blocker, needed) if b is not None}
+    candidates = sorted(blockers | {d for d in SCRATCH if os.path.isdir(d)})
+    # one cover hides everything beneath it (a blocker may sit inside /tmp, like pytest's 0700 directories)
+    covers = [c for c in candidates if not any(c.startswith(o + os.sep) for o in candidates if o != c)]
+    for cover in covers:
+        mount("tmpfs", cover, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
+    for path, fd in handles.items():
+        if any(path == c or path.startswith(c + os.sep) for c in covers):
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+        os.close(fd)
+    os.makedirs(WORKDIR, mode=0o755, exist_ok=True)  # where each solution's own tmpfs goes
+    for cover in covers:
+        mount(None, cover, None, MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_RDONLY, "mode=0755,size=1m")
+    if blockers:
+        active.append("host_home_hidden")
     active.append("private_tmp")
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     return active
@@ -147,14 +143,15 @@ def new_pid_namespace_for_children(own_pid_ns_fd: int) -> None:
 
 
 def confine_solution(memory_mb: int, cpu_s: int, file_mb: int, nproc: int, drop_user: bool) -> None:
-    """In the solution process (PID 1 of its namespace): its own /proc, a fresh /tmp that vanishes with it (its
-    working directory; /var/tmp and /dev/shm are read-only empties), limits, no privileges."""
+    """In the solution process (PID 1 of its namespace): its own /proc, a fresh tmpfs at WORKDIR that vanishes
+    with it (its working directory; the rest of /tmp, /var/tmp and /dev/shm are read-only), limits, no
+    privileges."""
     unshare(CLONE_NEWNS)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     owner = f",uid={NOBODY},gid={NOBODY}" if drop_user and os.geteuid() == 0 else ""
-    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,size={4 * file_mb}m{owner}")
-    workdir = "/tmp"
+    mount("tmpfs", WORKDIR, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,size={4 * file_mb}m{owner}")
+    workdir = WORKDIR
     os.setsid()  # its own session and process group: killpg(0) reaches nothing else
     confine(workdir, memory_mb, cpu_s, file_mb, nproc, drop_user)
 

@@ -42,8 +42,11 @@ def test_config_errors_name_the_field(mutate, message):
 
 
 def test_overrides_apply_dotted_keys():
-    cfg = load_config(LOCAL, ["loop.iterations=5", "train.lora.r=4"])
+    cfg = load_config(LOCAL, ["loop.iterations=5", "train.lora.r=4", "train.learning_rate=1e-5"])
     assert cfg.loop.iterations == 5 and cfg.train.lora.r == 4
+    assert cfg.train.learning_rate == 1e-5 and isinstance(cfg.train.learning_rate, float)
+    with pytest.raises(ConfigError, match="train.learning_rate: expected a number"):
+        load_config(LOCAL, ["train.learning_rate=fast"])
 
 
 def run_launch(*args, env_extra=None):

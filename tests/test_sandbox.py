@@ -2,12 +2,14 @@
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
 from exercises.loaders import load_humaneval, load_mbpp
 from sandbox import RewardTable, Sandbox, Verdict
 
+ROOT = Path(__file__).resolve().parent.parent
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = "assert add(1, 2) == 3\nassert add(-1, 1) == 0\n"
 
@@ -132,3 +134,25 @@ def test_mbpp_reference_solutions_pass(sb, data_dir):
     exercises = load_mbpp(data_dir, (11, 110))
     results = sb.run_many([(ex.reference, ex.tests) for ex in exercises])
     assert sum(r.verdict is Verdict.PASSED for r in results) == len(exercises)
+
+
+def test_works_from_a_checkout_under_tmp(tmp_path):
+    """The server covers /tmp with an empty tmpfs; a checkout (or venv) that lives there must stay visible."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = tmp_path / "checkout"
+    shutil.copytree(ROOT / "sandbox", root / "sandbox", ignore=shutil.ignore_patterns("__pycache__"))
+    code = (f"import sys; sys.path.insert(0, {str(root)!r})\n"
+            "from sandbox import Sandbox, Verdict\n"
+            "import sandbox.core as core\n"
+            f"assert core.PROJECT_ROOT == {str(root)!r}\n"
+            "with Sandbox(parallelism=1) as sb:\n"
+            "    r = sb.run('def add(a, b):\\n    return a + b\\n', 'assert add(1, 2) == 3\\n')\n"
+            "    assert r.verdict is Verdict.PASSED, r.detail\n"
+            "    r = sb.run('class A:\\n    pass\\n', 'assert A() is not None\\n')\n"
+            "    assert r.verdict is Verdict.PASSED and r.mode == 'in_process', r.detail\n"
+            "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
