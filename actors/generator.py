@@ -44,7 +44,7 @@ class Generator:
         )
         self.lora_enabled = cfg.enable_lora
         self.lora_request = None
-        self._param_names: set[str] | None = None
+        self._param_shapes: dict[str, tuple] | None = None
         self.lora_dir = tempfile.mkdtemp(prefix="codealign-lora-")
         self.tokenizer = self.llm.get_tokenizer()
         self.policy_version = 0
@@ -122,12 +122,26 @@ class Generator:
     def _check_weights(self, named: list) -> None:
         """Refuse, before touching the engine, weights that do not fit the served model: a failed update must
         leave the previous version serving, never a half-loaded one."""
-        if self._param_names is None:
-            names = self.llm.collective_rpc(lambda worker: list(worker.model_runner.get_model().state_dict()))[0]
-            self._param_names = {_canonical(k) for k in names}
+        if self._param_shapes is None:
+            shapes = self.llm.collective_rpc(
+                lambda worker: {k: tuple(v.shape) for k, v in worker.model_runner.get_model().state_dict().items()})[0]
+            self._param_shapes = {}
+            for k, shape in shapes.items():  # with LoRA on, an empty placeholder may share a base layer's name
+                key = _canonical(k)
+                if key not in self._param_shapes or 0 in self._param_shapes[key]:
+                    self._param_shapes[key] = shape
         for name, tensor in named:
-            if _canonical(name) not in self._param_names:
+            key = _canonical(name)
+            if key not in self._param_shapes:
                 raise ValueError(f"weight {name!r} is not a parameter of the served model")
+            served = self._param_shapes[key]
+            if 0 in served:  # vLLM-CPU packs some weights into its own layout and leaves an empty tensor
+                served = None
+            # fused (q/k/v, gate/up) and vocabulary-padded tensors differ in their first dimension only
+            loose = key != name.replace(".base_layer.", ".") or "embed_tokens" in key or "lm_head" in key
+            if served is not None and ((tuple(tensor.shape[1:]) != served[1:]) if loose
+                                       else (tuple(tensor.shape) != served)):
+                raise ValueError(f"weight {name!r} has shape {tuple(tensor.shape)}; the served model has {served}")
             if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
                 raise ValueError(f"weight {name!r} has NaN or infinite values")
 

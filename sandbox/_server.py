@@ -126,7 +126,7 @@ def main() -> None:
     opts = json.loads(raw_opts)
     os.chdir("/")
     try:
-        active = jail.isolate_server([sys.base_prefix, sys.prefix, root])
+        active = jail.isolate_server([sys.base_prefix, sys.prefix, os.path.join(root, "sandbox")])
     except OSError as exc:
         active = ["isolation_failed: " + str(exc)]
     opts["drop_user"] = os.geteuid() == 0 and "mount_namespace" in active and "user_namespace" not in active

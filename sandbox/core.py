@@ -160,7 +160,7 @@ class Sandbox:
         finally:
             self._release(server)
         names = ["network_namespace", "mount_namespace", "pid_namespace", "ipc_namespace", "user_namespace",
-                 "unprivileged_user", "host_home_hidden", "read_only_host", "private_tmp", "rlimits", "no_new_privs"]
+                 "unprivileged_user", "minimal_root", "read_only_host", "private_tmp", "rlimits", "no_new_privs"]
         report = {name: name in active for name in names}
         report.update(own_process_per_run=True, wall_timeout=True, minimal_environment=True,
                       out_of_band_verdict=True, split_tests=True)

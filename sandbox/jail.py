@@ -89,33 +89,49 @@ def isolate_server(expose: list[str]) -> list[str]:
         active.append("user_namespace")
     active += ["network_namespace", "mount_namespace", "ipc_namespace"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    if read_only_host():
-        active.append("read_only_host")
-    # Cover the scratch directories, and any directory the unprivileged user cannot traverse on the way to what
-    # the interpreter needs, with empty tmpfs mounts; then put the needed directories back, read-only. They are
-    # reached through O_PATH descriptors opened before the covers went on (a checkout may sit under /tmp).
-    needed = sorted({os.path.realpath(p) for p in expose})
-    handles = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in needed}
-    blockers = {b for b in map(_blocker, needed) if b is not None}
-    candidates = sorted(blockers | {d for d in SCRATCH if os.path.isdir(d)})
-    # one cover hides everything beneath it (a blocker may sit inside /tmp, like pytest's 0700 directories)
-    covers = [c for c in candidates if not any(c.startswith(o + os.sep) for o in candidates if o != c)]
-    for cover in covers:
-        mount("tmpfs", cover, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
-    for path, fd in handles.items():
-        if any(path == c or path.startswith(c + os.sep) for c in covers):
-            os.makedirs(path, mode=0o755, exist_ok=True)
-            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-            mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-        os.close(fd)
-    os.makedirs(WORKDIR, mode=0o755, exist_ok=True)  # where each solution's own tmpfs goes
-    for cover in covers:
-        mount(None, cover, None, MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_RDONLY, "mode=0755,size=1m")
-    if blockers:
-        active.append("host_home_hidden")
-    active.append("private_tmp")
+    build_root(expose)
+    active += ["minimal_root", "read_only_host", "private_tmp"]
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     return active
+
+
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
+
+
+def build_root(expose: list[str], where: str = "/tmp") -> None:
+    """chroot into a fresh tmpfs that holds, read-only, only the system directories, the interpreter, the
+    virtual environment and the sandbox's own code: the rest of the host (data sets with their answers, the
+    caller's checkout, home directories) does not exist in there. Directories are reached through O_PATH
+    descriptors opened before the tmpfs goes on, since any of them may sit under `where`."""
+    needed = sorted({os.path.realpath(p) for p in (*SYSTEM_DIRS, *expose) if os.path.exists(p)})
+    # a directory inside another needed one comes with it
+    needed = [p for p in needed if not any(p.startswith(o + os.sep) for o in needed if o != p)]
+    handles = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in needed}
+    devices = {d: os.open(d, os.O_PATH) for d in DEVICES if os.path.exists(d)}
+    mount("tmpfs", where, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=4m")
+    for d in SYSTEM_DIRS:  # merged-/usr systems: /bin, /lib... are links into /usr; keep them as links
+        if os.path.islink(d):
+            os.symlink(os.readlink(d), where + d)
+    for path, fd in handles.items():
+        target = where + path
+        os.makedirs(target, mode=0o755, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+        mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
+        os.close(fd)
+    os.makedirs(where + "/dev", mode=0o755)
+    for dev, fd in devices.items():
+        with open(where + dev, "w"):
+            pass
+        mount(f"/proc/self/fd/{fd}", where + dev, None, MS_BIND)
+        os.close(fd)
+    for d in ("/proc", WORKDIR, "/var/tmp", "/dev/shm"):
+        os.makedirs(where + d, mode=0o755, exist_ok=True)
+    mount("proc", where + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.chdir(where)
+    os.chroot(".")
+    os.chdir("/")
+    mount(None, "/", None, MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_RDONLY, "mode=0755,size=4m")
 
 
 def read_only_host() -> bool:

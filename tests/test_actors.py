@@ -90,7 +90,8 @@ def test_lora_update_changes_outputs_and_version(ray_cluster, tiny_generator, ti
     assert restored.token_ids == before.token_ids
 
 
-@pytest.mark.parametrize("bad, reason", [("unknown", "not a parameter"), ("nan", "NaN or infinite")])
+@pytest.mark.parametrize("bad, reason", [("unknown", "not a parameter"), ("nan", "NaN or infinite"),
+                                         ("shape", "has shape")])
 def test_a_refused_update_keeps_the_previous_version_serving(ray_cluster, tiny_generator, tiny_model_path,
                                                              bad, reason):
     greedy = [GenerationRequest(PROMPT, temperature=0.0, max_tokens=12, request_id="g")]
@@ -98,6 +99,9 @@ def test_a_refused_update_keeps_the_previous_version_serving(ray_cluster, tiny_g
     weights = load_file(f"{tiny_model_path}/model.safetensors")
     if bad == "unknown":
         weights["model.layers.99.mlp.up_proj.weight"] = torch.zeros(4, 4, dtype=torch.bfloat16)
+    elif bad == "shape":
+        weights = {k: v + 1.0 for k, v in weights.items()}  # would change the outputs if it were loaded
+        weights["model.norm.weight"] = weights["model.norm.weight"][:-1].contiguous()
     else:
         first = next(k for k in weights if k.endswith("down_proj.weight"))
         weights = {k: v + 1.0 for k, v in weights.items()}  # would change the outputs if it were loaded

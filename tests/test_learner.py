@@ -58,3 +58,24 @@ def test_learner_rejects_empty_rounds_and_unknown_algorithms(tiny_model_path, tm
         Learner(TrainConfig(algorithm="nope"), tiny_model_path, tmp_path)
     with pytest.raises(ValueError, match="train_round needs data"):
         Learner(TrainConfig(), tiny_model_path, tmp_path).train_round([])
+
+
+def test_two_data_parallel_workers_keep_identical_weights(ray_cluster, tiny_model_path, tmp_path):
+    # gloo on CPU stands in for NCCL: the same DDP all-reduce, the same agreement to check
+    cfg = TrainConfig(learning_rate=2e-3, batch_size=2, num_workers=2, num_cpus_per_worker=1,
+                      lora=LoraConfig(r=8, alpha=16))
+    metrics, merged = Learner(cfg, tiny_model_path, tmp_path / "train").train_round(PAIRS)
+    assert metrics["dpo/workers"] == 2 and metrics["dpo/pairs"] == 4  # 8 pairs split over 2 ranks
+    assert metrics["dpo/steps"] == 2 and metrics["dpo/loss_last"] < metrics["dpo/loss_first"]
+    assert metrics["dpo/replica_spread"] == 0.0
+    assert merged.is_file()
+
+
+def test_nan_loss_stops_the_round_with_a_clear_error(ray_cluster, tiny_model_path, tmp_path):
+    from trainers.learner import TrainingFailed
+
+    cfg = TrainConfig(learning_rate=1e30, batch_size=1, lora=LoraConfig(r=8, alpha=16))  # diverges at once
+    learner = Learner(cfg, tiny_model_path, tmp_path / "train")
+    with pytest.raises(TrainingFailed, match="loss is (nan|inf)"):
+        learner.train_round(PAIRS)
+    assert learner.adapter_dir is None and learner.last_checkpoint is None  # nothing half-written kept

@@ -167,6 +167,16 @@ def test_expected_values_are_out_of_reach(sb, peek):
     assert res.verdict is not Verdict.PASSED, res.detail
 
 
+def test_benchmark_data_and_the_checkout_are_invisible(sb, data_dir):
+    # The expected answers of MBPP and HumanEval sit in these files on the host; the tests of this very suite
+    # (with their expected values) sit in the checkout.
+    paths = [str(data_dir / "mbpp.jsonl"), str(data_dir / "HumanEval.jsonl.gz"), __file__]
+    code = "import os\n" + "".join(f"assert not os.path.exists({p!r}), {p!r}\n" for p in paths)
+    res = run(sb, code, "")
+    assert res.verdict is Verdict.PASSED, res.detail
+    assert sb.protections["minimal_root"] or os.geteuid() != 0
+
+
 def test_only_its_own_processes_are_visible(sb):
     code = "import os\npids = [p for p in os.listdir('/proc') if p.isdigit()]\nassert pids == ['1'], pids\n"
     res = run(sb, code, "")
@@ -346,5 +356,6 @@ def test_protections_report_what_is_active(sb):
     p = sb.protections
     assert p["wall_timeout"] and p["rlimits"] and p["split_tests"] and p["out_of_band_verdict"]
     if os.geteuid() == 0:  # root can always create namespaces; CI runs as root
-        for name in ("network_namespace", "pid_namespace", "mount_namespace", "read_only_host", "private_tmp"):
+        for name in ("network_namespace", "pid_namespace", "mount_namespace", "minimal_root", "read_only_host",
+                     "private_tmp"):
             assert p[name], name

@@ -17,7 +17,7 @@ from codealign.chat import prompt_token_ids
 from codealign.config import TrainConfig
 from codealign.records import PreferencePair
 from trainers.losses import dpo_loss, sequence_logps
-from trainers.modeling import load_policy, save_for_generators
+from trainers.modeling import load_policy, replica_spread, save_for_generators
 
 
 @dataclass
@@ -146,11 +146,13 @@ def dpo_train_loop(config: dict) -> None:
                 progress.update.remote(len(history["loss"]), total_steps)
 
     seconds = time.monotonic() - start
+    spread = replica_spread(model, world)
     metrics = {f"dpo/{k}": (sum(v) / len(v) if v else math.nan) for k, v in history.items()}
     metrics.update({"dpo/loss_first": history["loss"][0] if history["loss"] else math.nan,
                     "dpo/loss_last": history["loss"][-1] if history["loss"] else math.nan,
                     "dpo/steps": len(history["loss"]), "dpo/pairs": len(batches), "dpo/tokens": tokens,
-                    "dpo/tokens_per_s": tokens / seconds if seconds > 0 else 0.0, "dpo/train_s": seconds})
+                    "dpo/tokens_per_s": tokens / seconds if seconds > 0 else 0.0, "dpo/train_s": seconds,
+                    "dpo/workers": world, "dpo/replica_spread": spread})
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:

@@ -73,3 +73,18 @@ def save_for_generators(model, out_dir: Path, dtype: torch.dtype = torch.bfloat1
     path = out_dir / MERGED_FILE
     save_file(merged_state_dict(model, dtype), str(path))
     return path
+
+
+def replica_spread(model, world: int) -> float:
+    """Data-parallel replicas must hold the same weights: the spread (max - min) over ranks of a checksum of the
+    trainable parameters. 0.0 with one worker."""
+    import torch.distributed as dist
+
+    if world < 2 or not dist.is_initialized():
+        return 0.0
+    total = sum(p.detach().double().sum() for p in model.parameters() if p.requires_grad)
+    checksum = torch.as_tensor(total, dtype=torch.float64).reshape(1)
+    gathered = [torch.zeros_like(checksum) for _ in range(world)]
+    dist.all_gather(gathered, checksum)
+    values = torch.cat(gathered)
+    return float(values.max() - values.min())

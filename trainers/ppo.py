@@ -20,7 +20,7 @@ from codealign.chat import prompt_token_ids
 from codealign.config import TrainConfig
 from codealign.records import Experience
 from trainers.dpo import bf16_supported
-from trainers.modeling import load_policy, save_for_generators
+from trainers.modeling import load_policy, replica_spread, save_for_generators
 
 
 def advantages(experiences: list[Experience], kind: str) -> list[float]:
@@ -133,6 +133,7 @@ def ppo_train_loop(config: dict) -> None:
                 progress.update.remote(len(history["loss"]), total_steps)
 
     seconds = time.monotonic() - start
+    spread = replica_spread(model, world)
     rewards = [e.result.reward for e in data]
     metrics = {f"ppo/{k}": statistics.fmean(v) for k, v in history.items() if v}
     metrics.update({
@@ -142,6 +143,7 @@ def ppo_train_loop(config: dict) -> None:
         "ppo/reward_mean": statistics.fmean(rewards) if rewards else math.nan,
         "ppo/reward_std": statistics.pstdev(rewards) if len(rewards) > 1 else 0.0,
         "ppo/tokens_per_s": tokens / seconds if seconds > 0 else 0.0, "ppo/train_s": seconds,
+        "ppo/workers": world, "ppo/replica_spread": spread,
     })
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
