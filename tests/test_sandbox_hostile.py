@@ -151,7 +151,7 @@ PEEKS = [
     # files anywhere it can read
     "import os\ndef square(x):\n    for root in ('/tmp', '/var/tmp', '/dev/shm', os.getcwd()):\n"
     "        for d, _, files in os.walk(root):\n            for f in files:\n                try:\n"
-    "                    if b'assert square' in open(os.path.join(d, f), 'rb').read():\n"
+    "                    if b'secret-7b1e' in open(os.path.join(d, f), 'rb').read():\n"
     "                        return 9\n                except OSError:\n                    pass\n    return -1\n",
     # raw memory of the solution's own process
     "def square(x):\n    data = open('/proc/self/maps').read()\n    import ctypes\n"
@@ -163,7 +163,8 @@ PEEKS = [
 
 @pytest.mark.parametrize("peek", PEEKS)
 def test_expected_values_are_out_of_reach(sb, peek):
-    res = run(sb, peek, "assert square(3) == 9\n")
+    # the marker is unique to these tests, so a peek that finds it found them (not some library's own tests)
+    res = run(sb, peek, "assert square(3) == 9  # secret-7b1e\n")
     assert res.verdict is not Verdict.PASSED, res.detail
 
 

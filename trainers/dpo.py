@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import math
-import os
 import random
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from codealign.chat import prompt_token_ids
-from codealign.config import TrainConfig
 from codealign.records import PreferencePair
 from trainers.losses import dpo_loss, sequence_logps
-from trainers.modeling import load_policy, replica_spread, save_for_generators
+from trainers.modeling import load_policy, replica_spread
+from trainers.worker import report_round, setup_worker
 
 
 @dataclass
@@ -86,15 +83,7 @@ def dpo_train_loop(config: dict) -> None:
     import ray.train.torch
     from transformers import AutoTokenizer
 
-    cfg: TrainConfig = config["train"]
-    torch.set_num_threads(int(config.get("num_threads") or os.cpu_count() or 1))
-    torch.manual_seed(cfg.seed)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-
-    pairs = config["data"]
-    if isinstance(pairs, ray.ObjectRef):
-        pairs = ray.get(pairs)
+    cfg, rank, world, pairs = setup_worker(config)
     tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
     tokenized = [tokenize_pair(tokenizer, p, cfg.max_length) for p in pairs]
     random.Random(cfg.seed).shuffle(tokenized)
@@ -153,9 +142,4 @@ def dpo_train_loop(config: dict) -> None:
                     "dpo/steps": len(history["loss"]), "dpo/pairs": len(batches), "dpo/tokens": tokens,
                     "dpo/tokens_per_s": tokens / seconds if seconds > 0 else 0.0, "dpo/train_s": seconds,
                     "dpo/workers": world, "dpo/replica_spread": spread})
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = None
-        if rank == 0:
-            save_for_generators(getattr(model, "module", model), Path(tmp))
-            checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(metrics, checkpoint=checkpoint)
+    report_round(model, metrics, rank)

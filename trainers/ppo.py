@@ -5,22 +5,19 @@ generator's own log-probs of them, with a KL penalty to the frozen base model (k
 from __future__ import annotations
 
 import math
-import os
 import random
 import statistics
-import tempfile
 import time
 from collections import defaultdict
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
 from codealign.chat import prompt_token_ids
-from codealign.config import TrainConfig
 from codealign.records import Experience
 from trainers.dpo import bf16_supported
-from trainers.modeling import load_policy, replica_spread, save_for_generators
+from trainers.modeling import load_policy, replica_spread
+from trainers.worker import report_round, setup_worker
 
 
 def advantages(experiences: list[Experience], kind: str) -> list[float]:
@@ -69,14 +66,7 @@ def ppo_train_loop(config: dict) -> None:
     import ray.train.torch
     from transformers import AutoTokenizer
 
-    cfg: TrainConfig = config["train"]
-    torch.set_num_threads(int(config.get("num_threads") or os.cpu_count() or 1))
-    torch.manual_seed(cfg.seed)
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    data = config["data"]
-    if isinstance(data, ray.ObjectRef):
-        data = ray.get(data)
+    cfg, rank, world, data = setup_worker(config)
     adv = advantages(data, cfg.advantage)
     # samples with no advantage carry no gradient signal: skip them
     rollouts = [(e, a) for e, a in zip(data, adv) if a != 0.0 and e.token_ids and len(e.logprobs) == len(e.token_ids)]
@@ -145,9 +135,4 @@ def ppo_train_loop(config: dict) -> None:
         "ppo/tokens_per_s": tokens / seconds if seconds > 0 else 0.0, "ppo/train_s": seconds,
         "ppo/workers": world, "ppo/replica_spread": spread,
     })
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = None
-        if rank == 0:
-            save_for_generators(getattr(model, "module", model), Path(tmp))
-            checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(metrics, checkpoint=checkpoint)
+    report_round(model, metrics, rank)
