@@ -18,7 +18,7 @@ class Executor:
         return self.sandbox.protections
 
     def run_batch(self, jobs: list[tuple[str, str]]) -> list[ExecutionResult]:
-        return [ExecutionResult(r.verdict, r.reward, r.duration_s, r.detail) for r in self.sandbox.run_many(jobs)]
+        return self.sandbox.run_many(jobs)
 
 
 class ExecutorPool:

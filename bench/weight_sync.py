@@ -25,7 +25,6 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     import torch
-    from peft import get_peft_model_state_dict
     from safetensors.torch import load_file
 
     from actors.generator import create_generator
@@ -33,7 +32,7 @@ def main() -> None:
     from codealign.models import resolve_model_path
     from codealign.records import GenerationRequest
     from codealign.weights import to_numpy
-    from trainers.modeling import load_policy
+    from trainers.modeling import adapter_for_generators, load_policy
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
@@ -66,7 +65,6 @@ def main() -> None:
     version += 1
 
     policy = load_policy(model_path, LoraConfig(r=16, alpha=32))
-    config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in policy.peft_config["default"].to_dict().items()}
     lora_times = []
     for i in range(args.repeat):
         torch.manual_seed(100 + i)
@@ -75,8 +73,8 @@ def main() -> None:
                 if "lora_B" in name:
                     p.normal_(0, 0.2)
         start = time.perf_counter()
-        adapter = {k: v.to(torch.bfloat16) for k, v in get_peft_model_state_dict(policy).items()}
-        ref = ray.put(to_numpy(adapter))
+        adapter, config = adapter_for_generators(policy)
+        ref = ray.put(adapter)
         version += 1
         ray.get(gen.update_lora.remote(ref, config, version))
         lora_times.append(time.perf_counter() - start)

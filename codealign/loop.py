@@ -96,12 +96,12 @@ def sample_and_judge(system: System, cfg: RunConfig, batch: list[Exercise], vers
     ]
     with stages.time("generate"):
         completions = system.generate(requests, f"sample v{version}")
-    flat = [(ex, c) for ex, comps in zip(batch, completions) for c in comps]
+    flat = [(ex, c, extract_code(c.text)) for ex, comps in zip(batch, completions) for c in comps]
     with stages.time("execute"):
-        results = system.executors.run([(extract_code(c.text), ex.tests) for ex, c in flat])
+        results = system.executors.run([(code, ex.tests) for ex, _, code in flat])
     return [
-        Experience(ex.id, ex.prompt, c.text, extract_code(c.text), res, c.policy_version, c.token_ids, c.logprobs)
-        for (ex, c), res in zip(flat, results)
+        Experience(ex.id, ex.prompt, c.text, code, res, c.policy_version, c.token_ids, c.logprobs)
+        for (ex, c, code), res in zip(flat, results)
     ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sandbox import Verdict
+from sandbox import Result as ExecutionResult  # noqa: F401 - the sandbox's own record is the one that flows
 
 
 @dataclass
@@ -42,14 +42,6 @@ class Completion:
     policy_version: int
     role: str = "student"
     error: str = ""  # set when the request was rejected (finish_reason == "error")
-
-
-@dataclass
-class ExecutionResult:
-    verdict: Verdict
-    reward: float
-    duration_s: float
-    detail: str = ""
 
 
 @dataclass

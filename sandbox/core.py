@@ -53,7 +53,6 @@ class Result:
     # "split": the tests ran outside the solution's process, calling it through plain values;
     # "in_process": they ran beside the solution, with a strict comparator; "": nothing ran (syntax error)
     mode: str = ""
-    cpu_s: float = 0.0  # CPU time of the solution's process
 
     @property
     def passed(self) -> bool:
@@ -181,8 +180,7 @@ class Sandbox:
         except ValueError:
             verdict = Verdict.RUNTIME_ERROR
         mode = "" if verdict is Verdict.SYNTAX_ERROR else str(reply.get("mode", ""))
-        return Result(verdict, self.rewards(verdict), time.monotonic() - start, str(reply.get("detail", "")),
-                      mode, float(reply.get("cpu_s", 0.0)))
+        return Result(verdict, self.rewards(verdict), time.monotonic() - start, str(reply.get("detail", "")), mode)
 
     def run_many(self, jobs: list[tuple[str, str]], timeout_s: float | None = None) -> list[Result]:
         if self._pool is None:

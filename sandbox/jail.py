@@ -10,7 +10,6 @@ import ctypes
 import os
 import resource
 import signal
-import stat
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -20,10 +19,8 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 1, 38, 36
 NOBODY = 65534
-SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
 WORKDIR = "/tmp/work"  # a fresh tmpfs here for every solution: its working directory, HOME and TMPDIR
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -57,18 +54,6 @@ def limit(kind: int, value: int) -> None:
         resource.setrlimit(kind, (value, value))
     except (ValueError, OSError):
         pass
-
-
-def _blocker(path: str) -> str | None:
-    """The topmost ancestor of `path` that other users cannot traverse, if any."""
-    found = None
-    parts = os.path.realpath(path).split(os.sep)
-    for i in range(2, len(parts) + 1):
-        d = os.sep.join(parts[:i]) or os.sep
-        if not os.stat(d).st_mode & stat.S_IXOTH:
-            found = d
-            break
-    return found
 
 
 def isolate_server(expose: list[str]) -> list[str]:
@@ -132,22 +117,6 @@ def build_root(expose: list[str], where: str = "/tmp") -> None:
     os.chroot(".")
     os.chdir("/")
     mount(None, "/", None, MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_RDONLY, "mode=0755,size=4m")
-
-
-def read_only_host() -> bool:
-    """Every mount the host gave us becomes read-only in this namespace; writes go to our own tmpfs only."""
-    done = True
-    with open("/proc/self/mountinfo") as fh:
-        points = [line.split()[4] for line in fh]
-    for point in points:
-        if point.split("/")[1:2] in (["proc"], ["sys"], ["dev"]):
-            continue
-        try:
-            keep = os.statvfs(point).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
-            mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
-        except OSError:
-            done = done and point != "/"
-    return done
 
 
 def new_pid_namespace_for_children(own_pid_ns_fd: int) -> None:

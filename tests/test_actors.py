@@ -63,10 +63,8 @@ def test_weight_update_changes_outputs_and_version(ray_cluster, tiny_generator, 
 
 
 def test_lora_update_changes_outputs_and_version(ray_cluster, tiny_generator, tiny_model_path):
-    from peft import get_peft_model_state_dict
-
     from codealign.config import LoraConfig
-    from trainers.modeling import load_policy
+    from trainers.modeling import adapter_for_generators, load_policy
 
     greedy = [GenerationRequest(PROMPT, temperature=0.0, max_tokens=12, request_id="g")]
     [[before]] = ray_cluster.get(tiny_generator.generate.remote(greedy))
@@ -76,8 +74,7 @@ def test_lora_update_changes_outputs_and_version(ray_cluster, tiny_generator, ti
         for name, p in policy.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.5)
-    adapter = to_numpy({k: v.to(torch.bfloat16) for k, v in get_peft_model_state_dict(policy).items()})
-    config = {k: sorted(v) if isinstance(v, set) else v for k, v in policy.peft_config["default"].to_dict().items()}
+    adapter, config = adapter_for_generators(policy)
     original = load_file(f"{tiny_model_path}/model.safetensors")
     try:
         info = ray_cluster.get(tiny_generator.update_lora.remote(ray_cluster.put(adapter), config, 3))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -13,8 +12,8 @@ import torch
 from codealign.chat import prompt_token_ids
 from codealign.records import PreferencePair
 from trainers.losses import dpo_loss, sequence_logps
-from trainers.modeling import load_policy, replica_spread
-from trainers.worker import report_round, setup_worker
+from trainers.modeling import frozen_reference, load_policy, replica_spread
+from trainers.worker import report_round, setup_worker, use_autocast
 
 
 @dataclass
@@ -61,18 +60,8 @@ def pair_logps(model, batch, autocast: bool) -> torch.Tensor:
 
 
 def reference_logps(model, batches, autocast: bool) -> list[torch.Tensor]:
-    unwrapped = getattr(model, "module", model)
-    ctx = unwrapped.disable_adapter() if hasattr(unwrapped, "disable_adapter") else nullcontext()
-    with torch.no_grad(), ctx:
-        return [pair_logps(unwrapped, b, autocast) for b in batches]
-
-
-def bf16_supported() -> bool:
-    try:
-        a = torch.ones(4, 4, dtype=torch.bfloat16)
-        return bool(torch.isfinite(a @ a).all())
-    except RuntimeError:
-        return False
+    with torch.no_grad(), frozen_reference(model):
+        return [pair_logps(getattr(model, "module", model), b, autocast) for b in batches]
 
 
 def dpo_train_loop(config: dict) -> None:
@@ -93,7 +82,7 @@ def dpo_train_loop(config: dict) -> None:
     batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in pair_batch(t).items()} for t in tokenized]
 
     model = load_policy(config["model_path"], cfg.lora, config.get("adapter_from")).to(device)
-    autocast = cfg.bf16 and (device.type == "cuda" or bf16_supported())
+    autocast = use_autocast(cfg, device)
     ref = reference_logps(model, batches, autocast)
     model = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU, NCCL on GPU) when world > 1
     params = [p for p in model.parameters() if p.requires_grad]

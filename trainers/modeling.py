@@ -37,6 +37,26 @@ def load_policy(model_path: str, lora: LoraConfig, adapter_from: str | None = No
     return get_peft_model(model, peft_cfg)
 
 
+def frozen_reference(model):
+    """Context in which `model` computes as the reference: the frozen base (adapter disabled) when training a
+    LoRA adapter; in full fine-tuning, the model as it is (callers compute reference log-probs before training)."""
+    from contextlib import nullcontext
+
+    unwrapped = getattr(model, "module", model)
+    return unwrapped.disable_adapter() if hasattr(unwrapped, "disable_adapter") else nullcontext()
+
+
+def adapter_for_generators(model, dtype: torch.dtype = torch.bfloat16) -> tuple[dict, dict]:
+    """(adapter tensors as numpy for the object store, adapter config as plain JSON) for Generator.update_lora."""
+    from peft import get_peft_model_state_dict
+
+    from codealign.weights import to_numpy
+
+    tensors = to_numpy({k: v.detach().to(dtype) for k, v in get_peft_model_state_dict(model).items()})
+    config = {k: sorted(v) if isinstance(v, set) else v for k, v in model.peft_config["default"].to_dict().items()}
+    return tensors, config
+
+
 def merged_state_dict(model, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
     """Full weights with any LoRA folded in, named as the base checkpoint names them (what vLLM loads).
 

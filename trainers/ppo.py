@@ -9,15 +9,13 @@ import random
 import statistics
 import time
 from collections import defaultdict
-from contextlib import nullcontext
 
 import torch
 
 from codealign.chat import prompt_token_ids
 from codealign.records import Experience
-from trainers.dpo import bf16_supported
-from trainers.modeling import load_policy, replica_spread
-from trainers.worker import report_round, setup_worker
+from trainers.modeling import frozen_reference, load_policy, replica_spread
+from trainers.worker import report_round, setup_worker, use_autocast
 
 
 def advantages(experiences: list[Experience], kind: str) -> list[float]:
@@ -80,9 +78,9 @@ def ppo_train_loop(config: dict) -> None:
         b = rollout_batch(tokenizer, exp, cfg.max_length)
         batches.append({**{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}, "adv": a})
     model = load_policy(config["model_path"], cfg.lora, config.get("adapter_from")).to(device)
-    autocast = cfg.bf16 and (device.type == "cuda" or bf16_supported())
+    autocast = use_autocast(cfg, device)
     # the reference: the frozen base model (adapter disabled); in full fine-tuning, the policy as it starts
-    with torch.no_grad(), (model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()):
+    with torch.no_grad(), frozen_reference(model):
         ref = [token_logps(model, b, autocast)[0] for b in batches]
     model = ray.train.torch.prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]

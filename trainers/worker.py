@@ -27,6 +27,19 @@ def setup_worker(config: dict) -> tuple[TrainConfig, int, int, list]:
     return cfg, ctx.get_world_rank(), ctx.get_world_size(), data
 
 
+def bf16_supported() -> bool:
+    try:
+        a = torch.ones(4, 4, dtype=torch.bfloat16)
+        return bool(torch.isfinite(a @ a).all())
+    except RuntimeError:
+        return False
+
+
+def use_autocast(cfg: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast (fp32 master weights) where the device runs bf16 matrix products."""
+    return cfg.bf16 and (device.type == "cuda" or bf16_supported())
+
+
 def report_round(model, metrics: dict, rank: int) -> None:
     """Rank 0 writes the adapter and merged weights into the round's checkpoint; every rank reports."""
     import ray.train
