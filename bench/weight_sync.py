@@ -28,7 +28,7 @@ def main() -> None:
     from safetensors.torch import load_file
 
     from actors.generator import create_generator
-    from codealign.config import GeneratorConfig, LoraConfig, ModelConfig
+    from codealign.config import GeneratorConfig, LoraConfig, ModelConfig, TrainConfig
     from codealign.models import resolve_model_path
     from codealign.records import GenerationRequest
     from codealign.weights import to_numpy
@@ -64,7 +64,7 @@ def main() -> None:
     ray.get(gen.update_weights.remote(ray.put(to_numpy(state)), version + 1))  # back to the base
     version += 1
 
-    policy = load_policy(model_path, LoraConfig(r=16, alpha=32))
+    policy = load_policy(model_path, TrainConfig(lora=LoraConfig(r=16, alpha=32)))
     lora_times = []
     for i in range(args.repeat):
         torch.manual_seed(100 + i)

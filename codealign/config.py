@@ -18,7 +18,9 @@ import yaml
 
 from sandbox import RewardTable
 
-ALGORITHMS = ("dpo", "ppo")
+ALGORITHMS = ("dpo", "ppo", "distill", "sft")
+DIVERGENCES = ("forward", "reverse", "jsd")
+QUANTIZATIONS = ("none", "nf4", "int8")
 
 
 class ConfigError(ValueError):
@@ -77,6 +79,40 @@ class LoraConfig:
 
 
 @dataclass
+class LossGuardConfig:
+    """Skip a micro-batch whose loss is above `malformed` (broken data), scale one above `spike` down by
+    `spike_scale`; both counted in the metrics. 0 turns a threshold off."""
+
+    malformed: float = 0.0
+    spike: float = 0.0
+    spike_scale: float = 0.1
+
+
+@dataclass
+class DistillConfig:
+    # The teacher; empty means the oracle's model. Logit distillation needs the student's tokenizer.
+    teacher: str = ""
+    mode: str = "logit"  # "logit" (teacher's token distributions) or "sequence" (SFT on verified solutions)
+    divergence: str = "forward"  # forward KL(teacher||student), reverse KL(student||teacher), or GKD's jsd
+    jsd_beta: float = 0.5
+    temperature: float = 1.0
+    sequences: str = "student"  # distil on the student's own samples (on-policy, GKD) or on "oracle" solutions
+
+
+@dataclass
+class SftConfig:
+    # Continued pre-training: every file matching `glob` under `corpus_dir`; empty trains on the loop's verified
+    # solutions instead (prompt -> solution, loss on the solution only).
+    corpus_dir: str = ""
+    glob: str = "**/*.py"
+    max_documents: int = 0  # 0: all
+    fim_rate: float = 0.5  # share of documents turned into fill-in-the-middle examples
+    fim_spm_rate: float = 0.5  # of those, the share in suffix-prefix-middle order (the rest prefix-suffix-middle)
+    # prefix, suffix, middle sentinels; they must be single tokens of the model's tokenizer
+    fim_tokens: list[str] = field(default_factory=lambda: ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"])
+
+
+@dataclass
 class TrainConfig:
     algorithm: str = "dpo"
     learning_rate: float = 5e-5
@@ -90,12 +126,24 @@ class TrainConfig:
     advantage: str = "group"
     clip_eps: float = 0.2
     kl_coef: float = 0.05
+    kl_in_reward: bool = False  # PPO: KL as a per-token reward penalty instead of a loss term
+    critic: bool = False  # PPO with a value head and GAE instead of the group baseline
+    value_coef: float = 0.5
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
     bf16: bool = True
+    quantization: str = "none"  # "nf4" (QLoRA) or "int8": the frozen base through bitsandbytes, LoRA on top
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 0  # optimizer steps between resumable checkpoints inside a round; 0: round end only
+    max_failures: int = 0  # worker failures Ray Train recovers from, resuming at the last checkpoint
     num_workers: int = 1
     num_cpus_per_worker: float = 2.0
     use_gpu: bool = False
     seed: int = 0
     lora: LoraConfig = field(default_factory=LoraConfig)
+    loss_guard: LossGuardConfig = field(default_factory=LossGuardConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    sft: SftConfig = field(default_factory=SftConfig)
 
 
 @dataclass
@@ -127,6 +175,28 @@ class RunConfig:
             raise ConfigError(f"train.algorithm: unknown algorithm {self.train.algorithm!r}; choose from {ALGORITHMS}")
         if self.train.advantage not in ("group", "rloo"):
             raise ConfigError(f"train.advantage: unknown kind {self.train.advantage!r}; choose group or rloo")
+        t = self.train
+        if t.distill.mode not in ("logit", "sequence"):
+            raise ConfigError(f"train.distill.mode: unknown mode {t.distill.mode!r}; choose logit or sequence")
+        if t.distill.divergence not in DIVERGENCES:
+            raise ConfigError(f"train.distill.divergence: unknown {t.distill.divergence!r}; choose from {DIVERGENCES}")
+        if t.distill.sequences not in ("student", "oracle"):
+            raise ConfigError(f"train.distill.sequences: unknown {t.distill.sequences!r}; choose student or oracle")
+        if not 0.0 <= t.distill.jsd_beta <= 1.0:
+            raise ConfigError("train.distill.jsd_beta: must be in [0, 1]")
+        if t.distill.temperature <= 0:
+            raise ConfigError("train.distill.temperature: must be > 0")
+        if t.quantization not in QUANTIZATIONS:
+            raise ConfigError(f"train.quantization: unknown {t.quantization!r}; choose from {QUANTIZATIONS}")
+        if t.quantization != "none" and not t.lora.enabled:
+            raise ConfigError("train.quantization: a quantized base trains only through LoRA; set train.lora.enabled")
+        for name in ("fim_rate", "fim_spm_rate"):
+            if not 0.0 <= getattr(t.sft, name) <= 1.0:
+                raise ConfigError(f"train.sft.{name}: must be in [0, 1]")
+        if len(t.sft.fim_tokens) != 3:
+            raise ConfigError("train.sft.fim_tokens: needs exactly three tokens (prefix, suffix, middle)")
+        if t.loss_guard.spike and t.loss_guard.malformed and t.loss_guard.spike >= t.loss_guard.malformed:
+            raise ConfigError("train.loss_guard.spike: must be below train.loss_guard.malformed")
         if self.loop.samples_per_exercise < 2:
             raise ConfigError("loop.samples_per_exercise: needs at least 2 samples to form preference pairs")
         for name in ("iterations", "exercises_per_iteration"):

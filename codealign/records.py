@@ -65,3 +65,13 @@ class PreferencePair:
     rejected: str
     reason: str  # e.g. "passed>failed" or "reference>timeout"
     exercise_id: str = ""
+
+
+@dataclass
+class SftExample:
+    """A sequence to imitate. With a prompt: a chat turn, loss on the completion only. Without: raw text
+    (a code file for continued pre-training), loss on every token, fill-in-the-middle applicable."""
+
+    prompt: str
+    completion: str
+    source: str = ""  # e.g. "reference", "passed_sample", "oracle", "corpus:<path>"

@@ -63,12 +63,12 @@ def test_weight_update_changes_outputs_and_version(ray_cluster, tiny_generator, 
 
 
 def test_lora_update_changes_outputs_and_version(ray_cluster, tiny_generator, tiny_model_path):
-    from codealign.config import LoraConfig
+    from codealign.config import LoraConfig, TrainConfig
     from trainers.modeling import adapter_for_generators, load_policy
 
     greedy = [GenerationRequest(PROMPT, temperature=0.0, max_tokens=12, request_id="g")]
     [[before]] = ray_cluster.get(tiny_generator.generate.remote(greedy))
-    policy = load_policy(tiny_model_path, LoraConfig(r=8, alpha=16))
+    policy = load_policy(tiny_model_path, TrainConfig(lora=LoraConfig(r=8, alpha=16)))
     torch.manual_seed(0)
     with torch.no_grad():
         for name, p in policy.named_parameters():

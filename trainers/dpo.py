@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import random
-import time
 from dataclasses import dataclass
 
 import torch
@@ -12,8 +10,9 @@ import torch
 from codealign.chat import prompt_token_ids
 from codealign.records import PreferencePair
 from trainers.losses import dpo_loss, sequence_logps
-from trainers.modeling import frozen_reference, load_policy, replica_spread
-from trainers.worker import report_round, setup_worker, use_autocast
+from trainers.modeling import frozen_reference, replica_spread
+from trainers.steps import MicroStep, run_steps
+from trainers.worker import build_policy, report_round, setup_worker, use_autocast
 
 
 @dataclass
@@ -67,8 +66,6 @@ def reference_logps(model, batches, autocast: bool) -> list[torch.Tensor]:
 def dpo_train_loop(config: dict) -> None:
     """Runs on every Ray Train worker. config: data (list[PreferencePair] or its ObjectRef), model_path,
     train (TrainConfig), adapter_from, num_threads, progress."""
-    import ray
-    import ray.train
     import ray.train.torch
     from transformers import AutoTokenizer
 
@@ -81,54 +78,24 @@ def dpo_train_loop(config: dict) -> None:
     device = ray.train.torch.get_device()
     batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in pair_batch(t).items()} for t in tokenized]
 
-    model = load_policy(config["model_path"], cfg.lora, config.get("adapter_from")).to(device)
+    model = build_policy(config, cfg, device)
     autocast = use_autocast(cfg, device)
     ref = reference_logps(model, batches, autocast)
     model = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU, NCCL on GPU) when world > 1
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
 
-    history = {"loss": [], "chosen_rewards": [], "rejected_rewards": [], "margin": [], "accuracy": []}
+    def micro_step(batch, i: int) -> MicroStep:
+        logps = pair_logps(model, batch, autocast)
+        lengths = batch["mask"].sum(dim=1)  # completion tokens, for IPO's normalisation
+        out = dpo_loss(logps[:1], logps[1:], ref[i][:1], ref[i][1:], cfg.beta, cfg.loss_type,
+                       chosen_lengths=lengths[:1], rejected_lengths=lengths[1:])
+        chosen, rejected = out.chosen_rewards.item(), out.rejected_rewards.item()
+        return MicroStep(out.loss, {"chosen_rewards": chosen, "rejected_rewards": rejected,
+                                    "margin": chosen - rejected, "accuracy": float(chosen > rejected)},
+                         int(batch["attention_mask"].sum()))
+
     progress = config.get("progress") if rank == 0 else None
-    total_steps = cfg.epochs * math.ceil(len(batches) / cfg.batch_size)
-    tokens = 0
-    start = time.monotonic()
-    model.train()
-    for _epoch in range(cfg.epochs):
-        for step_start in range(0, len(batches), cfg.batch_size):
-            chunk = range(step_start, min(step_start + cfg.batch_size, len(batches)))
-            optimizer.zero_grad(set_to_none=True)
-            step_loss, chosen_r, rejected_r = 0.0, [], []
-            for i in chunk:
-                logps = pair_logps(model, batches[i], autocast)
-                r = ref[i]
-                lengths = batches[i]["mask"].sum(dim=1)  # completion tokens, for IPO's normalisation
-                out = dpo_loss(logps[:1], logps[1:], r[:1], r[1:], cfg.beta, cfg.loss_type,
-                               chosen_lengths=lengths[:1], rejected_lengths=lengths[1:])
-                if not torch.isfinite(out.loss):
-                    raise FloatingPointError(f"DPO loss is {out.loss.item()} at pair {i}; stopping this round")
-                (out.loss / len(chunk)).backward()
-                step_loss += out.loss.item() / len(chunk)
-                chosen_r.append(out.chosen_rewards.item())
-                rejected_r.append(out.rejected_rewards.item())
-                tokens += int(batches[i]["attention_mask"].sum())
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            margins = [c - r for c, r in zip(chosen_r, rejected_r)]
-            history["loss"].append(step_loss)
-            history["chosen_rewards"].append(sum(chosen_r) / len(chosen_r))
-            history["rejected_rewards"].append(sum(rejected_r) / len(rejected_r))
-            history["margin"].append(sum(margins) / len(margins))
-            history["accuracy"].append(sum(m > 0 for m in margins) / len(margins))
-            if progress is not None:
-                progress.update.remote(len(history["loss"]), total_steps)
-
-    seconds = time.monotonic() - start
-    spread = replica_spread(model, world)
-    metrics = {f"dpo/{k}": (sum(v) / len(v) if v else math.nan) for k, v in history.items()}
-    metrics.update({"dpo/loss_first": history["loss"][0] if history["loss"] else math.nan,
-                    "dpo/loss_last": history["loss"][-1] if history["loss"] else math.nan,
-                    "dpo/steps": len(history["loss"]), "dpo/pairs": len(batches), "dpo/tokens": tokens,
-                    "dpo/tokens_per_s": tokens / seconds if seconds > 0 else 0.0, "dpo/train_s": seconds,
-                    "dpo/workers": world, "dpo/replica_spread": spread})
-    report_round(model, metrics, rank)
+    metrics, _ = run_steps(model, params, batches, micro_step, cfg, name="dpo", rank=rank, progress=progress)
+    metrics.update({"dpo/pairs": len(batches), "dpo/workers": world,
+                    "dpo/replica_spread": replica_spread(model, world)})
+    report_round(model, metrics, rank, config)

@@ -7,13 +7,15 @@ from pathlib import Path
 import ray
 
 from codealign.config import TrainConfig
-from codealign.records import Experience, PreferencePair
+from codealign.records import Experience, PreferencePair, SftExample
+from trainers.distill import distill_train_loop
 from trainers.dpo import dpo_train_loop
 from trainers.modeling import ADAPTER_DIR, MERGED_FILE
 from trainers.ppo import ppo_train_loop
+from trainers.sft import sft_train_loop
 
-# algorithm -> (train loop, what a round trains on)
-TRAIN_LOOPS = {"dpo": dpo_train_loop, "ppo": ppo_train_loop}
+# algorithm -> the train loop each Ray Train worker runs
+TRAIN_LOOPS = {"dpo": dpo_train_loop, "ppo": ppo_train_loop, "distill": distill_train_loop, "sft": sft_train_loop}
 
 
 class TrainingFailed(RuntimeError):
@@ -56,7 +58,7 @@ def fit_with_progress(trainer, progress, desc: str):
 
 
 class Learner:
-    def __init__(self, cfg: TrainConfig, model_path: str, storage_dir: Path):
+    def __init__(self, cfg: TrainConfig, model_path: str, storage_dir: Path, teacher_path: str = ""):
         if cfg.algorithm not in TRAIN_LOOPS:
             raise ValueError(f"train.algorithm: unknown algorithm {cfg.algorithm!r}; choose from {list(TRAIN_LOOPS)}")
         self.cfg = cfg
@@ -65,11 +67,19 @@ class Learner:
         self.adapter_dir: str | None = None  # the adapter to keep training, from the last good round
         self.last_checkpoint: Path | None = None
         self.rounds = 0
+        self.teacher_path = teacher_path  # logit distillation's teacher (resolved by the caller)
+        if cfg.algorithm == "distill" and cfg.distill.mode == "logit" and not teacher_path:
+            raise ValueError("train.distill: logit distillation needs a teacher model (train.distill.teacher)")
 
-    def train_round(self, data: list[PreferencePair] | list[Experience]) -> tuple[dict, Path]:
-        """Train one round (DPO: preference pairs; PPO: judged samples with their token ids and logprobs);
-        returns (metrics, path of the merged weights for the generators)."""
-        from ray.train import RunConfig, ScalingConfig
+    def train_loop(self):
+        if self.cfg.algorithm == "distill" and self.cfg.distill.mode == "sequence":
+            return sft_train_loop  # sequence-level distillation is SFT on the oracle's verified solutions
+        return TRAIN_LOOPS[self.cfg.algorithm]
+
+    def train_round(self, data: list[PreferencePair] | list[Experience] | list[SftExample]) -> tuple[dict, Path]:
+        """Train one round (DPO: preference pairs; PPO: judged samples with their token ids and logprobs;
+        SFT and distillation: sequences); returns (metrics, path of the merged weights for the generators)."""
+        from ray.train import FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
         if not data:
@@ -78,14 +88,16 @@ class Learner:
         data_ref = ray.put(data)
         progress = Progress.remote()
         trainer = TorchTrainer(
-            train_loop_per_worker=TRAIN_LOOPS[self.cfg.algorithm],
+            train_loop_per_worker=self.train_loop(),
             train_loop_config={
                 "data": data_ref,
                 "model_path": self.model_path,
                 "train": self.cfg,
                 "adapter_from": self.adapter_dir,
+                "previous_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
                 "num_threads": int(self.cfg.num_cpus_per_worker),
                 "progress": progress,
+                "teacher_path": self.teacher_path,
             },
             scaling_config=ScalingConfig(
                 num_workers=self.cfg.num_workers,
@@ -93,7 +105,8 @@ class Learner:
                 resources_per_worker={"CPU": self.cfg.num_cpus_per_worker},
             ),
             torch_config=TorchConfig(backend="nccl" if self.cfg.use_gpu else "gloo"),
-            run_config=RunConfig(name=f"round_{self.rounds:03d}", storage_path=str(self.storage_dir)),
+            run_config=RunConfig(name=f"round_{self.rounds:03d}", storage_path=str(self.storage_dir),
+                                 failure_config=FailureConfig(max_failures=self.cfg.max_failures)),
         )
         try:
             result = fit_with_progress(trainer, progress, f"train round {self.rounds}")

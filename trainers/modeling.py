@@ -6,14 +6,15 @@ from pathlib import Path
 
 import torch
 
-from codealign.config import LoraConfig
+from codealign.config import TrainConfig
 
 ADAPTER_DIR = "adapter"
 MERGED_FILE = "merged.safetensors"
 
 
-def load_policy(model_path: str, lora: LoraConfig, adapter_from: str | None = None):
-    """fp32 master weights (autocast does the bf16 math); a LoRA adapter on top when enabled.
+def load_policy(model_path: str, cfg: TrainConfig, adapter_from: str | None = None):
+    """fp32 master weights (autocast does the bf16 math); a LoRA adapter on top when enabled; with
+    `cfg.quantization` the frozen base is held in 4-bit NF4 or 8-bit through bitsandbytes (QLoRA).
 
     `adapter_from`: an adapter directory from an earlier round to keep training (the reference stays the
     frozen base model, reached by disabling the adapter)."""
@@ -21,8 +22,26 @@ def load_policy(model_path: str, lora: LoraConfig, adapter_from: str | None = No
     from peft import PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    lora = cfg.lora
+    quantized = cfg.quantization != "none"
+    kwargs = {"dtype": torch.float32}
+    if quantized:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+            if cfg.quantization == "nf4" else BitsAndBytesConfig(load_in_8bit=True)
+        )
+        kwargs["device_map"] = {"": "cuda:0" if cfg.use_gpu else "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     model.config.use_cache = False
+    if quantized:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
     if not lora.enabled:
         return model
     if adapter_from:
@@ -57,41 +76,62 @@ def adapter_for_generators(model, dtype: torch.dtype = torch.bfloat16) -> tuple[
     return tensors, config
 
 
-def merged_state_dict(model, dtype: torch.dtype = torch.bfloat16) -> dict[str, torch.Tensor]:
-    """Full weights with any LoRA folded in, named as the base checkpoint names them (what vLLM loads).
-
-    Computed on a copy of each weight so the trainable model is left as it is."""
+def lora_deltas(model) -> dict[str, torch.Tensor]:
+    """checkpoint weight name -> the LoRA update (B @ A * scale) of that weight."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    out = {}
-    lora_layers = {}
+    deltas = {}
     for name, module in base.named_modules():
         if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
-            lora_layers[name] = module
-    for name, tensor in base.state_dict().items():
-        if "lora_" in name:
-            continue
-        clean = name.replace(".base_layer.", ".")
-        layer_name = name.rsplit(".base_layer.", 1)[0] if ".base_layer." in name else None
-        value = tensor.detach()
-        if layer_name in lora_layers and name.endswith("base_layer.weight"):
-            layer = lora_layers[layer_name]
-            for adapter in layer.active_adapters:
-                if adapter in layer.lora_A:
-                    value = value + layer.get_delta_weight(adapter).detach()
-        out[clean] = value.to(dtype).contiguous()
+            for adapter in module.active_adapters:
+                if adapter in module.lora_A:
+                    delta = module.get_delta_weight(adapter).detach().float()
+                    key = f"{name}.weight"
+                    deltas[key] = deltas[key] + delta if key in deltas else delta
+    return deltas
+
+
+def merged_state_dict(model, dtype: torch.dtype = torch.bfloat16,
+                      base_weights: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Full weights with any LoRA folded in, named as the base checkpoint names them (what vLLM loads).
+
+    `base_weights`: the checkpoint's own tensors, needed when the training base is quantized (folding into the
+    NF4 copy would publish its rounding error). Computed on copies, so the trainable model is left as it is."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if base_weights is None:
+        base_weights = {n.replace(".base_layer.", "."): t.detach() for n, t in base.state_dict().items()
+                        if "lora_" not in n}
+    deltas = lora_deltas(model)
+    out = {}
+    for name, tensor in base_weights.items():
+        value = tensor.float() + deltas[name].to(tensor.device) if name in deltas else tensor
+        out[name] = value.to(dtype).contiguous()
     if getattr(base.config, "tie_word_embeddings", False):
         out.pop("lm_head.weight", None)  # safetensors refuses shared tensors; the loader re-ties it
     return out
 
 
-def save_for_generators(model, out_dir: Path, dtype: torch.dtype = torch.bfloat16) -> Path:
+def checkpoint_weights(model_path: str) -> dict[str, torch.Tensor]:
+    """The unquantized tensors of a local safetensors checkpoint."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(model_path).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{model_path}: no safetensors files to merge the adapter into")
+    out = {}
+    for f in files:
+        out.update(load_file(str(f)))
+    return out
+
+
+def save_for_generators(model, out_dir: Path, dtype: torch.dtype = torch.bfloat16,
+                        base_weights: dict[str, torch.Tensor] | None = None) -> Path:
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if hasattr(model, "peft_config"):
         model.save_pretrained(out_dir / ADAPTER_DIR)
     path = out_dir / MERGED_FILE
-    save_file(merged_state_dict(model, dtype), str(path))
+    save_file(merged_state_dict(model, dtype, base_weights), str(path))
     return path
 
 

@@ -1,21 +1,28 @@
-"""PPO on unit-test rewards, critic-free: the group of samples for one exercise is the baseline (GRPO's
-normalised advantage, or RLOO's leave-one-out mean). Clipped surrogate on the sampled tokens, against the
-generator's own log-probs of them, with a KL penalty to the frozen base model (k3 estimator)."""
+"""PPO on unit-test rewards. Two baselines:
+
+- critic-free (default): the group of samples for one exercise is the baseline (GRPO's normalised advantage, or
+  RLOO's leave-one-out mean); the KL to the frozen base is a loss penalty (k3 estimator).
+- critic (`train.critic`): a value head on the policy's last hidden state, GAE over the completion's tokens
+  with the test reward on the last token, a clipped value loss; the KL can also go into the per-token reward.
+
+Both clip the surrogate on the sampled tokens against the generator's own log-probs of them.
+"""
 
 from __future__ import annotations
 
-import math
-import random
 import statistics
-import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from pathlib import Path
 
 import torch
 
 from codealign.chat import prompt_token_ids
 from codealign.records import Experience
-from trainers.modeling import frozen_reference, load_policy, replica_spread
-from trainers.worker import report_round, setup_worker, use_autocast
+from trainers.modeling import frozen_reference, replica_spread
+from trainers.steps import MicroStep, run_steps
+from trainers.worker import build_policy, report_round, setup_worker, use_autocast
+
+VALUE_HEAD_FILE = "value_head.pt"
 
 
 def advantages(experiences: list[Experience], kind: str) -> list[float]:
@@ -39,36 +46,89 @@ def advantages(experiences: list[Experience], kind: str) -> list[float]:
     return out
 
 
+def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over one completion (the value after the last token is 0).
+    Returns (advantages, returns)."""
+    adv = torch.zeros_like(rewards)
+    running = 0.0
+    for t in reversed(range(len(rewards))):
+        next_value = values[t + 1] if t + 1 < len(values) else 0.0
+        delta = rewards[t] + gamma * next_value - values[t]
+        running = delta + gamma * lam * running
+        adv[t] = running
+    return adv, adv + values
+
+
+class PolicyWithValue(torch.nn.Module):
+    """The policy and its value head as one module, so DDP all-reduces both."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy = policy
+        hidden = policy.config.hidden_size
+        self.value_head = torch.nn.Linear(hidden, 1)
+        torch.nn.init.zeros_(self.value_head.weight)
+        torch.nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, input_ids, logits_to_keep: int):
+        out = self.policy(input_ids=input_ids, logits_to_keep=logits_to_keep, output_hidden_states=True)
+        hidden = out.hidden_states[-1][:, -logits_to_keep:]
+        return out.logits, self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+
+
 def rollout_batch(tokenizer, exp: Experience, max_length: int) -> dict:
     prompt = prompt_token_ids(tokenizer, exp.prompt)
     completion = list(exp.token_ids)[: max(1, max_length - len(prompt))]
     old = torch.tensor(exp.logprobs[: len(completion)], dtype=torch.float32)
     ids = torch.tensor([prompt + completion])
-    return {"input_ids": ids, "prompt_len": len(prompt), "labels": ids[:, len(prompt):], "old_logps": old}
+    return {"input_ids": ids, "prompt_len": len(prompt), "labels": ids[:, len(prompt):], "old_logps": old,
+            "reward": exp.result.reward}
 
 
-def token_logps(model, batch: dict, autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probs of the completion and the policy's entropy at each of those positions."""
+def forward_tokens(model, batch: dict, autocast: bool, critic: bool):
+    """Per-token log-probs of the completion, the policy's entropy there, and the values (critic only)."""
     keep = batch["input_ids"].shape[1] - batch["prompt_len"] + 1
+    values = None
     with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16, enabled=autocast):
-        logits = model(input_ids=batch["input_ids"], logits_to_keep=keep).logits[:, :-1].float()
-    logps = torch.log_softmax(logits, dim=-1)
+        if critic:
+            logits, values = model(batch["input_ids"], keep)
+            values = values[0, :-1].float()
+        else:
+            logits = model(input_ids=batch["input_ids"], logits_to_keep=keep).logits
+    logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     taken = torch.gather(logps, 2, batch["labels"].unsqueeze(-1)).squeeze(-1)[0]
     entropy = -(logps.exp() * logps).sum(-1)[0]
-    return taken, entropy
+    return taken, entropy, values
+
+
+def critic_targets(batches: list[dict], ref: list[torch.Tensor], model, autocast: bool, cfg) -> None:
+    """Old values, per-token rewards, whitened GAE advantages and returns, computed once before training."""
+    with torch.no_grad():
+        for b, r in zip(batches, ref):
+            _, _, values = forward_tokens(model, b, autocast, critic=True)
+            rewards = torch.zeros_like(values)
+            rewards[-1] = b["reward"]
+            if cfg.kl_in_reward:
+                rewards -= cfg.kl_coef * (b["old_logps"] - r)  # k1 estimate of the KL, token by token
+            b["old_values"] = values
+            b["adv"], b["returns"] = gae(rewards, values, cfg.gamma, cfg.gae_lambda)
+    flat = torch.cat([b["adv"] for b in batches])
+    mean, std = flat.mean(), flat.std() if len(flat) > 1 else torch.tensor(1.0)
+    for b in batches:
+        b["adv"] = (b["adv"] - mean) / (std + 1e-8)
 
 
 def ppo_train_loop(config: dict) -> None:
-    import ray
-    import ray.train
     import ray.train.torch
     from transformers import AutoTokenizer
 
     cfg, rank, world, data = setup_worker(config)
-    adv = advantages(data, cfg.advantage)
-    # samples with no advantage carry no gradient signal: skip them
-    rollouts = [(e, a) for e, a in zip(data, adv) if a != 0.0 and e.token_ids and len(e.logprobs) == len(e.token_ids)]
-    random.Random(cfg.seed).shuffle(rollouts)
+    usable = [bool(e.token_ids) and len(e.logprobs) == len(e.token_ids) for e in data]
+    if cfg.critic:
+        rollouts = [(e, None) for e, ok in zip(data, usable) if ok]
+    else:  # samples with no group advantage carry no gradient signal: skip them
+        adv = advantages(data, cfg.advantage)
+        rollouts = [(e, a) for e, a, ok in zip(data, adv, usable) if a != 0.0 and ok]
     rollouts = rollouts[: len(rollouts) // world * world][rank::world]
 
     tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
@@ -77,60 +137,48 @@ def ppo_train_loop(config: dict) -> None:
     for exp, a in rollouts:
         b = rollout_batch(tokenizer, exp, cfg.max_length)
         batches.append({**{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}, "adv": a})
-    model = load_policy(config["model_path"], cfg.lora, config.get("adapter_from")).to(device)
+    policy = build_policy(config, cfg, device)
     autocast = use_autocast(cfg, device)
     # the reference: the frozen base model (adapter disabled); in full fine-tuning, the policy as it starts
-    with torch.no_grad(), frozen_reference(model):
-        ref = [token_logps(model, b, autocast)[0] for b in batches]
+    with torch.no_grad(), frozen_reference(policy):
+        ref = [forward_tokens(policy, b, autocast, critic=False)[0] for b in batches]
+    model = policy
+    if cfg.critic:
+        model = PolicyWithValue(policy).to(device)
+        previous = config.get("previous_checkpoint")
+        if previous and (Path(previous) / VALUE_HEAD_FILE).is_file():
+            model.value_head.load_state_dict(torch.load(Path(previous) / VALUE_HEAD_FILE))
+        critic_targets(batches, ref, model, autocast, cfg)
     model = ray.train.torch.prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
+
+    def micro_step(b, i: int) -> MicroStep:
+        new, entropy, values = forward_tokens(model, b, autocast, cfg.critic)
+        ratio = torch.exp(new - b["old_logps"])
+        clipped = torch.clamp(ratio, 1 - cfg.clip_eps, 1 + cfg.clip_eps)
+        loss = -torch.min(ratio * b["adv"], clipped * b["adv"]).mean()
+        log_ref_ratio = ref[i] - new
+        kl = (torch.exp(log_ref_ratio) - log_ref_ratio - 1).mean()
+        if not (cfg.critic and cfg.kl_in_reward):
+            loss = loss + cfg.kl_coef * kl
+        metrics = {"kl": kl.item(), "entropy": entropy.mean().item(),
+                   "clip_fraction": ((ratio - clipped).abs() > 1e-6).float().mean().item()}
+        if cfg.critic:
+            v_clipped = b["old_values"] + torch.clamp(values - b["old_values"], -cfg.clip_eps, cfg.clip_eps)
+            value_loss = 0.5 * torch.max((values - b["returns"]) ** 2, (v_clipped - b["returns"]) ** 2).mean()
+            loss = loss + cfg.value_coef * value_loss
+            metrics["value_loss"] = value_loss.item()
+        return MicroStep(loss, metrics, b["input_ids"].shape[1])
+
     progress = config.get("progress") if rank == 0 else None
-    total_steps = cfg.epochs * math.ceil(len(batches) / cfg.batch_size) if batches else 0
-
-    history = defaultdict(list)
-    start, tokens = time.monotonic(), 0
-    model.train()
-    for _epoch in range(cfg.epochs):
-        for s in range(0, len(batches), cfg.batch_size):
-            chunk = range(s, min(s + cfg.batch_size, len(batches)))
-            optimizer.zero_grad(set_to_none=True)
-            step = defaultdict(float)
-            for i in chunk:
-                b = batches[i]
-                new, entropy = token_logps(model, b, autocast)
-                ratio = torch.exp(new - b["old_logps"])
-                clipped = torch.clamp(ratio, 1 - cfg.clip_eps, 1 + cfg.clip_eps)
-                surrogate = -torch.min(ratio * b["adv"], clipped * b["adv"]).mean()
-                log_ref_ratio = ref[i] - new
-                kl = (torch.exp(log_ref_ratio) - log_ref_ratio - 1).mean()
-                loss = surrogate + cfg.kl_coef * kl
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"PPO loss is {loss.item()} at rollout {i}; stopping this round")
-                (loss / len(chunk)).backward()
-                step["loss"] += loss.item() / len(chunk)
-                step["kl"] += kl.item() / len(chunk)
-                step["clip_fraction"] += ((ratio - clipped).abs() > 1e-6).float().mean().item() / len(chunk)
-                step["entropy"] += entropy.mean().item() / len(chunk)
-                tokens += b["input_ids"].shape[1]
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            for k, v in step.items():
-                history[k].append(v)
-            if progress is not None:
-                progress.update.remote(len(history["loss"]), total_steps)
-
-    seconds = time.monotonic() - start
-    spread = replica_spread(model, world)
+    metrics, _ = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank, progress=progress)
     rewards = [e.result.reward for e in data]
-    metrics = {f"ppo/{k}": statistics.fmean(v) for k, v in history.items() if v}
+    verdicts = Counter(e.result.verdict.value for e in data)
     metrics.update({
-        "ppo/loss_first": history["loss"][0] if history["loss"] else math.nan,
-        "ppo/loss_last": history["loss"][-1] if history["loss"] else math.nan,
-        "ppo/steps": len(history["loss"]), "ppo/rollouts": len(batches), "ppo/tokens": tokens,
-        "ppo/reward_mean": statistics.fmean(rewards) if rewards else math.nan,
+        "ppo/rollouts": len(batches), "ppo/workers": world, "ppo/replica_spread": replica_spread(model, world),
+        "ppo/reward_mean": statistics.fmean(rewards) if rewards else 0.0,
         "ppo/reward_std": statistics.pstdev(rewards) if len(rewards) > 1 else 0.0,
-        "ppo/tokens_per_s": tokens / seconds if seconds > 0 else 0.0, "ppo/train_s": seconds,
-        "ppo/workers": world, "ppo/replica_spread": spread,
+        **{f"ppo/verdict_{k}": v / max(1, len(data)) for k, v in verdicts.items()},
     })
-    report_round(model, metrics, rank)
+    extra = {VALUE_HEAD_FILE: getattr(model, "module", model).value_head.state_dict()} if cfg.critic else {}
+    report_round(policy, metrics, rank, config, extra)

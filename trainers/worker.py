@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from codealign.config import TrainConfig
-from trainers.modeling import save_for_generators
+from trainers.modeling import checkpoint_weights, load_policy, save_for_generators
 
 
 def setup_worker(config: dict) -> tuple[TrainConfig, int, int, list]:
@@ -40,13 +40,24 @@ def use_autocast(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.bf16 and (device.type == "cuda" or bf16_supported())
 
 
-def report_round(model, metrics: dict, rank: int) -> None:
-    """Rank 0 writes the adapter and merged weights into the round's checkpoint; every rank reports."""
+def build_policy(config: dict, cfg: TrainConfig, device: torch.device):
+    model = load_policy(config["model_path"], cfg, config.get("adapter_from"))
+    return model if cfg.quantization != "none" else model.to(device)  # bitsandbytes placed it already
+
+
+def report_round(model, metrics: dict, rank: int, config: dict, extra: dict | None = None) -> None:
+    """Rank 0 writes the adapter and merged weights (and `extra`: file name -> object for torch.save, e.g. a
+    value head) into the round's checkpoint; every rank reports."""
     import ray.train
 
+    cfg: TrainConfig = config["train"]
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
-            save_for_generators(getattr(model, "module", model), Path(tmp))
+            # a quantized base is folded from the checkpoint's own weights, not from its NF4 copy
+            base = checkpoint_weights(config["model_path"]) if cfg.quantization != "none" else None
+            save_for_generators(getattr(model, "module", model), Path(tmp), base_weights=base)
+            for name, obj in (extra or {}).items():
+                torch.save(obj, Path(tmp) / name)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)

@@ -1,0 +1,121 @@
+"""Supervised fine-tuning and continued pre-training as a Ray Train loop.
+
+Chat examples (prompt -> completion) learn the completion only; raw documents (code files) learn every token,
+with fill-in-the-middle applied at `train.sft.fim_rate`, and are cut into blocks of `train.max_length`.
+Sequence-level distillation is this loop on the oracle's execution-verified solutions.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from codealign.chat import prompt_token_ids
+from codealign.config import SftConfig
+from codealign.records import SftExample
+from trainers.fim import fim_token_ids, sentinel_ids
+from trainers.modeling import replica_spread
+from trainers.steps import MicroStep, run_steps
+from trainers.worker import build_policy, report_round, setup_worker, use_autocast
+
+
+def load_corpus(cfg: SftConfig) -> list[SftExample]:
+    """Every file matching cfg.glob under cfg.corpus_dir, as raw documents (sorted, so runs repeat)."""
+    root = Path(cfg.corpus_dir).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"train.sft.corpus_dir: {root} is not a directory")
+    files = sorted(p for p in root.glob(cfg.glob) if p.is_file())
+    if cfg.max_documents:
+        files = files[: cfg.max_documents]
+    docs = []
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # binary or another encoding: not code we can learn from
+        if text.strip():
+            docs.append(SftExample("", text, f"corpus:{f.relative_to(root)}"))
+    if not docs:
+        raise ValueError(f"train.sft.corpus_dir: no readable files match {cfg.glob!r} under {root}")
+    return docs
+
+
+def tokenize_examples(tokenizer, examples: list[SftExample], max_length: int, sft: SftConfig,
+                      seed: int) -> tuple[list[dict], Counter]:
+    """Items {input_ids [1, L], start: first position that is learned}; and the mix of FIM kinds."""
+    rng = random.Random(seed)
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    # looked up only when raw documents are to be FIM-transformed: chat data needs no sentinels
+    has_documents = any(not ex.prompt for ex in examples)
+    sentinels = sentinel_ids(tokenizer, sft.fim_tokens) if sft.fim_rate > 0 and has_documents else []
+    items, kinds = [], Counter()
+    for ex in examples:
+        if ex.prompt:
+            prompt = prompt_token_ids(tokenizer, ex.prompt)[-(max_length // 2):]
+            completion = tokenizer(ex.completion, add_special_tokens=False)["input_ids"] + eos
+            ids = (prompt + completion)[:max_length]
+            if len(ids) > len(prompt):
+                items.append({"input_ids": torch.tensor([ids]), "start": len(prompt)})
+            kinds["chat"] += 1
+            continue
+        ids, kind = fim_token_ids(tokenizer, ex.completion, rng, sft, sentinels) if sentinels else (
+            tokenizer(ex.completion, add_special_tokens=False)["input_ids"], "plain")
+        kinds[kind] += 1
+        ids = ids + eos
+        for s in range(0, len(ids), max_length):
+            block = ids[s : s + max_length]
+            if len(block) > 1:
+                items.append({"input_ids": torch.tensor([block]), "start": 0})
+    return items, kinds
+
+
+def completion_logits(model, item: dict, autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits predicting each learned token [1, T, V], those tokens [1, T]); only learned positions go
+    through the LM head."""
+    ids = item["input_ids"]
+    first = max(item["start"], 1)
+    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=autocast):
+        logits = model(input_ids=ids, logits_to_keep=ids.shape[1] - first + 1).logits[:, :-1]
+    return logits.float(), ids[:, first:]
+
+
+def sft_loss(model, item: dict, autocast: bool) -> torch.Tensor:
+    logits, labels = completion_logits(model, item, autocast)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+
+def prepare_items(config: dict, cfg, tokenizer, rank: int, world: int, device) -> tuple[list[dict], Counter]:
+    examples = config["examples"]
+    items, kinds = tokenize_examples(tokenizer, examples, cfg.max_length, cfg.sft, cfg.seed)
+    random.Random(cfg.seed).shuffle(items)
+    items = items[: len(items) // world * world][rank::world]
+    return [{**it, "input_ids": it["input_ids"].to(device)} for it in items], kinds
+
+
+def sft_train_loop(config: dict) -> None:
+    import ray.train.torch
+    from transformers import AutoTokenizer
+
+    cfg, rank, world, examples = setup_worker(config)
+    tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
+    device = ray.train.torch.get_device()
+    items, kinds = prepare_items({**config, "examples": examples}, cfg, tokenizer, rank, world, device)
+    model = build_policy(config, cfg, device)
+    autocast = use_autocast(cfg, device)
+    model = ray.train.torch.prepare_model(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def micro_step(item, i: int) -> MicroStep:
+        loss = sft_loss(model, item, autocast)
+        return MicroStep(loss, {}, int(item["input_ids"].shape[1]))
+
+    progress = config.get("progress") if rank == 0 else None
+    metrics, _ = run_steps(model, params, items, micro_step, cfg, name="sft", rank=rank, progress=progress)
+    metrics.update({"sft/examples": len(examples), "sft/sequences": len(items), "sft/workers": world,
+                    "sft/replica_spread": replica_spread(model, world),
+                    **{f"sft/fim_{k}": v for k, v in kinds.items()}})
+    report_round(model, metrics, rank, config)

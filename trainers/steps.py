@@ -1,0 +1,191 @@
+"""The optimizer loop every algorithm shares: gradient accumulation over micro-batches, the loss-spike guard,
+the NaN stop, progress, and resumable checkpoints (trainable weights, optimizer, step, data position).
+
+An algorithm supplies its micro-batches and a function micro-batch -> `MicroStep`; everything about *when* to
+step, skip, checkpoint or stop lives here once.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from codealign.config import LossGuardConfig, TrainConfig
+
+STATE_FILE = "train_state.pt"
+
+
+@dataclass
+class MicroStep:
+    loss: torch.Tensor  # scalar, differentiable
+    metrics: dict[str, float] = field(default_factory=dict)
+    tokens: int = 0
+
+
+@dataclass
+class LossGuard:
+    """The seeds' loss-spike guard, applied per micro-batch before backward."""
+
+    cfg: LossGuardConfig
+    skipped: int = 0
+    scaled: int = 0
+
+    def weight(self, loss: float) -> float:
+        if self.cfg.malformed and loss > self.cfg.malformed:
+            self.skipped += 1
+            return 0.0  # zero weight rather than no backward: DDP ranks must all-reduce the same number of times
+        if self.cfg.spike and loss > self.cfg.spike:
+            self.scaled += 1
+            return self.cfg.spike_scale
+        return 1.0
+
+
+@dataclass
+class Position:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    index: int = 0  # micro-batches of this epoch's order already consumed
+    tokens: int = 0
+    history: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    guard_skipped: int = 0
+    guard_scaled: int = 0
+    resumed_from_step: int = 0
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    order = list(range(n))
+    random.Random(seed * 1000 + epoch).shuffle(order)
+    return order
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    unwrapped = getattr(model, "module", model)
+    return {n: p.detach().clone() for n, p in unwrapped.named_parameters() if p.requires_grad}
+
+
+def save_state(directory: Path, model, optimizer, pos: Position) -> None:
+    state = {"params": trainable_state(model), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+             "position": {**pos.__dict__, "history": dict(pos.history)}}
+    torch.save(state, directory / STATE_FILE)
+
+
+def load_state(directory: Path, model, optimizer) -> Position:
+    state = torch.load(directory / STATE_FILE, weights_only=False)
+    unwrapped = getattr(model, "module", model)
+    params = dict(unwrapped.named_parameters())
+    missing = set(state["params"]) - set(params)
+    if missing:
+        raise ValueError(f"checkpoint {directory} holds parameters the model lacks: {sorted(missing)[:3]}")
+    with torch.no_grad():
+        for name, value in state["params"].items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    raw = state["position"]
+    pos = Position(**{**raw, "history": defaultdict(list, raw["history"])})
+    pos.resumed_from_step = pos.step
+    return pos
+
+
+def resume_point(model, optimizer) -> Position:
+    """The position of the latest checkpoint Ray Train hands a restarted worker group; a fresh one otherwise."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return Position()
+    with checkpoint.as_directory() as d:
+        if not (Path(d) / STATE_FILE).is_file():
+            return Position()
+        return load_state(Path(d), model, optimizer)
+
+
+def summarize(prefix: str, pos: Position, seconds: float, tokens: int) -> dict[str, Any]:
+    """`seconds` and `tokens`: this attempt's (after a resume, the steps redone since the checkpoint)."""
+    h = pos.history
+    metrics = {f"{prefix}/{k}": statistics.fmean(v) for k, v in h.items() if v}
+    loss = h.get("loss", [])
+    metrics.update({
+        f"{prefix}/loss_first": loss[0] if loss else math.nan,
+        f"{prefix}/loss_last": loss[-1] if loss else math.nan,
+        f"{prefix}/steps": pos.step,
+        f"{prefix}/tokens": pos.tokens,
+        f"{prefix}/tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
+        f"{prefix}/train_s": seconds,
+        f"{prefix}/guard_skipped": pos.guard_skipped,
+        f"{prefix}/guard_scaled": pos.guard_scaled,
+        f"{prefix}/resumed_from_step": pos.resumed_from_step,
+    })
+    return metrics
+
+
+def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: Callable[[Any, int], MicroStep],
+              cfg: TrainConfig, *, name: str, rank: int, progress=None) -> tuple[dict[str, Any], Position]:
+    """Train `cfg.epochs` passes over `items`, `cfg.batch_size` micro-batches accumulated per optimizer step.
+
+    `micro_step(item, index)` runs the forward pass and returns the loss. Returns (summary metrics, position)."""
+
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
+    pos = resume_point(model, optimizer)
+    guard = LossGuard(cfg.loss_guard, pos.guard_skipped, pos.guard_scaled)
+    steps_per_epoch = math.ceil(len(items) / cfg.batch_size) if items else 0
+    total = cfg.epochs * steps_per_epoch
+    start, tokens_before = time.monotonic(), pos.tokens
+    model.train()
+    while pos.epoch < cfg.epochs and items:
+        order = epoch_order(len(items), cfg.seed, pos.epoch)
+        while pos.index < len(order):
+            chunk = order[pos.index : pos.index + cfg.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            step: dict[str, float] = defaultdict(float)
+            for j, i in enumerate(chunk):
+                # DDP: all-reduce once per optimizer step, on the last micro-batch
+                last = j == len(chunk) - 1
+                sync = nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+                with sync:
+                    out = micro_step(items[i], i)
+                    value = out.loss.item()
+                    if not math.isfinite(value):
+                        raise FloatingPointError(f"{name} loss is {value} at item {i} (step {pos.step + 1}); "
+                                                 "stopping this round, the last good checkpoint stays")
+                    (out.loss * (guard.weight(value) / len(chunk))).backward()
+                step["loss"] += value / len(chunk)
+                for k, v in out.metrics.items():
+                    step[k] += v / len(chunk)
+                pos.tokens += out.tokens
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            pos.step += 1
+            pos.index += len(chunk)
+            pos.guard_skipped, pos.guard_scaled = guard.skipped, guard.scaled
+            for k, v in step.items():
+                pos.history[k].append(v)
+            if progress is not None:
+                progress.update.remote(pos.step, total)
+            if cfg.checkpoint_every and pos.step % cfg.checkpoint_every == 0 and pos.step < total:
+                report_resumable(model, optimizer, pos, rank, {f"{name}/step": pos.step})
+        pos.epoch += 1
+        pos.index = 0
+    return summarize(name, pos, time.monotonic() - start, pos.tokens - tokens_before), pos
+
+
+def report_resumable(model, optimizer, pos: Position, rank: int, metrics: dict) -> None:
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            save_state(Path(tmp), model, optimizer, pos)
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
