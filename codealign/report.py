@@ -78,15 +78,16 @@ def render_report(summary: dict, iterations: list[dict]) -> str:
            "## Stages", "", "| stage | seconds | share |", "|---|---|---|"]
     out += [f"| {k} | {v:.1f} | {100 * v / total:.0f}% |" for k, v in summary["stage_seconds"].items()]
     out += ["", "## Iterations", "",
-            "| iteration | policy | reward mean | reward std | pass rate | pairs | loss | DPO margin | DPO accuracy |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| iteration | policy | reward mean | reward std | pass rate | train items | loss | first → last step |",
+            "|---|---|---|---|---|---|---|---|"]
     nan = float("nan")
     for m in iterations:
+        algo = next((k.split("/")[0] for k in m if k.endswith("/loss")), "")
         out.append(
             f"| {m['iteration']} | v{m['policy_version']}→v{m['new_policy_version']} | {m['reward_mean']:+.3f} | "
-            f"{m['reward_std']:.3f} | {m['sample_pass_rate']:.3f} | {m['pairs']} | "
-            f"{m.get('dpo/loss', m.get('ppo/loss', nan)):.4f} | {m.get('dpo/margin', nan):.4f} | "
-            f"{m.get('dpo/accuracy', nan):.2f} |"
+            f"{m['reward_std']:.3f} | {m['sample_pass_rate']:.3f} | {m['train_items']} | "
+            f"{algo} {m.get(f'{algo}/loss', nan):.4f} | "
+            f"{m.get(f'{algo}/loss_first', nan):.4f} → {m.get(f'{algo}/loss_last', nan):.4f} |"
         )
     out += ["", f"Replay buffer: {summary['replay_buffer']}", ""]
     return "\n".join(out)

@@ -24,7 +24,7 @@ def test_short_loop_on_the_real_model(ray_cluster, tmp_path, real_model_path):
         run_dir = result.run_dir.path
         [metrics] = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         assert metrics["samples"] == 8 and sum(metrics["verdicts"].values()) == 8
-        assert metrics["pairs"] > 0 and metrics["dpo/pairs"] == metrics["pairs"]
+        assert metrics["train_items"] > 0 and metrics["dpo/pairs"] == metrics["train_items"]
         assert metrics["dpo/loss"] == metrics["dpo/loss"]  # not NaN
         assert set(metrics["seconds"]) >= {"generate", "execute", "train", "sync"}
 

@@ -13,7 +13,7 @@ MERGED_FILE = "merged.safetensors"
 
 
 def load_policy(model_path: str, cfg: TrainConfig, adapter_from: str | None = None):
-    """fp32 master weights (autocast does the bf16 math); a LoRA adapter on top when enabled; with
+    """fp32 master weights for what trains (autocast does the bf16 math); a LoRA adapter on top when enabled; with
     `cfg.quantization` the frozen base is held in 4-bit NF4 or 8-bit through bitsandbytes (QLoRA).
 
     `adapter_from`: an adapter directory from an earlier round to keep training (the reference stays the
@@ -24,7 +24,10 @@ def load_policy(model_path: str, cfg: TrainConfig, adapter_from: str | None = No
 
     lora = cfg.lora
     quantized = cfg.quantization != "none"
-    kwargs = {"dtype": torch.float32}
+    # A frozen base needs no fp32 master copy: with LoRA and bf16 it stays bf16 (half the memory, no per-step
+    # cast); PEFT keeps the adapter itself in fp32.
+    frozen_bf16 = lora.enabled and cfg.bf16 and (cfg.use_gpu or bf16_supported())
+    kwargs = {"dtype": torch.bfloat16 if frozen_bf16 else torch.float32}
     if quantized:
         from transformers import BitsAndBytesConfig
 
@@ -54,6 +57,15 @@ def load_policy(model_path: str, cfg: TrainConfig, adapter_from: str | None = No
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, peft_cfg)
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU runs bf16 matrix products (AVX512-BF16/AMX); without them autocast would crawl."""
+    try:
+        a = torch.ones(4, 4, dtype=torch.bfloat16)
+        return bool(torch.isfinite(a @ a).all())
+    except RuntimeError:
+        return False
 
 
 def frozen_reference(model):

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from codealign.config import TrainConfig
-from trainers.modeling import checkpoint_weights, load_policy, save_for_generators
+from trainers.modeling import bf16_supported, checkpoint_weights, load_policy, save_for_generators
 
 
 def setup_worker(config: dict) -> tuple[TrainConfig, int, int, list]:
@@ -25,14 +25,6 @@ def setup_worker(config: dict) -> tuple[TrainConfig, int, int, list]:
     if isinstance(data, ray.ObjectRef):
         data = ray.get(data)
     return cfg, ctx.get_world_rank(), ctx.get_world_size(), data
-
-
-def bf16_supported() -> bool:
-    try:
-        a = torch.ones(4, 4, dtype=torch.bfloat16)
-        return bool(torch.isfinite(a @ a).all())
-    except RuntimeError:
-        return False
 
 
 def use_autocast(cfg: TrainConfig, device: torch.device) -> bool:
