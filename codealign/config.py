@@ -122,6 +122,8 @@ class TrainConfig:
     max_length: int = 768
     beta: float = 0.1
     loss_type: str = "sigmoid"  # DPO: sigmoid, ipo, hinge, robust
+    # DPO/PPO reference: the "frozen" base model, or the policy as each round starts ("refreshed")
+    reference: str = "frozen"
     # PPO (critic-free): advantage against the exercise's other samples, "group" (GRPO) or "rloo"
     advantage: str = "group"
     clip_eps: float = 0.2
@@ -176,6 +178,8 @@ class RunConfig:
         if self.train.advantage not in ("group", "rloo"):
             raise ConfigError(f"train.advantage: unknown kind {self.train.advantage!r}; choose group or rloo")
         t = self.train
+        if t.reference not in ("frozen", "refreshed"):
+            raise ConfigError(f"train.reference: unknown {t.reference!r}; choose frozen or refreshed")
         if t.distill.mode not in ("logit", "sequence"):
             raise ConfigError(f"train.distill.mode: unknown mode {t.distill.mode!r}; choose logit or sequence")
         if t.distill.divergence not in DIVERGENCES:

@@ -79,3 +79,18 @@ def test_nan_loss_stops_the_round_with_a_clear_error(ray_cluster, tiny_model_pat
     with pytest.raises(TrainingFailed, match="loss is (nan|inf)"):
         learner.train_round(PAIRS)
     assert learner.adapter_dir is None and learner.last_checkpoint is None  # nothing half-written kept
+
+
+@pytest.mark.parametrize("reference", ["frozen", "refreshed"])
+def test_full_fine_tuning_continues_across_rounds_against_the_chosen_reference(ray_cluster, tiny_model_path,
+                                                                              tmp_path, reference):
+    cfg = TrainConfig(learning_rate=1e-3, batch_size=4, max_pairs=8, reference=reference,
+                      lora=LoraConfig(enabled=False))
+    learner = Learner(cfg, tiny_model_path, tmp_path / "train")
+    m1, _ = learner.train_round(PAIRS)
+    m2, _ = learner.train_round(PAIRS)
+    assert m1["dpo/loss_last"] < m1["dpo/loss_first"]
+    if reference == "frozen":  # round 2 starts from round 1's weights, still measured against the base
+        assert m2["dpo/loss_first"] < m1["dpo/loss_first"] - 1e-3
+    else:  # the reference moved with the policy: round 2 starts at policy == reference again
+        assert m2["dpo/loss_first"] == pytest.approx(0.6931, abs=1e-3)

@@ -59,7 +59,7 @@ def distill_train_loop(config: dict) -> None:
     teacher = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=torch.bfloat16 if autocast else torch.float32)
     teacher.to(device).eval().requires_grad_(False)
 
-    model = ray.train.torch.prepare_model(build_policy(config, cfg, device))
+    model = ray.train.torch.prepare_model(build_policy(config, cfg, device)[0])
     params = [p for p in model.parameters() if p.requires_grad]
     beta, temperature = divergence_beta(cfg.distill.divergence, cfg.distill.jsd_beta), cfg.distill.temperature
 

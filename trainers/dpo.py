@@ -10,7 +10,7 @@ import torch
 from codealign.chat import prompt_token_ids
 from codealign.records import PreferencePair
 from trainers.losses import dpo_loss, sequence_logps
-from trainers.modeling import frozen_reference, replica_spread
+from trainers.modeling import replica_spread
 from trainers.steps import MicroStep, run_steps
 from trainers.worker import build_policy, report_round, setup_worker, use_autocast
 
@@ -58,11 +58,6 @@ def pair_logps(model, batch, autocast: bool) -> torch.Tensor:
     return sequence_logps(logits, batch["labels"], batch["mask"])
 
 
-def reference_logps(model, batches, autocast: bool) -> list[torch.Tensor]:
-    with torch.no_grad(), frozen_reference(model):
-        return [pair_logps(getattr(model, "module", model), b, autocast) for b in batches]
-
-
 def dpo_train_loop(config: dict) -> None:
     """Runs on every Ray Train worker. config: data (list[PreferencePair] or its ObjectRef), model_path,
     train (TrainConfig), adapter_from, num_threads, progress."""
@@ -78,9 +73,8 @@ def dpo_train_loop(config: dict) -> None:
     device = ray.train.torch.get_device()
     batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in pair_batch(t).items()} for t in tokenized]
 
-    model = build_policy(config, cfg, device)
     autocast = use_autocast(cfg, device)
-    ref = reference_logps(model, batches, autocast)
+    model, ref = build_policy(config, cfg, device, lambda m: [pair_logps(m, b, autocast) for b in batches])
     model = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU, NCCL on GPU) when world > 1
     params = [p for p in model.parameters() if p.requires_grad]
 

@@ -18,7 +18,7 @@ import torch
 
 from codealign.chat import prompt_token_ids
 from codealign.records import Experience
-from trainers.modeling import frozen_reference, replica_spread
+from trainers.modeling import replica_spread
 from trainers.steps import MicroStep, run_steps
 from trainers.worker import build_policy, report_round, setup_worker, use_autocast
 
@@ -137,11 +137,9 @@ def ppo_train_loop(config: dict) -> None:
     for exp, a in rollouts:
         b = rollout_batch(tokenizer, exp, cfg.max_length)
         batches.append({**{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}, "adv": a})
-    policy = build_policy(config, cfg, device)
     autocast = use_autocast(cfg, device)
-    # the reference: the frozen base model (adapter disabled); in full fine-tuning, the policy as it starts
-    with torch.no_grad(), frozen_reference(policy):
-        ref = [forward_tokens(policy, b, autocast, critic=False)[0] for b in batches]
+    policy, ref = build_policy(config, cfg, device,
+                               lambda m: [forward_tokens(m, b, autocast, critic=False)[0] for b in batches])
     model = policy
     if cfg.critic:
         model = PolicyWithValue(policy).to(device)

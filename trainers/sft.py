@@ -104,7 +104,7 @@ def sft_train_loop(config: dict) -> None:
     tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
     device = ray.train.torch.get_device()
     items, kinds = prepare_items({**config, "examples": examples}, cfg, tokenizer, rank, world, device)
-    model = build_policy(config, cfg, device)
+    model, _ = build_policy(config, cfg, device)
     autocast = use_autocast(cfg, device)
     model = ray.train.torch.prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]

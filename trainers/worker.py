@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from codealign.config import TrainConfig
-from trainers.modeling import bf16_supported, checkpoint_weights, load_policy, save_for_generators
+from trainers.modeling import (
+    bf16_supported,
+    checkpoint_weights,
+    frozen_reference,
+    load_policy,
+    save_for_generators,
+)
 
 
 def setup_worker(config: dict) -> tuple[TrainConfig, int, int, list]:
@@ -32,9 +39,30 @@ def use_autocast(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.bf16 and (device.type == "cuda" or bf16_supported())
 
 
-def build_policy(config: dict, cfg: TrainConfig, device: torch.device):
+FULL_WEIGHTS_FILE = "policy_fp32.pt"  # full fine-tuning: the fp32 weights the next round continues from
+
+
+def build_policy(config: dict, cfg: TrainConfig, device: torch.device, reference: Callable | None = None):
+    """The policy as the previous round left it, and `reference(model)` computed on the right reference model:
+    the frozen base (`train.reference: frozen`) or the policy as this round starts (`refreshed`).
+    Returns (model, what `reference` returned or None)."""
     model = load_policy(config["model_path"], cfg, config.get("adapter_from"))
-    return model if cfg.quantization != "none" else model.to(device)  # bitsandbytes placed it already
+    if cfg.quantization == "none":  # bitsandbytes placed a quantized model already
+        model = model.to(device)
+    ref = None
+    if reference is not None and cfg.reference == "frozen":
+        with torch.no_grad(), frozen_reference(model):  # LoRA: adapter off; full: the base, before restoring
+            ref = reference(model)
+    previous = config.get("previous_checkpoint")
+    if not cfg.lora.enabled and previous and (Path(previous) / FULL_WEIGHTS_FILE).is_file():
+        state = torch.load(Path(previous) / FULL_WEIGHTS_FILE, map_location=device)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected:
+            raise ValueError(f"{previous}: weights the model does not have: {unexpected[:3]}")
+    if reference is not None and cfg.reference == "refreshed":
+        with torch.no_grad():
+            ref = reference(model)
+    return model, ref
 
 
 def report_round(model, metrics: dict, rank: int, config: dict, extra: dict | None = None) -> None:
@@ -49,6 +77,9 @@ def report_round(model, metrics: dict, rank: int, config: dict, extra: dict | No
             # a quantized base is folded from the checkpoint's own weights, not from its NF4 copy
             base = checkpoint_weights(config["model_path"]) if cfg.quantization != "none" else None
             save_for_generators(getattr(model, "module", model), Path(tmp), base_weights=base)
+            unwrapped = getattr(model, "module", model)
+            if not hasattr(unwrapped, "peft_config"):
+                extra = {**(extra or {}), FULL_WEIGHTS_FILE: {n: p.detach() for n, p in unwrapped.named_parameters()}}
             for name, obj in (extra or {}).items():
                 torch.save(obj, Path(tmp) / name)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
