@@ -64,3 +64,38 @@ def test_unknown_loss_type_is_named():
     t = torch.zeros(1)
     with pytest.raises(ValueError, match="unknown DPO loss_type 'nope'"):
         dpo_loss(t, t, t, t, 0.1, "nope")
+
+
+def test_clipped_policy_loss_matches_trl_grpo(tiny_model_path, tmp_path):
+    """Our PPO objective (clipped surrogate + k3 KL, token mean) against TRL GRPOTrainer's loss_type="grpo" on
+    the same completions, old and reference log-probs, and advantages (TRL 1.16 has no PPOTrainer)."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from trainers.losses import clipped_policy_loss
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
+    args = GRPOConfig(output_dir=str(tmp_path), beta=0.05, epsilon=0.2, loss_type="grpo", use_cpu=True, bf16=False,
+                      per_device_train_batch_size=2, num_generations=2, report_to=[])
+    trainer = GRPOTrainer(model=policy, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args,
+                          train_dataset=Dataset.from_list([{"prompt": "def f(x):"}] * 2), processing_class=tokenizer)
+    trainer.current_gradient_accumulation_steps = 1
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(10, 1000, (1, 6), generator=g)
+    completion = torch.randint(10, 1000, (1, 9), generator=g)
+    policy.eval()
+    with torch.no_grad():
+        logits = policy(input_ids=torch.cat([prompt, completion], 1)).logits[:, prompt.shape[1] - 1 : -1]
+        logps = torch.log_softmax(logits, -1).gather(2, completion.unsqueeze(-1)).squeeze(-1)[0]
+    old = logps + 0.3 * torch.randn(9, generator=g)  # off-policy enough that some ratios clip
+    ref = logps + 0.2 * torch.randn(9, generator=g)
+    for advantage in (1.5, -0.7):
+        inputs = {"prompt_ids": prompt, "prompt_mask": torch.ones_like(prompt), "completion_ids": completion,
+                  "completion_mask": torch.ones_like(completion), "advantages": torch.tensor([advantage]),
+                  "old_per_token_logps": old.unsqueeze(0), "ref_per_token_logps": ref.unsqueeze(0)}
+        with torch.no_grad():
+            trl_loss = trainer._compute_loss(policy, inputs).item()
+        ours = clipped_policy_loss(logps, old, ref, advantage, clip_eps=0.2, kl_coef=0.05)
+        assert ours.loss.item() == pytest.approx(trl_loss, rel=1e-4, abs=1e-6)
+        assert 0 < ours.clip_fraction.item() < 1

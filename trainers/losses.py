@@ -64,3 +64,23 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
     logps = torch.log_softmax(logits.float(), dim=-1)
     token_logps = torch.gather(logps, 2, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return (token_logps * mask).sum(dim=-1)
+
+
+@dataclass
+class PolicyLoss:
+    loss: torch.Tensor  # scalar: clipped surrogate + kl_coef * KL, mean over the completion's tokens
+    kl: torch.Tensor  # detached, k3 estimate of KL(policy || reference), mean over tokens
+    clip_fraction: torch.Tensor  # detached, share of tokens whose ratio was clipped
+
+
+def clipped_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor,
+                        advantages: torch.Tensor | float, clip_eps: float, kl_coef: float) -> PolicyLoss:
+    """PPO's clipped surrogate on one completion's tokens (1-D tensors), with the k3 KL penalty to the reference;
+    the same arithmetic as TRL's GRPOTrainer with loss_type="grpo" (checked in tests)."""
+    ratio = torch.exp(logps - old_logps)
+    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps)
+    per_token = -torch.min(ratio * advantages, clipped * advantages)
+    log_ref_ratio = ref_logps - logps
+    kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1
+    loss = (per_token + kl_coef * kl).mean() if kl_coef else per_token.mean()
+    return PolicyLoss(loss, kl.mean().detach(), ((ratio - clipped).abs() > 1e-6).float().mean().detach())

@@ -18,6 +18,7 @@ import torch
 
 from codealign.chat import prompt_token_ids
 from codealign.records import Experience
+from trainers.losses import clipped_policy_loss
 from trainers.modeling import replica_spread
 from trainers.steps import MicroStep, run_steps
 from trainers.worker import build_policy, report_round, setup_worker, use_autocast
@@ -152,15 +153,10 @@ def ppo_train_loop(config: dict) -> None:
 
     def micro_step(b, i: int) -> MicroStep:
         new, entropy, values = forward_tokens(model, b, autocast, cfg.critic)
-        ratio = torch.exp(new - b["old_logps"])
-        clipped = torch.clamp(ratio, 1 - cfg.clip_eps, 1 + cfg.clip_eps)
-        loss = -torch.min(ratio * b["adv"], clipped * b["adv"]).mean()
-        log_ref_ratio = ref[i] - new
-        kl = (torch.exp(log_ref_ratio) - log_ref_ratio - 1).mean()
-        if not (cfg.critic and cfg.kl_in_reward):
-            loss = loss + cfg.kl_coef * kl
-        metrics = {"kl": kl.item(), "entropy": entropy.mean().item(),
-                   "clip_fraction": ((ratio - clipped).abs() > 1e-6).float().mean().item()}
+        kl_coef = 0.0 if cfg.critic and cfg.kl_in_reward else cfg.kl_coef  # kl_in_reward: the KL is in the reward
+        out = clipped_policy_loss(new, b["old_logps"], ref[i], b["adv"], cfg.clip_eps, kl_coef)
+        loss = out.loss
+        metrics = {"kl": out.kl.item(), "entropy": entropy.mean().item(), "clip_fraction": out.clip_fraction.item()}
         if cfg.critic:
             v_clipped = b["old_values"] + torch.clamp(values - b["old_values"], -cfg.clip_eps, cfg.clip_eps)
             value_loss = 0.5 * torch.max((values - b["returns"]) ** 2, (v_clipped - b["returns"]) ** 2).mean()
