@@ -53,7 +53,7 @@ def distill_train_loop(config: dict) -> None:
     tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
     check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(teacher_path), teacher_path)
     device = ray.train.torch.get_device()
-    items, _ = prepare_items({**config, "examples": examples}, cfg, tokenizer, rank, world, device)
+    items, _ = prepare_items(examples, cfg, tokenizer, rank, world, device)
     autocast = use_autocast(cfg, device)
 
     teacher = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=torch.bfloat16 if autocast else torch.float32)

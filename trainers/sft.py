@@ -88,8 +88,9 @@ def sft_loss(model, item: dict, autocast: bool) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
 
-def prepare_items(config: dict, cfg, tokenizer, rank: int, world: int, device) -> tuple[list[dict], Counter]:
-    examples = config["examples"]
+def prepare_items(examples: list[SftExample], cfg, tokenizer, rank: int, world: int,
+                  device) -> tuple[list[dict], Counter]:
+    """This rank's share of the tokenized items (every rank the same number), on its device."""
     items, kinds = tokenize_examples(tokenizer, examples, cfg.max_length, cfg.sft, cfg.seed)
     random.Random(cfg.seed).shuffle(items)
     items = items[: len(items) // world * world][rank::world]
@@ -103,7 +104,7 @@ def sft_train_loop(config: dict) -> None:
     cfg, rank, world, examples = setup_worker(config)
     tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
     device = ray.train.torch.get_device()
-    items, kinds = prepare_items({**config, "examples": examples}, cfg, tokenizer, rank, world, device)
+    items, kinds = prepare_items(examples, cfg, tokenizer, rank, world, device)
     model, _ = build_policy(config, cfg, device)
     autocast = use_autocast(cfg, device)
     model = ray.train.torch.prepare_model(model)
