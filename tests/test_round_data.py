@@ -1,0 +1,43 @@
+"""What the loop hands the learner per algorithm: verified solutions are checked in the real sandbox."""
+
+from types import SimpleNamespace
+
+from actors.executor import ExecutorPool
+from codealign.config import ExecutorConfig, RunConfig
+from codealign.loop import round_data, verified_solutions
+from codealign.records import ExecutionResult, Exercise, Experience
+from sandbox import RewardTable, Verdict
+
+TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
+EXERCISES = [
+    Exercise("ok", "Write add(a, b).", TESTS, reference="def add(a, b):\n    return a + b\n"),
+    Exercise("solved", "Write add(a, b).", TESTS, reference="def add(a, b):\n    return a + b\n"),
+    Exercise("broken", "Write add(a, b).", TESTS, reference="def add(a, b):\n    return a - b\n"),
+]
+
+
+def judged(ex: str, verdict: Verdict, completion: str) -> Experience:
+    return Experience(ex, "Write add(a, b).", completion, completion, ExecutionResult(verdict, 0.0, 0.0), 0)
+
+
+def test_verified_solutions_and_round_data_by_algorithm(ray_cluster):
+    system = SimpleNamespace(executors=ExecutorPool(ExecutorConfig(num_actors=1), RewardTable()))
+    experiences = [judged("solved", Verdict.PASSED, "```python\ndef add(a, b): return b + a\n```"),
+                   judged("ok", Verdict.FAILED, "```python\ndef add(a, b): return 0\n```"),
+                   judged("broken", Verdict.SYNTAX_ERROR, "def add(")]
+    solutions = verified_solutions(system, EXERCISES, experiences)
+    # the passing sample; the reference where no sample passed; a reference that fails its tests is left out
+    assert [(s.source, s.completion.count("b + a")) for s in solutions] == [("passed_sample", 1), ("reference", 0)]
+    assert "return a + b" in solutions[1].completion
+
+    cfg = RunConfig()
+    by_id = {ex.id: ex for ex in EXERCISES}
+    for algorithm, expected in [("sft", 2), ("ppo", 3)]:
+        cfg.train.algorithm = algorithm
+        assert len(round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)) == expected
+    cfg.train.algorithm = "distill"
+    cfg.train.distill.sequences = "student"  # on-policy: every non-empty sample, whatever its verdict
+    assert [d.source for d in round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)] == ["student_sample"] * 3
+    cfg.train.distill.sequences = "oracle"
+    assert len(round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)) == 2
+    system.executors.shutdown()
