@@ -50,7 +50,7 @@ def make_pairs(data_dir: Path, count: int):
             for i, ex in enumerate(exercises[:count])]
 
 
-def count_tokens(model_path: str, pairs) -> int:
+def count_tokens(model_path: str, pairs, max_length: int) -> int:
     from transformers import AutoTokenizer
 
     from trainers.dpo import tokenize_pair
@@ -58,7 +58,7 @@ def count_tokens(model_path: str, pairs) -> int:
     tok = AutoTokenizer.from_pretrained(model_path)
     total = 0
     for p in pairs:
-        t = tokenize_pair(tok, p, 768)
+        t = tokenize_pair(tok, p, max_length)
         total += 2 * len(t.prompt_ids) + len(t.chosen_ids) + len(t.rejected_ids)
     return total
 
@@ -85,7 +85,7 @@ def run_trl(model_path: str, pairs, cfg, threads: int) -> float:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from trainers.worker import bf16_supported
+    from trainers.modeling import bf16_compute
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,7 +98,7 @@ def run_trl(model_path: str, pairs, cfg, threads: int) -> float:
         args = DPOConfig(output_dir=tmp, beta=cfg.beta, loss_type=cfg.loss_type, learning_rate=cfg.learning_rate,
                          per_device_train_batch_size=1, gradient_accumulation_steps=cfg.batch_size,
                          num_train_epochs=cfg.epochs, max_length=cfg.max_length, report_to=[], use_cpu=True,
-                         bf16=cfg.bf16 and bf16_supported(), logging_steps=100, save_strategy="no",
+                         bf16=bf16_compute(cfg), logging_steps=100, save_strategy="no",
                          dataloader_num_workers=0, seed=cfg.seed)
         peft_config = None
         if cfg.lora.enabled:
@@ -128,7 +128,7 @@ def main() -> None:
     pairs = make_pairs(data_dir, args.pairs)
     cfg = TrainConfig(algorithm="dpo", learning_rate=5e-5, epochs=1, batch_size=4, max_pairs=len(pairs),
                       num_cpus_per_worker=args.threads, lora=LoraConfig(enabled=not args.no_lora))
-    tokens = count_tokens(model_path, pairs)
+    tokens = count_tokens(model_path, pairs, cfg.max_length)
 
     peak = bf16_matmul_flops(args.threads)
     ray_s, metrics = run_ray(model_path, pairs, cfg, args.threads)

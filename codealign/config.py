@@ -90,7 +90,7 @@ class LossGuardConfig:
 
 @dataclass
 class DistillConfig:
-    # The teacher; empty means the oracle's model. Logit distillation needs the student's tokenizer.
+    # The teacher (a model path or embedded:<name>); logit distillation needs one, with the student's tokenizer.
     teacher: str = ""
     mode: str = "logit"  # "logit" (teacher's token distributions) or "sequence" (SFT on verified solutions)
     divergence: str = "forward"  # forward KL(teacher||student), reverse KL(student||teacher), or GKD's jsd

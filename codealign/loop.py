@@ -26,6 +26,7 @@ from codealign.weights import load_for_generators
 from evaluation.passk import evaluate
 from exercises.extract import as_answer, extract_code
 from exercises.loaders import load_mbpp
+from sandbox import Verdict
 from trainers.learner import Learner
 
 CHUNK = 16  # requests per generator call, so the progress bar moves; large enough to keep vLLM batching
@@ -91,14 +92,14 @@ def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
 def verified_solutions(system: System, batch: list[Exercise], experiences: list[Experience]) -> list[SftExample]:
     """What the oracle knows to be right, checked in the sandbox: the student's passing samples, and for
     exercises none passed, the reference solution (the oracle's stand-in) if it passes its own tests."""
-    passed = {e.exercise_id for e in experiences if e.result.verdict.value == "passed"}
-    out = [SftExample(e.prompt, e.completion, "passed_sample") for e in experiences
-           if e.result.verdict.value == "passed"]
-    missing = [ex for ex in batch if ex.id not in passed and ex.reference]
-    results = system.executors.run([(ex.reference, ex.tests) for ex in missing]) if missing else []
-    out += [SftExample(ex.prompt, as_answer(ex.reference), "reference")
-            for ex, r in zip(missing, results) if r.verdict.value == "passed"]
-    return out
+    passing = [e for e in experiences if e.result.verdict is Verdict.PASSED]
+    solved = {e.exercise_id for e in passing}
+    missing = [ex for ex in batch if ex.id not in solved and ex.reference]
+    results = system.executors.run([(ex.reference, ex.tests) for ex in missing])
+    return [SftExample(e.prompt, e.completion, "passed_sample") for e in passing] + [
+        SftExample(ex.prompt, as_answer(ex.reference), "reference")
+        for ex, r in zip(missing, results) if r.verdict is Verdict.PASSED
+    ]
 
 
 def round_data(system: System, cfg: RunConfig, batch: list[Exercise], experiences: list[Experience],

@@ -12,10 +12,10 @@ import os
 
 import torch
 
-from trainers.modeling import replica_spread
+from trainers.modeling import bf16_compute, replica_spread
 from trainers.sft import completion_logits, prepare_items
 from trainers.steps import MicroStep, run_steps
-from trainers.worker import build_policy, report_round, setup_worker, use_autocast
+from trainers.worker import build_policy, report_round, setup_worker
 
 BETAS = {"forward": 0.0, "reverse": 1.0}
 
@@ -54,7 +54,7 @@ def distill_train_loop(config: dict) -> None:
     check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(teacher_path), teacher_path)
     device = ray.train.torch.get_device()
     items, _ = prepare_items(examples, cfg, tokenizer, rank, world, device)
-    autocast = use_autocast(cfg, device)
+    autocast = bf16_compute(cfg)
 
     teacher = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=torch.bfloat16 if autocast else torch.float32)
     teacher.to(device).eval().requires_grad_(False)

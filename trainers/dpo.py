@@ -10,9 +10,9 @@ import torch
 from codealign.chat import prompt_token_ids
 from codealign.records import PreferencePair
 from trainers.losses import dpo_loss, sequence_logps
-from trainers.modeling import replica_spread
+from trainers.modeling import bf16_compute, replica_spread
 from trainers.steps import MicroStep, run_steps
-from trainers.worker import build_policy, report_round, setup_worker, use_autocast
+from trainers.worker import build_policy, report_round, setup_worker
 
 
 @dataclass
@@ -73,7 +73,7 @@ def dpo_train_loop(config: dict) -> None:
     device = ray.train.torch.get_device()
     batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in pair_batch(t).items()} for t in tokenized]
 
-    autocast = use_autocast(cfg, device)
+    autocast = bf16_compute(cfg)
     model, ref = build_policy(config, cfg, device, lambda m: [pair_logps(m, b, autocast) for b in batches])
     model = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU, NCCL on GPU) when world > 1
     params = [p for p in model.parameters() if p.requires_grad]

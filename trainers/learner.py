@@ -64,12 +64,18 @@ class Learner:
         self.cfg = cfg
         self.model_path = model_path
         self.storage_dir = Path(storage_dir).resolve()
-        self.adapter_dir: str | None = None  # the adapter to keep training, from the last good round
         self.last_checkpoint: Path | None = None
         self.rounds = 0
         self.teacher_path = teacher_path  # logit distillation's teacher (resolved by the caller)
         if cfg.algorithm == "distill" and cfg.distill.mode == "logit" and not teacher_path:
             raise ValueError("train.distill: logit distillation needs a teacher model (train.distill.teacher)")
+
+    @property
+    def adapter_dir(self) -> str | None:
+        """The adapter to keep training: the last good round's, when it trained one."""
+        if self.last_checkpoint is None or not (self.last_checkpoint / ADAPTER_DIR).is_dir():
+            return None
+        return str(self.last_checkpoint / ADAPTER_DIR)
 
     def train_loop(self):
         if self.cfg.algorithm == "distill" and self.cfg.distill.mode == "sequence":
@@ -117,8 +123,6 @@ class Learner:
         if result.checkpoint is None:
             raise TrainingFailed(f"learner round {self.rounds} reported no checkpoint")
         ckpt = Path(result.checkpoint.path)
-        if (ckpt / ADAPTER_DIR).is_dir():
-            self.adapter_dir = str(ckpt / ADAPTER_DIR)
         self.last_checkpoint = ckpt
         metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
         return metrics, ckpt / MERGED_FILE

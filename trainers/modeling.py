@@ -26,7 +26,7 @@ def load_policy(model_path: str, cfg: TrainConfig, adapter_from: str | None = No
     quantized = cfg.quantization != "none"
     # A frozen base needs no fp32 master copy: with LoRA and bf16 it stays bf16 (half the memory, no per-step
     # cast); PEFT keeps the adapter itself in fp32.
-    frozen_bf16 = lora.enabled and cfg.bf16 and (cfg.use_gpu or bf16_supported())
+    frozen_bf16 = lora.enabled and bf16_compute(cfg)
     kwargs = {"dtype": torch.bfloat16 if frozen_bf16 else torch.float32}
     if quantized:
         from transformers import BitsAndBytesConfig
@@ -66,6 +66,12 @@ def bf16_supported() -> bool:
         return bool(torch.isfinite(a @ a).all())
     except RuntimeError:
         return False
+
+
+def bf16_compute(cfg: TrainConfig) -> bool:
+    """Whether training computes in bf16 (autocast, fp32 master weights): asked for, and the device has bf16
+    matrix units (any CUDA device here; on CPU, checked)."""
+    return cfg.bf16 and (cfg.use_gpu or bf16_supported())
 
 
 def frozen_reference(model):

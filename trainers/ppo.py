@@ -19,9 +19,9 @@ import torch
 from codealign.chat import prompt_token_ids
 from codealign.records import Experience
 from trainers.losses import clipped_policy_loss
-from trainers.modeling import replica_spread
+from trainers.modeling import bf16_compute, replica_spread
 from trainers.steps import MicroStep, run_steps
-from trainers.worker import build_policy, report_round, setup_worker, use_autocast
+from trainers.worker import build_policy, report_round, setup_worker
 
 VALUE_HEAD_FILE = "value_head.pt"
 
@@ -138,7 +138,7 @@ def ppo_train_loop(config: dict) -> None:
     for exp, a in rollouts:
         b = rollout_batch(tokenizer, exp, cfg.max_length)
         batches.append({**{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}, "adv": a})
-    autocast = use_autocast(cfg, device)
+    autocast = bf16_compute(cfg)
     policy, ref = build_policy(config, cfg, device,
                                lambda m: [forward_tokens(m, b, autocast, critic=False)[0] for b in batches])
     model = policy

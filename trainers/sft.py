@@ -18,9 +18,9 @@ from codealign.chat import prompt_token_ids
 from codealign.config import SftConfig
 from codealign.records import SftExample
 from trainers.fim import fim_token_ids, sentinel_ids
-from trainers.modeling import replica_spread
+from trainers.modeling import bf16_compute, replica_spread
 from trainers.steps import MicroStep, run_steps
-from trainers.worker import build_policy, report_round, setup_worker, use_autocast
+from trainers.worker import build_policy, report_round, setup_worker
 
 
 def load_corpus(cfg: SftConfig) -> list[SftExample]:
@@ -106,7 +106,7 @@ def sft_train_loop(config: dict) -> None:
     device = ray.train.torch.get_device()
     items, kinds = prepare_items(examples, cfg, tokenizer, rank, world, device)
     model, _ = build_policy(config, cfg, device)
-    autocast = use_autocast(cfg, device)
+    autocast = bf16_compute(cfg)
     model = ray.train.torch.prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
 

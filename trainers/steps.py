@@ -80,16 +80,21 @@ def save_state(directory: Path, model, optimizer, pos: Position) -> None:
     torch.save(state, directory / STATE_FILE)
 
 
-def load_state(directory: Path, model, optimizer) -> Position:
-    state = torch.load(directory / STATE_FILE, weights_only=False)
+def load_params(model, state: dict[str, torch.Tensor], where: str) -> None:
+    """Copy saved parameters into `model` by name; a name the model lacks is an error naming `where`."""
     unwrapped = getattr(model, "module", model)
     params = dict(unwrapped.named_parameters())
-    missing = set(state["params"]) - set(params)
+    missing = set(state) - set(params)
     if missing:
-        raise ValueError(f"checkpoint {directory} holds parameters the model lacks: {sorted(missing)[:3]}")
+        raise ValueError(f"checkpoint {where} holds parameters the model lacks: {sorted(missing)[:3]}")
     with torch.no_grad():
-        for name, value in state["params"].items():
+        for name, value in state.items():
             params[name].copy_(value)
+
+
+def load_state(directory: Path, model, optimizer) -> Position:
+    state = torch.load(directory / STATE_FILE, weights_only=False)
+    load_params(model, state["params"], str(directory))
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
     raw = state["position"]
@@ -180,12 +185,18 @@ def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: 
     return summarize(name, pos, time.monotonic() - start, pos.tokens - tokens_before), pos
 
 
-def report_resumable(model, optimizer, pos: Position, rank: int, metrics: dict) -> None:
+def report_checkpoint(metrics: dict, rank: int, write: Callable[[Path], None]) -> None:
+    """Rank 0 fills a directory with `write(directory)` and reports it as a `ray.train.Checkpoint`; the other
+    ranks report the metrics alone (every rank must call report)."""
     import ray.train
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
-            save_state(Path(tmp), model, optimizer, pos)
+            write(Path(tmp))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def report_resumable(model, optimizer, pos: Position, rank: int, metrics: dict) -> None:
+    report_checkpoint(metrics, rank, lambda d: save_state(d, model, optimizer, pos))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,12 +10,12 @@ import torch
 
 from codealign.config import TrainConfig
 from trainers.modeling import (
-    bf16_supported,
     checkpoint_weights,
     frozen_reference,
     load_policy,
     save_for_generators,
 )
+from trainers.steps import load_params, report_checkpoint, trainable_state
 
 
 def setup_worker(config: dict) -> tuple[TrainConfig, int, int, list]:
@@ -32,11 +31,6 @@ def setup_worker(config: dict) -> tuple[TrainConfig, int, int, list]:
     if isinstance(data, ray.ObjectRef):
         data = ray.get(data)
     return cfg, ctx.get_world_rank(), ctx.get_world_size(), data
-
-
-def use_autocast(cfg: TrainConfig, device: torch.device) -> bool:
-    """bf16 autocast (fp32 master weights) where the device runs bf16 matrix products."""
-    return cfg.bf16 and (device.type == "cuda" or bf16_supported())
 
 
 FULL_WEIGHTS_FILE = "policy_fp32.pt"  # full fine-tuning: the fp32 weights the next round continues from
@@ -55,10 +49,7 @@ def build_policy(config: dict, cfg: TrainConfig, device: torch.device, reference
             ref = reference(model)
     previous = config.get("previous_checkpoint")
     if not cfg.lora.enabled and previous and (Path(previous) / FULL_WEIGHTS_FILE).is_file():
-        state = torch.load(Path(previous) / FULL_WEIGHTS_FILE, map_location=device)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected:
-            raise ValueError(f"{previous}: weights the model does not have: {unexpected[:3]}")
+        load_params(model, torch.load(Path(previous) / FULL_WEIGHTS_FILE, map_location=device), previous)
     if reference is not None and cfg.reference == "refreshed":
         with torch.no_grad():
             ref = reference(model)
@@ -68,19 +59,17 @@ def build_policy(config: dict, cfg: TrainConfig, device: torch.device, reference
 def report_round(model, metrics: dict, rank: int, config: dict, extra: dict | None = None) -> None:
     """Rank 0 writes the adapter and merged weights (and `extra`: file name -> object for torch.save, e.g. a
     value head) into the round's checkpoint; every rank reports."""
-    import ray.train
-
     cfg: TrainConfig = config["train"]
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = None
-        if rank == 0:
-            # a quantized base is folded from the checkpoint's own weights, not from its NF4 copy
-            base = checkpoint_weights(config["model_path"]) if cfg.quantization != "none" else None
-            save_for_generators(getattr(model, "module", model), Path(tmp), base_weights=base)
-            unwrapped = getattr(model, "module", model)
-            if not hasattr(unwrapped, "peft_config"):
-                extra = {**(extra or {}), FULL_WEIGHTS_FILE: {n: p.detach() for n, p in unwrapped.named_parameters()}}
-            for name, obj in (extra or {}).items():
-                torch.save(obj, Path(tmp) / name)
-            checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report(metrics, checkpoint=checkpoint)
+    policy = getattr(model, "module", model)
+
+    def write(directory: Path) -> None:
+        # a quantized base is folded from the checkpoint's own weights, not from its NF4 copy
+        base = checkpoint_weights(config["model_path"]) if cfg.quantization != "none" else None
+        save_for_generators(policy, directory, base_weights=base)
+        files = dict(extra or {})
+        if not hasattr(policy, "peft_config"):
+            files[FULL_WEIGHTS_FILE] = trainable_state(policy)
+        for name, obj in files.items():
+            torch.save(obj, directory / name)
+
+    report_checkpoint(metrics, rank, write)
