@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
 
-    from codealign.loop import run
+    from pipeline.loop import run
 
     run(cfg)
     return 0

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from codealign.config import config_from_dict
-from codealign.loop import run
+from pipeline.loop import run
 from tests.test_config import LOCAL
 
 

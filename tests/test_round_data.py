@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 from actors.executor import ExecutorPool
 from codealign.config import ExecutorConfig, RunConfig
-from codealign.loop import round_data, verified_solutions
+from pipeline.loop import round_data, verified_solutions
 from codealign.records import ExecutionResult, Exercise, Experience
 from sandbox import RewardTable, Verdict
 

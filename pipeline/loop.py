@@ -19,9 +19,9 @@ from actors.generator_group import GeneratorGroup
 from actors.replay_buffer import ReplayBuffer
 from codealign.config import RunConfig
 from codealign.models import resolve_model_path
-from codealign.preferences import build_pairs
+from pipeline.preferences import build_pairs
 from codealign.records import Completion, Exercise, Experience, GenerationRequest, SftExample
-from codealign.report import RunDir
+from pipeline.report import RunDir
 from codealign.weights import load_for_generators
 from evaluation.passk import evaluate
 from exercises.extract import as_answer, extract_code
