@@ -19,13 +19,13 @@ from actors.generator_group import GeneratorGroup
 from actors.replay_buffer import ReplayBuffer
 from codealign.config import RunConfig
 from codealign.models import resolve_model_path
-from pipeline.preferences import build_pairs
 from codealign.records import Completion, Exercise, Experience, GenerationRequest, SftExample
-from pipeline.report import RunDir
 from codealign.weights import load_for_generators
 from evaluation.passk import evaluate
 from exercises.extract import as_answer, extract_code
 from exercises.loaders import load_mbpp
+from pipeline.preferences import build_pairs
+from pipeline.report import RunDir
 from sandbox import Verdict
 from trainers.learner import Learner
 

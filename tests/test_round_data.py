@@ -4,8 +4,8 @@ from types import SimpleNamespace
 
 from actors.executor import ExecutorPool
 from codealign.config import ExecutorConfig, RunConfig
-from pipeline.loop import round_data, verified_solutions
 from codealign.records import ExecutionResult, Exercise, Experience
+from pipeline.loop import round_data, verified_solutions
 from sandbox import RewardTable, Verdict
 
 TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
