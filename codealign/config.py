@@ -19,8 +19,20 @@ import yaml
 from sandbox import RewardTable
 
 ALGORITHMS = ("dpo", "ppo", "distill", "sft")
+DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
 DIVERGENCES = ("forward", "reverse", "jsd")
 QUANTIZATIONS = ("none", "nf4", "int8")
+# train.<field> -> its allowed values, checked at load
+TRAIN_CHOICES = {
+    "loss_type": DPO_LOSS_TYPES,
+    "rejected": ("hardest", "worst", "random"),
+    "loss_agg": ("seq_mean_token_mean", "token_mean", "seq_mean_token_sum_norm"),
+    "scale_rewards": ("group", "none"),
+    "rl_reward": ("table", "binary"),
+    "critic_model": ("head", "separate"),
+    "lr_schedule": ("constant", "linear", "cosine"),
+}
+DTYPES = ("bfloat16", "float16", "float32", "auto")
 
 
 class ConfigError(ValueError):
@@ -86,6 +98,10 @@ class LossGuardConfig:
     malformed: float = 0.0
     spike: float = 0.0
     spike_scale: float = 0.1
+    # relative: the thresholds are multiples of the mean of the last `window` accepted losses (the seed's guard),
+    # not absolute losses; a micro-batch is judged once `window` losses are in
+    relative: bool = False
+    window: int = 8
 
 
 @dataclass
@@ -146,6 +162,26 @@ class TrainConfig:
     loss_guard: LossGuardConfig = field(default_factory=LossGuardConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     sft: SftConfig = field(default_factory=SftConfig)
+    # --- DPO
+    label_smoothing: float = 0.0  # conservative DPO (sigmoid) and robust DPO: the assumed label-flip rate, [0, 0.5)
+    rpo_alpha: float = 0.0  # RPO: + rpo_alpha * token-mean NLL of the chosen answer (TRL's loss_type "sft")
+    rejected: str = "hardest"  # which failing sample is rejected: hardest (failed assertions first), worst, random
+    # --- PPO
+    loss_agg: str = "seq_mean_token_mean"  # or token_mean, seq_mean_token_sum_norm (Dr. GRPO: sum / max_length)
+    scale_rewards: str = "group"  # group: advantages divided by the group's std; none: mean-centred only
+    rl_reward: str = "table"  # table: the reward table; binary: 1 if passed else 0 (the table still reported)
+    clip_eps_high: float = 0.0  # upper clip (DAPO's clip-higher); 0: the same as clip_eps
+    entropy_coef: float = 0.0  # - entropy_coef * mean token entropy in the loss
+    value_clip: float = 0.0  # critic: clip the value update to +-value_clip around the old value; 0: no clipping
+    critic_model: str = "head"  # critic: "head" on the policy's trunk, or "separate" (its own copy of the model)
+    recompute_old_logprobs: bool = False  # the behaviour log-probs from the trainer's forward, not the engine's
+    tis_cap: float = 0.0  # truncated importance sampling: weight min(pi_old / pi_engine, cap) per token; 0: off
+    # --- the optimizer loop (all algorithms)
+    weight_decay: float = 0.01  # AdamW, on weight matrices only (never biases or norms)
+    max_grad_norm: float = 1.0  # 0: no clipping
+    warmup_steps: int = 0  # linear warm-up over the run's first optimizer steps (counted across rounds)
+    lr_schedule: str = "constant"  # after warm-up, within each round: constant, linear or cosine decay to 0
+    carry_optimizer: bool = True  # AdamW's moments continue from the previous round
 
 
 @dataclass
@@ -208,6 +244,51 @@ class RunConfig:
                 raise ConfigError(f"loop.{name}: must be >= 0")
         if self.data.eval_size < 0:
             raise ConfigError("data.eval_size: must be >= 0")
+        self.validate_objectives()
+
+    def validate_objectives(self) -> None:
+        """Enumerated options and cross-field sense, so a bad run fails here and not after Ray and the engines
+        have started."""
+        t = self.train
+        for name, allowed in TRAIN_CHOICES.items():
+            if getattr(t, name) not in allowed:
+                raise ConfigError(f"train.{name}: unknown {getattr(t, name)!r}; choose from {allowed}")
+        if self.model.dtype not in DTYPES:
+            raise ConfigError(f"model.dtype: unknown {self.model.dtype!r}; choose from {DTYPES}")
+        if not 0.0 <= t.label_smoothing < 0.5:
+            raise ConfigError("train.label_smoothing: must be in [0, 0.5)")
+        if t.label_smoothing and t.loss_type not in ("sigmoid", "robust"):
+            raise ConfigError(f"train.label_smoothing: only the sigmoid and robust losses use it, not {t.loss_type}")
+        for name in ("rpo_alpha", "clip_eps_high", "entropy_coef", "value_clip", "tis_cap", "weight_decay",
+                     "max_grad_norm", "warmup_steps"):
+            if getattr(t, name) < 0:
+                raise ConfigError(f"train.{name}: must be >= 0")
+        if t.clip_eps_high and t.clip_eps_high < t.clip_eps:
+            raise ConfigError("train.clip_eps_high: must be >= train.clip_eps (or 0 for symmetric clipping)")
+        if t.tis_cap and t.tis_cap < 1:
+            raise ConfigError("train.tis_cap: must be >= 1 (or 0 for off)")
+        if t.kl_in_reward and not t.critic:
+            raise ConfigError("train.kl_in_reward: needs train.critic; the group baseline has no per-token reward "
+                              "to put the KL into (use train.kl_coef as a loss term)")
+        if t.critic_model == "separate" and not t.critic:
+            raise ConfigError("train.critic_model: 'separate' needs train.critic")
+        if t.loss_guard.window < 1:
+            raise ConfigError("train.loss_guard.window: must be >= 1")
+        if t.algorithm == "ppo" and self.loop.temperature <= 0:
+            raise ConfigError("loop.temperature: PPO samples its rollouts and needs a temperature > 0")
+        if not 0.0 < self.loop.top_p <= 1.0:
+            raise ConfigError("loop.top_p: must be in (0, 1]")
+        if self.executor.num_actors < 1:
+            raise ConfigError("executor.num_actors: must be >= 1 (the sandboxes judge every sample)")
+        if self.generator.max_tokens >= self.model.max_model_len:
+            raise ConfigError(f"generator.max_tokens: {self.generator.max_tokens} leaves no room for the prompt in "
+                              f"model.max_model_len {self.model.max_model_len}")
+        r = self.reward
+        others = {k: getattr(r, k) for k in ("timeout", "syntax_error", "runtime_error", "failed")}
+        if any(v >= r.passed for v in others.values()):
+            worst = max(others, key=others.get)
+            raise ConfigError(f"reward.passed: {r.passed} must be the largest reward; reward.{worst} is "
+                              f"{others[worst]}")
 
     def resolved_data_dir(self) -> Path:
         raw = self.data.data_dir or os.environ.get("CODEALIGN_DATA", "")
