@@ -40,6 +40,9 @@ class Generator:
             seed=cfg.seed,
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
+            # the sampled tokens' log-probs under the distribution they were drawn from (after temperature and
+            # top-p), not the raw model's: PPO's behaviour log-probs (trainers/scoring.py scores the same way)
+            logprobs_mode="processed_logprobs",
             **engine_args,
         )
         self.lora_enabled = cfg.enable_lora

@@ -267,6 +267,10 @@ class RunConfig:
             raise ConfigError("train.clip_eps_high: must be >= train.clip_eps (or 0 for symmetric clipping)")
         if t.tis_cap and t.tis_cap < 1:
             raise ConfigError("train.tis_cap: must be >= 1 (or 0 for off)")
+        if t.tis_cap and not t.recompute_old_logprobs:
+            raise ConfigError("train.tis_cap: corrects the trainer's recomputed behaviour log-probs towards the "
+                              "engine's; set train.recompute_old_logprobs (without it the PPO ratio is already "
+                              "taken against the engine)")
         if t.kl_in_reward and not t.critic:
             raise ConfigError("train.kl_in_reward: needs train.critic; the group baseline has no per-token reward "
                               "to put the KL into (use train.kl_coef as a loss term)")
@@ -274,6 +278,9 @@ class RunConfig:
             raise ConfigError("train.critic_model: 'separate' needs train.critic")
         if t.loss_guard.window < 1:
             raise ConfigError("train.loss_guard.window: must be >= 1")
+        if t.loss_guard.relative and t.algorithm == "ppo":
+            raise ConfigError("train.loss_guard.relative: PPO's loss changes sign, so multiples of its recent mean "
+                              "are no threshold; use absolute ones")
         if t.algorithm == "ppo" and self.loop.temperature <= 0:
             raise ConfigError("loop.temperature: PPO samples its rollouts and needs a temperature > 0")
         if not 0.0 < self.loop.top_p <= 1.0:

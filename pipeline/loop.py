@@ -24,10 +24,11 @@ from codealign.weights import load_for_generators
 from evaluation.passk import evaluate
 from exercises.extract import as_answer, extract_code
 from exercises.loaders import load_mbpp
-from pipeline.preferences import build_pairs
+from pipeline.preferences import build_pairs, references_to_check
 from pipeline.report import RunDir
 from sandbox import Verdict
 from trainers.learner import Learner
+from trainers.scoring import Sampling
 
 CHUNK = 16  # requests per generator call, so the progress bar moves; large enough to keep vLLM batching
 
@@ -85,7 +86,8 @@ def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
     executors = ExecutorPool(cfg.executor, cfg.reward)
     buffer = ReplayBuffer.remote()
     teacher = resolve_model_path(cfg.train.distill.teacher) if cfg.train.distill.teacher else ""
-    learner = Learner(cfg.train, model_path, run_dir.path / "train", teacher_path=teacher)
+    sampling = Sampling(cfg.loop.temperature, cfg.loop.top_p, cfg.generator.max_tokens)  # what PPO's rollouts used
+    learner = Learner(cfg.train, model_path, run_dir.path / "train", teacher_path=teacher, sampling=sampling)
     return System(generator, executors, buffer, learner)
 
 
@@ -106,8 +108,12 @@ def round_data(system: System, cfg: RunConfig, batch: list[Exercise], experience
                by_id: dict[str, Exercise], corpus: list[SftExample], it: int) -> list:
     """What the learner trains on this round, by algorithm."""
     t = cfg.train
-    if t.algorithm == "dpo":
-        return build_pairs(by_id, experiences, t.max_pairs, seed=cfg.seed + it)
+    if t.algorithm == "dpo":  # a reference stands in as "chosen" only once it passed its own tests
+        check = references_to_check(by_id, experiences)
+        results = system.executors.run([(ex.reference, ex.tests) for ex in check]) if check else []
+        verified = {ex.id for ex, r in zip(check, results) if r.verdict is Verdict.PASSED}
+        return build_pairs(by_id, experiences, t.max_pairs, seed=cfg.seed + it, rejected=t.rejected,
+                           verified_references=verified)
     if t.algorithm == "ppo":  # the judged samples themselves, with the generator's logprobs
         return experiences
     if t.algorithm == "sft":

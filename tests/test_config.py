@@ -57,6 +57,7 @@ def test_local_config_loads_with_the_seed_reward_table():
         (lambda d: d["train"].update(rpo_alpha=-1), "train.rpo_alpha: must be >= 0"),
         (lambda d: d["train"].update(clip_eps_high=0.1), "train.clip_eps_high: must be >= train.clip_eps"),
         (lambda d: d["train"].update(tis_cap=0.5), "train.tis_cap: must be >= 1"),
+        (lambda d: d["train"].update(tis_cap=2.0), "train.tis_cap: corrects the trainer's recomputed"),
         (lambda d: d["train"].update(kl_in_reward=True), "train.kl_in_reward: needs train.critic"),
         (lambda d: d["train"].update(loss_guard={"window": 0}), "train.loss_guard.window: must be >= 1"),
         (lambda d: d["train"].update(algorithm="ppo") or d["loop"].update(temperature=0.0), "loop.temperature:"),

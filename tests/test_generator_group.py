@@ -59,12 +59,21 @@ def test_a_crashed_replica_comes_back_with_the_latest_weights(ray_cluster, group
     assert time.monotonic() - start < 240
 
 
-def test_tensor_parallel_layout_for_gpu_clusters():
-    # No GPU exists here, so the placement group is not created: this checks the layout the GPU path asks for.
-    from actors.generator import tensor_parallel_bundles
+def test_tensor_parallel_layout_for_gpu_clusters(ray_cluster):
+    # No GPU exists here: the placement group is created (it stays pending) but never scheduled. Checked: what the
+    # actor itself asks for, and the group its engine's TP workers are placed in (the OpenRLHF layout).
+    from actors.generator import actor_options
 
-    assert tensor_parallel_bundles(GeneratorConfig(tensor_parallel_size=4)) == [{"GPU": 1, "CPU": 1}] * 4
-    assert tensor_parallel_bundles(GeneratorConfig()) == [{"GPU": 1, "CPU": 1}]
+    single = actor_options(GeneratorConfig(num_gpus=1.0))
+    assert single["num_gpus"] == 1.0 and "scheduling_strategy" not in single
+    opts = actor_options(GeneratorConfig(tensor_parallel_size=2, num_gpus=1.0), max_restarts=2)
+    strategy = opts["scheduling_strategy"]
+    try:
+        assert opts["num_gpus"] == 0 and opts["max_restarts"] == 2  # the GPUs belong to the TP workers' bundles
+        assert strategy.placement_group_capture_child_tasks  # vLLM's Ray workers land in the actor's group
+        assert strategy.placement_group.bundle_specs == [{"GPU": 1, "CPU": 1}] * 2
+    finally:
+        ray_cluster.util.remove_placement_group(strategy.placement_group)
 
 
 def test_zero_replicas_is_refused(ray_cluster, tiny_model_path):

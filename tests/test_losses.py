@@ -25,9 +25,10 @@ def trl_setup(tiny_model_path, tmp_path_factory):
     ])
     out_dir = tmp_path_factory.mktemp("trl")
 
-    def make(loss_type: str, beta: float):
+    def make(loss_type: str | list[str], beta: float, **extra):
         args = DPOConfig(output_dir=str(out_dir), beta=beta, loss_type=loss_type, per_device_train_batch_size=2,
-                         report_to=[], use_cpu=True, bf16=False, precompute_ref_log_probs=False, logging_steps=1)
+                         report_to=[], use_cpu=True, bf16=False, precompute_ref_log_probs=False, logging_steps=1,
+                         **extra)
         trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=data,
                              processing_class=tokenizer)
         batch = next(iter(trainer.get_train_dataloader()))
@@ -60,6 +61,27 @@ def test_dpo_loss_matches_trl(trl_setup, loss_type, beta):
     assert abs(trl_loss - (0.6931 if loss_type == "sigmoid" else 0)) > 1e-5  # the check is not vacuous
 
 
+@pytest.mark.parametrize("loss_type, smoothing, rpo_alpha", [("robust", 0.2, 0.0), ("sigmoid", 0.2, 0.0),
+                                                             ("sigmoid", 0.0, 0.5), ("robust", 0.1, 1.0)])
+def test_label_smoothing_and_rpo_match_trl(trl_setup, loss_type, smoothing, rpo_alpha):
+    """Robust and conservative DPO with label smoothing, and RPO's NLL term (TRL: loss_type [.., "sft"] weighted
+    by rpo_alpha), against TRL on the same tensors."""
+    make, policy, reference = trl_setup
+    extra = {"loss_type": [loss_type, "sft"], "loss_weights": [1.0, rpo_alpha]} if rpo_alpha else {}
+    trainer, batch = make(extra.pop("loss_type", loss_type), 0.1, label_smoothing=smoothing, **extra)
+    policy.eval()
+    with torch.no_grad():
+        trl_loss = trainer.compute_loss(policy, batch).item()
+        logps, lengths = our_logps(policy, batch)
+        ref_logps, _ = our_logps(reference, batch)
+    (c, r), (rc, rr), (lc, lr) = logps.chunk(2), ref_logps.chunk(2), lengths.chunk(2)
+    ours = dpo_loss(c, r, rc, rr, 0.1, loss_type, smoothing, chosen_lengths=lc, rejected_lengths=lr,
+                    rpo_alpha=rpo_alpha)
+    assert ours.loss.item() == pytest.approx(trl_loss, rel=1e-4, abs=1e-6)
+    plain = dpo_loss(c, r, rc, rr, 0.1, "sigmoid").loss.item()
+    assert abs(trl_loss - plain) > 1e-3  # smoothing / the NLL term changed the loss: the check is not vacuous
+
+
 def test_unknown_loss_type_is_named():
     t = torch.zeros(1)
     with pytest.raises(ValueError, match="unknown DPO loss_type 'nope'"):
@@ -77,7 +99,8 @@ def test_clipped_policy_loss_matches_trl_grpo(tiny_model_path, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
     policy = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
     args = GRPOConfig(output_dir=str(tmp_path), beta=0.05, epsilon=0.2, loss_type="grpo", use_cpu=True, bf16=False,
-                      per_device_train_batch_size=2, num_generations=2, report_to=[])
+                      per_device_train_batch_size=2, num_generations=2, report_to=[], epsilon_high=0.3,
+                      max_completion_length=16)
     trainer = GRPOTrainer(model=policy, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args,
                           train_dataset=Dataset.from_list([{"prompt": "def f(x):"}] * 2), processing_class=tokenizer)
     trainer.current_gradient_accumulation_steps = 1
@@ -96,6 +119,16 @@ def test_clipped_policy_loss_matches_trl_grpo(tiny_model_path, tmp_path):
                   "old_per_token_logps": old.unsqueeze(0), "ref_per_token_logps": ref.unsqueeze(0)}
         with torch.no_grad():
             trl_loss = trainer._compute_loss(policy, inputs).item()
-        ours = clipped_policy_loss(logps, old, ref, advantage, clip_eps=0.2, kl_coef=0.05)
+        ours = clipped_policy_loss(logps, old, ref, advantage, clip_eps=0.2, kl_coef=0.05, clip_eps_high=0.3)
         assert ours.loss.item() == pytest.approx(trl_loss, rel=1e-4, abs=1e-6)
         assert 0 < ours.clip_fraction.item() < 1
+        symmetric = clipped_policy_loss(logps, old, ref, advantage, clip_eps=0.2, kl_coef=0.05)
+        if advantage > 0:  # clip-higher changes the loss where a positive advantage's ratio passes 1.2
+            assert symmetric.loss.item() != pytest.approx(trl_loss, rel=1e-4)
+        # Dr. GRPO: the token sum over a constant (TRL's max_completion_length)
+        trainer.loss_type = "dr_grpo"
+        with torch.no_grad():
+            dr = trainer._compute_loss(policy, inputs).item()
+        trainer.loss_type = "grpo"
+        ours_dr = clipped_policy_loss(logps, old, ref, advantage, 0.2, 0.05, clip_eps_high=0.3, normaliser=16)
+        assert ours_dr.loss.item() == pytest.approx(dr, rel=1e-4, abs=1e-6)

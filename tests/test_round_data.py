@@ -35,6 +35,9 @@ def test_verified_solutions_and_round_data_by_algorithm(ray_cluster):
     for algorithm, expected in [("sft", 2), ("ppo", 3)]:
         cfg.train.algorithm = algorithm
         assert len(round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)) == expected
+    cfg.train.algorithm = "dpo"  # the broken reference failed its tests in the sandbox: no pair stands on it
+    assert [(p.exercise_id, p.reason) for p in round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)] == [
+        ("ok", "reference>failed")]
     cfg.train.algorithm = "distill"
     cfg.train.distill.sequences = "student"  # on-policy: every non-empty sample, whatever its verdict
     assert [d.source for d in round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)] == ["student_sample"] * 3

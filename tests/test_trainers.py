@@ -11,10 +11,10 @@ from safetensors.torch import load_file, save_file
 from codealign.config import DistillConfig, LoraConfig, LossGuardConfig, SftConfig, TrainConfig
 from codealign.records import ExecutionResult, Experience, GenerationRequest, SftExample
 from sandbox import Verdict
+from trainers.critic import gae
 from trainers.distill import distill_loss
 from trainers.fim import fim_token_ids, sentinel_ids
 from trainers.learner import Learner
-from trainers.ppo import gae
 from trainers.steps import LossGuard
 
 LORA = LoraConfig(r=8, alpha=16)

@@ -14,7 +14,7 @@ import torch
 
 from trainers.modeling import bf16_compute, replica_spread
 from trainers.sft import completion_logits, prepare_items
-from trainers.steps import MicroStep, run_steps
+from trainers.steps import MicroStep, optimizer_carry, run_steps
 from trainers.worker import build_policy, report_round, setup_worker
 
 BETAS = {"forward": 0.0, "reverse": 1.0}
@@ -71,7 +71,8 @@ def distill_train_loop(config: dict) -> None:
         return MicroStep(loss, {}, int(item["input_ids"].shape[1]))
 
     progress = config.get("progress") if rank == 0 else None
-    metrics, _ = run_steps(model, params, items, micro_step, cfg, name="distill", rank=rank, progress=progress)
+    metrics, pos, optimizer = run_steps(model, params, items, micro_step, cfg, name="distill", rank=rank,
+                                        progress=progress, previous=config.get("previous_checkpoint"))
     metrics.update({"distill/sequences": len(items), "distill/workers": world, "distill/beta": beta,
                     "distill/replica_spread": replica_spread(model, world)})
-    report_round(model, metrics, rank, config)
+    report_round(model, metrics, rank, config, optimizer_carry(optimizer, pos))

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
-from codealign.chat import prompt_token_ids
 from codealign.records import PreferencePair
+from trainers.chat_turns import answer_token_ids
 from trainers.losses import dpo_loss, sequence_logps
 from trainers.modeling import bf16_compute, replica_spread
-from trainers.steps import MicroStep, run_steps
+from trainers.steps import MicroStep, optimizer_carry, run_steps
 from trainers.worker import build_policy, report_round, setup_worker
 
 
@@ -23,10 +23,9 @@ class TokenizedPair:
 
 
 def tokenize_pair(tokenizer, pair: PreferencePair, max_length: int) -> TokenizedPair:
-    prompt = prompt_token_ids(tokenizer, pair.prompt)
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    chosen = tokenizer(pair.chosen, add_special_tokens=False)["input_ids"] + eos
-    rejected = tokenizer(pair.rejected, add_special_tokens=False)["input_ids"] + eos
+    """Both answers as the chat template renders the assistant turn (its end-of-turn token learned)."""
+    prompt, chosen = answer_token_ids(tokenizer, pair.prompt, pair.chosen)
+    rejected = answer_token_ids(tokenizer, pair.prompt, pair.rejected)[1]
     keep_prompt = max(1, min(len(prompt), max_length // 2))
     prompt = prompt[-keep_prompt:]
     room = max_length - len(prompt)
@@ -81,15 +80,16 @@ def dpo_train_loop(config: dict) -> None:
     def micro_step(batch, i: int) -> MicroStep:
         logps = pair_logps(model, batch, autocast)
         lengths = batch["mask"].sum(dim=1)  # completion tokens, for IPO's normalisation
-        out = dpo_loss(logps[:1], logps[1:], ref[i][:1], ref[i][1:], cfg.beta, cfg.loss_type,
-                       chosen_lengths=lengths[:1], rejected_lengths=lengths[1:])
+        out = dpo_loss(logps[:1], logps[1:], ref[i][:1], ref[i][1:], cfg.beta, cfg.loss_type, cfg.label_smoothing,
+                       chosen_lengths=lengths[:1], rejected_lengths=lengths[1:], rpo_alpha=cfg.rpo_alpha)
         chosen, rejected = out.chosen_rewards.item(), out.rejected_rewards.item()
         return MicroStep(out.loss, {"chosen_rewards": chosen, "rejected_rewards": rejected,
                                     "margin": chosen - rejected, "accuracy": float(chosen > rejected)},
                          int(batch["attention_mask"].sum()))
 
     progress = config.get("progress") if rank == 0 else None
-    metrics, _ = run_steps(model, params, batches, micro_step, cfg, name="dpo", rank=rank, progress=progress)
+    metrics, pos, optimizer = run_steps(model, params, batches, micro_step, cfg, name="dpo", rank=rank,
+                                        progress=progress, previous=config.get("previous_checkpoint"))
     metrics.update({"dpo/pairs": len(batches), "dpo/workers": world,
                     "dpo/replica_spread": replica_spread(model, world)})
-    report_round(model, metrics, rank, config)
+    report_round(model, metrics, rank, config, optimizer_carry(optimizer, pos))

@@ -42,3 +42,31 @@ def fim_token_ids(tokenizer, text: str, rng: random.Random, cfg: SftConfig,
     if rng.random() < cfg.fim_spm_rate:
         return [pre, suf] + enc(suffix) + [mid] + enc(prefix) + enc(middle), "spm"
     return [pre] + enc(prefix) + [suf] + enc(suffix) + [mid] + enc(middle), "psm"
+
+
+def text_blocks(tokenizer, text: str, budget: int) -> list[str]:
+    """`text` cut into consecutive pieces of at most about `budget` tokens, at line ends where it can be (a longer
+    line is cut by characters), so FIM can be applied per training block: prefix, middle and suffix then land in
+    the same block."""
+
+    def count(s: str) -> int:
+        return len(tokenizer(s, add_special_tokens=False)["input_ids"])
+
+    blocks: list[str] = []
+    current, used = "", 0
+    for line in text.splitlines(keepends=True):
+        n = count(line)
+        if used + n > budget and current:
+            blocks.append(current)
+            current, used = "", 0
+        while n > budget:  # one line longer than a block: cut it by characters
+            cut = max(1, len(line) * budget // n)
+            while cut > 1 and count(line[:cut]) > budget:
+                cut //= 2
+            blocks.append(line[:cut])
+            line = line[cut:]
+            n = count(line)
+        current, used = current + line, used + n
+    if current:
+        blocks.append(current)
+    return blocks

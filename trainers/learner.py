@@ -12,6 +12,7 @@ from trainers.distill import distill_train_loop
 from trainers.dpo import dpo_train_loop
 from trainers.modeling import ADAPTER_DIR, MERGED_FILE
 from trainers.ppo import ppo_train_loop
+from trainers.scoring import Sampling
 from trainers.sft import sft_train_loop
 
 # algorithm -> the train loop each Ray Train worker runs
@@ -58,7 +59,8 @@ def fit_with_progress(trainer, progress, desc: str):
 
 
 class Learner:
-    def __init__(self, cfg: TrainConfig, model_path: str, storage_dir: Path, teacher_path: str = ""):
+    def __init__(self, cfg: TrainConfig, model_path: str, storage_dir: Path, teacher_path: str = "",
+                 sampling: Sampling | None = None):
         if cfg.algorithm not in TRAIN_LOOPS:
             raise ValueError(f"train.algorithm: unknown algorithm {cfg.algorithm!r}; choose from {list(TRAIN_LOOPS)}")
         self.cfg = cfg
@@ -67,6 +69,8 @@ class Learner:
         self.last_checkpoint: Path | None = None
         self.rounds = 0
         self.teacher_path = teacher_path  # logit distillation's teacher (resolved by the caller)
+        # how the generators sample the rollouts: PPO scores tokens under that same distribution
+        self.sampling = sampling or Sampling()
         if cfg.algorithm == "distill" and cfg.distill.mode == "logit" and not teacher_path:
             raise ValueError("train.distill: logit distillation needs a teacher model (train.distill.teacher)")
 
@@ -104,6 +108,7 @@ class Learner:
                 "num_threads": int(self.cfg.num_cpus_per_worker),
                 "progress": progress,
                 "teacher_path": self.teacher_path,
+                "sampling": self.sampling,
             },
             scaling_config=ScalingConfig(
                 num_workers=self.cfg.num_workers,

@@ -31,9 +31,11 @@ def dpo_loss(
     label_smoothing: float = 0.0,
     chosen_lengths: torch.Tensor | None = None,
     rejected_lengths: torch.Tensor | None = None,
+    rpo_alpha: float = 0.0,
 ) -> PreferenceLoss:
     """sigmoid: DPO (label_smoothing > 0 gives conservative DPO); ipo: IPO, length-normalised as TRL does;
-    hinge: SLiC; robust: robust DPO (Chowdhury et al.)."""
+    hinge: SLiC; robust: robust DPO (Chowdhury et al.). rpo_alpha > 0 adds RPO's NLL of the chosen answers, a
+    token mean over the batch (TRL's loss_type=["sigmoid", "sft"] with loss_weights=[1, rpo_alpha])."""
     chosen_logratios = chosen_logps - ref_chosen_logps
     rejected_logratios = rejected_logps - ref_rejected_logps
     delta = chosen_logratios - rejected_logratios
@@ -52,8 +54,13 @@ def dpo_loss(
         per_pair = (clean - flipped) / (1 - 2 * label_smoothing)
     else:
         raise ValueError(f"unknown DPO loss_type {loss_type!r}; choose from {LOSS_TYPES}")
+    loss = per_pair.mean()
+    if rpo_alpha:
+        if chosen_lengths is None:
+            raise ValueError("rpo_alpha needs chosen_lengths")
+        loss = loss + rpo_alpha * -(chosen_logps.sum() / chosen_lengths.sum().clamp(min=1))
     return PreferenceLoss(
-        loss=per_pair.mean(),
+        loss=loss,
         chosen_rewards=(beta * chosen_logratios).detach(),
         rejected_rewards=(beta * rejected_logratios).detach(),
     )
@@ -68,19 +75,33 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
 
 @dataclass
 class PolicyLoss:
-    loss: torch.Tensor  # scalar: clipped surrogate + kl_coef * KL, mean over the completion's tokens
+    loss: torch.Tensor  # scalar: clipped surrogate + kl_coef * KL, aggregated over the completion's tokens
     kl: torch.Tensor  # detached, k3 estimate of KL(policy || reference), mean over tokens
-    clip_fraction: torch.Tensor  # detached, share of tokens whose ratio was clipped
+    clip_fraction: torch.Tensor  # detached, share of tokens where the clip bound (TRL's is_low/high_clipped)
+    ratio: torch.Tensor  # detached, mean importance ratio pi / pi_old over tokens
 
 
 def clipped_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor,
-                        advantages: torch.Tensor | float, clip_eps: float, kl_coef: float) -> PolicyLoss:
+                        advantages: torch.Tensor | float, clip_eps: float, kl_coef: float,
+                        clip_eps_high: float = 0.0, weights: torch.Tensor | None = None,
+                        normaliser: float | None = None) -> PolicyLoss:
     """PPO's clipped surrogate on one completion's tokens (1-D tensors), with the k3 KL penalty to the reference;
-    the same arithmetic as TRL's GRPOTrainer with loss_type="grpo" (checked in tests)."""
+    the same arithmetic as TRL's GRPOTrainer with loss_type="grpo" (checked in tests).
+
+    clip_eps_high: the upper bound 1 + clip_eps_high (DAPO's clip-higher; 0: symmetric). weights: per-token
+    importance weights (truncated IS against the engine), detached. normaliser: the loss is the token sum over
+    it (token_mean and Dr. GRPO's constant); None: the token mean."""
     ratio = torch.exp(logps - old_logps)
-    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps)
+    high = clip_eps_high or clip_eps
+    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + high)
     per_token = -torch.min(ratio * advantages, clipped * advantages)
+    if weights is not None:
+        per_token = per_token * weights
     log_ref_ratio = ref_logps - logps
     kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1
-    loss = (per_token + kl_coef * kl).mean() if kl_coef else per_token.mean()
-    return PolicyLoss(loss, kl.mean().detach(), ((ratio - clipped).abs() > 1e-6).float().mean().detach())
+    if kl_coef:
+        per_token = per_token + kl_coef * kl
+    loss = per_token.sum() / normaliser if normaliser else per_token.mean()
+    adv = torch.as_tensor(advantages, dtype=ratio.dtype)
+    bound = ((ratio < 1 - clip_eps) & (adv < 0)) | ((ratio > 1 + high) & (adv > 0))
+    return PolicyLoss(loss, kl.mean().detach(), bound.float().mean().detach(), ratio.mean().detach())

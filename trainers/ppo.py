@@ -2,10 +2,13 @@
 
 - critic-free (default): the group of samples for one exercise is the baseline (GRPO's normalised advantage, or
   RLOO's leave-one-out mean); the KL to the frozen base is a loss penalty (k3 estimator).
-- critic (`train.critic`): a value head on the policy's last hidden state, GAE over the completion's tokens
-  with the test reward on the last token, a clipped value loss; the KL can also go into the per-token reward.
+- critic (`train.critic`): a value head on the policy's last hidden state or on a trunk of its own
+  (`critic_model`), GAE over the completion's tokens with the test reward on the last token, a value loss
+  (clipped with `value_clip` if set); the KL can also go into the per-token reward.
 
-Both clip the surrogate on the sampled tokens against the generator's own log-probs of them.
+Both score tokens under the distribution the engine sampled from (temperature and top-p, see trainers/scoring)
+and clip the surrogate against the behaviour log-probs: the engine's, or the trainer's own recomputed ones with
+truncated importance sampling against the engine's (veRL's rollout correction).
 """
 
 from __future__ import annotations
@@ -18,76 +21,72 @@ import torch
 
 from codealign.chat import prompt_token_ids
 from codealign.records import Experience
+from sandbox import Verdict
+from trainers.critic import PolicyWithValue, gae
 from trainers.losses import clipped_policy_loss
-from trainers.modeling import bf16_compute, replica_spread
-from trainers.steps import MicroStep, run_steps
+from trainers.modeling import bf16_compute, load_policy, replica_spread
+from trainers.scoring import Sampling, token_log_probs
+from trainers.steps import MicroStep, load_params, optimizer_carry, run_steps
 from trainers.worker import build_policy, report_round, setup_worker
 
 VALUE_HEAD_FILE = "value_head.pt"
+CRITIC_TRUNK_FILE = "critic_trunk.pt"  # critic_model: separate - the critic's own trainable parameters
 
 
-def advantages(experiences: list[Experience], kind: str) -> list[float]:
-    """Per sample, relative to the other samples of the same exercise."""
+def rl_rewards(experiences: list[Experience], kind: str) -> list[float]:
+    """The reward RL optimises: the reward table's (`table`) or 1 for a pass, 0 otherwise (`binary`); the
+    table's values are still what the metrics report."""
+    if kind == "binary":
+        return [1.0 if e.result.verdict is Verdict.PASSED else 0.0 for e in experiences]
+    return [e.result.reward for e in experiences]
+
+
+def groups_of(experiences: list[Experience]) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, e in enumerate(experiences):
         groups[e.exercise_id].append(i)
+    return groups
+
+
+def advantages(experiences: list[Experience], kind: str, scale: str = "group",
+               rewards: list[float] | None = None) -> list[float]:
+    """Per sample, relative to the other samples of the same exercise. `scale`: "group" divides the group
+    advantage by the group's standard deviation (GRPO), "none" leaves it mean-centred (Dr. GRPO); with the
+    shaped reward table an all-failing group is otherwise scaled up as much as a pass-versus-fail group."""
+    rewards = [e.result.reward for e in experiences] if rewards is None else rewards
     out = [0.0] * len(experiences)
-    for members in groups.values():
-        rewards = [experiences[i].result.reward for i in members]
-        if len(rewards) < 2:
+    for members in groups_of(experiences).values():
+        rs = [rewards[i] for i in members]
+        if len(rs) < 2:
             continue
-        mean = statistics.fmean(rewards)
-        for i, r in zip(members, rewards):
+        mean = statistics.fmean(rs)
+        for i, r in zip(members, rs):
             if kind == "rloo":
-                out[i] = r - (sum(rewards) - r) / (len(rewards) - 1)
+                out[i] = r - (sum(rs) - r) / (len(rs) - 1)
             elif kind == "group":
-                out[i] = (r - mean) / (statistics.pstdev(rewards) + 1e-4)
+                out[i] = (r - mean) / (statistics.pstdev(rs) + 1e-4) if scale == "group" else r - mean
             else:
                 raise ValueError(f"train.advantage: unknown kind {kind!r}; choose group or rloo")
     return out
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generalised advantage estimation over one completion (the value after the last token is 0).
-    Returns (advantages, returns)."""
-    adv = torch.zeros_like(rewards)
-    running = 0.0
-    for t in reversed(range(len(rewards))):
-        next_value = values[t + 1] if t + 1 < len(values) else 0.0
-        delta = rewards[t] + gamma * next_value - values[t]
-        running = delta + gamma * lam * running
-        adv[t] = running
-    return adv, adv + values
-
-
-class PolicyWithValue(torch.nn.Module):
-    """The policy and its value head as one module, so DDP all-reduces both."""
-
-    def __init__(self, policy):
-        super().__init__()
-        self.policy = policy
-        hidden = policy.config.hidden_size
-        self.value_head = torch.nn.Linear(hidden, 1)
-        torch.nn.init.zeros_(self.value_head.weight)
-        torch.nn.init.zeros_(self.value_head.bias)
-
-    def forward(self, input_ids, logits_to_keep: int):
-        out = self.policy(input_ids=input_ids, logits_to_keep=logits_to_keep, output_hidden_states=True)
-        hidden = out.hidden_states[-1][:, -logits_to_keep:]
-        return out.logits, self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+def zero_signal_groups(experiences: list[Experience], rewards: list[float]) -> set[str]:
+    """Exercises whose samples all got the same reward: no baseline-relative signal, dropped from the round."""
+    return {ex for ex, members in groups_of(experiences).items() if len({rewards[i] for i in members}) == 1}
 
 
 def rollout_batch(tokenizer, exp: Experience, max_length: int) -> dict:
     prompt = prompt_token_ids(tokenizer, exp.prompt)
     completion = list(exp.token_ids)[: max(1, max_length - len(prompt))]
-    old = torch.tensor(exp.logprobs[: len(completion)], dtype=torch.float32)
+    engine = torch.tensor(exp.logprobs[: len(completion)], dtype=torch.float32)
     ids = torch.tensor([prompt + completion])
-    return {"input_ids": ids, "prompt_len": len(prompt), "labels": ids[:, len(prompt):], "old_logps": old,
+    return {"input_ids": ids, "prompt_len": len(prompt), "labels": ids[:, len(prompt):], "engine_logps": engine,
             "reward": exp.result.reward}
 
 
-def forward_tokens(model, batch: dict, autocast: bool, critic: bool):
-    """Per-token log-probs of the completion, the policy's entropy there, and the values (critic only)."""
+def forward_tokens(model, batch: dict, autocast: bool, critic: bool, sampling: Sampling):
+    """Per-token log-probs of the completion under the sampling distribution (temperature, top-p), that
+    distribution's entropy there, and the values (critic only)."""
     keep = batch["input_ids"].shape[1] - batch["prompt_len"] + 1
     values = None
     with torch.autocast(batch["input_ids"].device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -96,17 +95,16 @@ def forward_tokens(model, batch: dict, autocast: bool, critic: bool):
             values = values[0, :-1].float()
         else:
             logits = model(input_ids=batch["input_ids"], logits_to_keep=keep).logits
-    logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    taken = torch.gather(logps, 2, batch["labels"].unsqueeze(-1)).squeeze(-1)[0]
-    entropy = -(logps.exp() * logps).sum(-1)[0]
-    return taken, entropy, values
+    taken, entropy = token_log_probs(logits[:, :-1], batch["labels"], sampling)
+    return taken[0], entropy[0], values
 
 
-def critic_targets(batches: list[dict], ref: list[torch.Tensor], model, autocast: bool, cfg) -> None:
+def critic_targets(batches: list[dict], ref: list[torch.Tensor], model, autocast: bool, cfg,
+                   sampling: Sampling) -> None:
     """Old values, per-token rewards, whitened GAE advantages and returns, computed once before training."""
     with torch.no_grad():
         for b, r in zip(batches, ref):
-            _, _, values = forward_tokens(model, b, autocast, critic=True)
+            _, _, values = forward_tokens(model, b, autocast, True, sampling)
             rewards = torch.zeros_like(values)
             rewards[-1] = b["reward"]
             if cfg.kl_in_reward:
@@ -119,60 +117,127 @@ def critic_targets(batches: list[dict], ref: list[torch.Tensor], model, autocast
         b["adv"] = (b["adv"] - mean) / (std + 1e-8)
 
 
+def behaviour_logps(batches: list[dict], trainer_logps: list[torch.Tensor], cfg) -> float:
+    """Set each rollout's behaviour log-probs (the engine's, or the trainer's with `recompute_old_logprobs`) and
+    truncated-IS weights (`tis_cap`). Returns the mean |log pi_trainer - log pi_engine| over tokens: how far
+    the engine's numbers are from the policy the trainer holds (bf16, quantization, merge precision)."""
+    gaps = []
+    for b, mine in zip(batches, trainer_logps):
+        gaps.append((mine - b["engine_logps"]).abs())
+        b["old_logps"] = mine if cfg.recompute_old_logprobs else b["engine_logps"]
+        b["weights"] = torch.exp(mine - b["engine_logps"]).clamp(max=cfg.tis_cap) if cfg.tis_cap else None
+    return float(torch.cat(gaps).mean()) if gaps else 0.0
+
+
+def loss_normaliser(cfg, sampling: Sampling, batches: list[dict]) -> float | None:
+    """None: each sequence's token mean (then the mean over sequences); token_mean: the round's mean completion
+    length, so every token of the round weighs the same; seq_mean_token_sum_norm: a constant (Dr. GRPO)."""
+    if cfg.loss_agg == "token_mean":
+        lengths = [b["labels"].shape[1] for b in batches]
+        return sum(lengths) / len(lengths) if lengths else 1.0
+    if cfg.loss_agg == "seq_mean_token_sum_norm":
+        return float(sampling.max_tokens or cfg.max_length)
+    return None
+
+
+def build_model(policy, config: dict, cfg, device):
+    """The policy alone, or with its critic; a critic continues from the previous round's."""
+    if not cfg.critic:
+        return policy
+    trunk = load_policy(config["model_path"], cfg).to(device) if cfg.critic_model == "separate" else None
+    model = PolicyWithValue(policy, trunk).to(device)
+    previous = config.get("previous_checkpoint")
+    if previous and (Path(previous) / VALUE_HEAD_FILE).is_file():
+        model.value_head.load_state_dict(torch.load(Path(previous) / VALUE_HEAD_FILE))
+    if trunk is not None and previous and (Path(previous) / CRITIC_TRUNK_FILE).is_file():
+        load_params(trunk, torch.load(Path(previous) / CRITIC_TRUNK_FILE, map_location=device), previous)
+    return model
+
+
 def ppo_train_loop(config: dict) -> None:
     import ray.train.torch
     from transformers import AutoTokenizer
 
     cfg, rank, world, data = setup_worker(config)
+    sampling = config.get("sampling") or Sampling()
     usable = [bool(e.token_ids) and len(e.logprobs) == len(e.token_ids) for e in data]
+    rewards = rl_rewards(data, cfg.rl_reward)
+    dropped: set[str] = set()
     if cfg.critic:
-        rollouts = [(e, None) for e, ok in zip(data, usable) if ok]
-    else:  # samples with no group advantage carry no gradient signal: skip them
-        adv = advantages(data, cfg.advantage)
-        rollouts = [(e, a) for e, a, ok in zip(data, adv, usable) if a != 0.0 and ok]
+        rollouts = [(e, r, None) for e, r, ok in zip(data, rewards, usable) if ok]
+    else:  # exercises whose samples all got the same reward carry no signal: dropped, and counted
+        dropped = zero_signal_groups(data, rewards)
+        adv = advantages(data, cfg.advantage, cfg.scale_rewards, rewards)
+        rollouts = [(e, r, a) for e, r, a, ok in zip(data, rewards, adv, usable)
+                    if ok and e.exercise_id not in dropped and a != 0.0]
     rollouts = rollouts[: len(rollouts) // world * world][rank::world]
 
     tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
     device = ray.train.torch.get_device()
     batches = []
-    for exp, a in rollouts:
+    for exp, reward, a in rollouts:
         b = rollout_batch(tokenizer, exp, cfg.max_length)
-        batches.append({**{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}, "adv": a})
+        batches.append({**{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}, "adv": a,
+                        "reward": reward})
     autocast = bf16_compute(cfg)
-    policy, ref = build_policy(config, cfg, device,
-                               lambda m: [forward_tokens(m, b, autocast, critic=False)[0] for b in batches])
-    model = policy
+
+    def score(m):
+        return [forward_tokens(m, b, autocast, False, sampling)[0] for b in batches]
+
+    policy, ref = build_policy(config, cfg, device, score)
+    # The policy as this round starts, scored by the trainer: the refreshed reference is exactly that
+    with torch.no_grad():
+        mine = ref if cfg.reference == "refreshed" else score(policy)
+    engine_gap = behaviour_logps(batches, mine, cfg)
+    model = build_model(policy, config, cfg, device)
     if cfg.critic:
-        model = PolicyWithValue(policy).to(device)
-        previous = config.get("previous_checkpoint")
-        if previous and (Path(previous) / VALUE_HEAD_FILE).is_file():
-            model.value_head.load_state_dict(torch.load(Path(previous) / VALUE_HEAD_FILE))
-        critic_targets(batches, ref, model, autocast, cfg)
+        critic_targets(batches, ref, model, autocast, cfg, sampling)
     model = ray.train.torch.prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
+    normaliser = loss_normaliser(cfg, sampling, batches)
+    # kl_in_reward (critic only, refused at load otherwise): the KL is in the reward, not the loss
+    kl_coef = 0.0 if cfg.kl_in_reward else cfg.kl_coef
 
     def micro_step(b, i: int) -> MicroStep:
-        new, entropy, values = forward_tokens(model, b, autocast, cfg.critic)
-        kl_coef = 0.0 if cfg.critic and cfg.kl_in_reward else cfg.kl_coef  # kl_in_reward: the KL is in the reward
-        out = clipped_policy_loss(new, b["old_logps"], ref[i], b["adv"], cfg.clip_eps, kl_coef)
+        new, entropy, values = forward_tokens(model, b, autocast, cfg.critic, sampling)
+        out = clipped_policy_loss(new, b["old_logps"], ref[i], b["adv"], cfg.clip_eps, kl_coef,
+                                  cfg.clip_eps_high, b["weights"], normaliser)
         loss = out.loss
-        metrics = {"kl": out.kl.item(), "entropy": entropy.mean().item(), "clip_fraction": out.clip_fraction.item()}
+        metrics = {"kl": out.kl.item(), "entropy": entropy.mean().item(), "clip_fraction": out.clip_fraction.item(),
+                   "ratio": out.ratio.item()}
+        if cfg.entropy_coef:
+            loss = loss - cfg.entropy_coef * entropy.mean()
         if cfg.critic:
-            v_clipped = b["old_values"] + torch.clamp(values - b["old_values"], -cfg.clip_eps, cfg.clip_eps)
-            value_loss = 0.5 * torch.max((values - b["returns"]) ** 2, (v_clipped - b["returns"]) ** 2).mean()
+            err = (values - b["returns"]) ** 2
+            if cfg.value_clip:
+                v_clipped = b["old_values"] + torch.clamp(values - b["old_values"], -cfg.value_clip, cfg.value_clip)
+                err = torch.max(err, (v_clipped - b["returns"]) ** 2)
+            value_loss = 0.5 * err.mean()
             loss = loss + cfg.value_coef * value_loss
             metrics["value_loss"] = value_loss.item()
         return MicroStep(loss, metrics, b["input_ids"].shape[1])
 
     progress = config.get("progress") if rank == 0 else None
-    metrics, _ = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank, progress=progress)
-    rewards = [e.result.reward for e in data]
+    metrics, pos, optimizer = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank,
+                                        progress=progress, previous=config.get("previous_checkpoint"))
+    table = [e.result.reward for e in data]
     verdicts = Counter(e.result.verdict.value for e in data)
+    ratios = pos.history.get("ratio", [])
     metrics.update({
         "ppo/rollouts": len(batches), "ppo/workers": world, "ppo/replica_spread": replica_spread(model, world),
-        "ppo/reward_mean": statistics.fmean(rewards) if rewards else 0.0,
-        "ppo/reward_std": statistics.pstdev(rewards) if len(rewards) > 1 else 0.0,
+        "ppo/reward_mean": statistics.fmean(table) if table else 0.0,
+        "ppo/reward_std": statistics.pstdev(table) if len(table) > 1 else 0.0,
+        "ppo/rl_reward_mean": statistics.fmean(rewards) if rewards else 0.0,
+        "ppo/zero_signal_groups": len(dropped),
+        "ppo/engine_logp_gap": engine_gap,
+        "ppo/ratio_first": ratios[0] if ratios else 1.0,
+        "ppo/temperature": sampling.temperature,
         **{f"ppo/verdict_{k}": v / max(1, len(data)) for k, v in verdicts.items()},
     })
-    extra = {VALUE_HEAD_FILE: getattr(model, "module", model).value_head.state_dict()} if cfg.critic else {}
+    unwrapped = getattr(model, "module", model)
+    extra = optimizer_carry(optimizer, pos)
+    if cfg.critic:
+        extra[VALUE_HEAD_FILE] = unwrapped.value_head.state_dict()
+        if unwrapped.trunk is not None:
+            extra[CRITIC_TRUNK_FILE] = unwrapped.trunk_state()
     report_round(policy, metrics, rank, config, extra)

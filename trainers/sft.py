@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from codealign.chat import prompt_token_ids
 from codealign.config import SftConfig
 from codealign.records import SftExample
-from trainers.fim import fim_token_ids, sentinel_ids
+from trainers.chat_turns import answer_token_ids
+from trainers.fim import fim_token_ids, sentinel_ids, text_blocks
 from trainers.modeling import bf16_compute, replica_spread
-from trainers.steps import MicroStep, run_steps
+from trainers.steps import MicroStep, optimizer_carry, run_steps
 from trainers.worker import build_policy, report_round, setup_worker
 
 
@@ -44,6 +44,9 @@ def load_corpus(cfg: SftConfig) -> list[SftExample]:
     return docs
 
 
+FIM_ROOM = 6  # three sentinels, an eos, and a token at each of FIM's two cuts
+
+
 def tokenize_examples(tokenizer, examples: list[SftExample], max_length: int, sft: SftConfig,
                       seed: int) -> tuple[list[dict], Counter]:
     """Items {input_ids [1, L], start: first position that is learned}; and the mix of FIM kinds."""
@@ -54,20 +57,26 @@ def tokenize_examples(tokenizer, examples: list[SftExample], max_length: int, sf
     sentinels = sentinel_ids(tokenizer, sft.fim_tokens) if sft.fim_rate > 0 and has_documents else []
     items, kinds = [], Counter()
     for ex in examples:
-        if ex.prompt:
-            prompt = prompt_token_ids(tokenizer, ex.prompt)[-(max_length // 2):]
-            completion = tokenizer(ex.completion, add_special_tokens=False)["input_ids"] + eos
+        if ex.prompt:  # the assistant turn as the chat template renders it; the prompt masked
+            prompt, completion = answer_token_ids(tokenizer, ex.prompt, ex.completion)
+            prompt = prompt[-(max_length // 2):]
             ids = (prompt + completion)[:max_length]
             if len(ids) > len(prompt):
                 items.append({"input_ids": torch.tensor([ids]), "start": len(prompt)})
             kinds["chat"] += 1
             continue
-        ids, kind = fim_token_ids(tokenizer, ex.completion, rng, sft, sentinels) if sentinels else (
-            tokenizer(ex.completion, add_special_tokens=False)["input_ids"], "plain")
-        kinds[kind] += 1
-        ids = ids + eos
-        for s in range(0, len(ids), max_length):
-            block = ids[s : s + max_length]
+        if not sentinels:
+            ids = tokenizer(ex.completion, add_special_tokens=False)["input_ids"] + eos
+            kinds["plain"] += 1
+            blocks = [ids[s : s + max_length] for s in range(0, len(ids), max_length)]
+        else:  # cut first, then FIM each block, so a block's middle is written from its own prefix and suffix
+            pieces = text_blocks(tokenizer, ex.completion, max_length - FIM_ROOM)
+            blocks = []
+            for n, piece in enumerate(pieces):
+                ids, kind = fim_token_ids(tokenizer, piece, rng, sft, sentinels)
+                kinds[kind] += 1
+                blocks.append((ids + eos if n == len(pieces) - 1 else ids)[:max_length])
+        for block in blocks:
             if len(block) > 1:
                 items.append({"input_ids": torch.tensor([block]), "start": 0})
     return items, kinds
@@ -115,8 +124,9 @@ def sft_train_loop(config: dict) -> None:
         return MicroStep(loss, {}, int(item["input_ids"].shape[1]))
 
     progress = config.get("progress") if rank == 0 else None
-    metrics, _ = run_steps(model, params, items, micro_step, cfg, name="sft", rank=rank, progress=progress)
+    metrics, pos, optimizer = run_steps(model, params, items, micro_step, cfg, name="sft", rank=rank,
+                                        progress=progress, previous=config.get("previous_checkpoint"))
     metrics.update({"sft/examples": len(examples), "sft/sequences": len(items), "sft/workers": world,
                     "sft/replica_spread": replica_spread(model, world),
                     **{f"sft/fim_{k}": v for k, v in kinds.items()}})
-    report_round(model, metrics, rank, config)
+    report_round(model, metrics, rank, config, optimizer_carry(optimizer, pos))

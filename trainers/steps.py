@@ -1,6 +1,10 @@
 """The optimizer loop every algorithm shares: gradient accumulation over micro-batches, the loss-spike guard,
 the NaN stop, progress, and resumable checkpoints (trainable weights, optimizer, step, data position).
 
+AdamW with decoupled weight decay on weight matrices only (never biases or norms), linear warm-up over the run's
+first `warmup_steps` optimizer steps and a per-round schedule after it, gradient clipping at `max_grad_norm`,
+and the optimizer's moments carried from one round to the next (`carry_optimizer`).
+
 An algorithm supplies its micro-batches and a function micro-batch -> `MicroStep`; everything about *when* to
 step, skip, checkpoint or stop lives here once.
 """
@@ -12,7 +16,7 @@ import random
 import statistics
 import tempfile
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,6 +28,7 @@ import torch
 from codealign.config import LossGuardConfig, TrainConfig
 
 STATE_FILE = "train_state.pt"
+OPTIMIZER_FILE = "optimizer.pt"  # in every round checkpoint: what the next round's optimizer continues from
 
 
 @dataclass
@@ -35,20 +40,41 @@ class MicroStep:
 
 @dataclass
 class LossGuard:
-    """The seeds' loss-spike guard, applied per micro-batch before backward."""
+    """The seeds' loss-spike guard, applied per micro-batch before backward. Absolute thresholds, or
+    (`relative`) multiples of the mean |loss| of the last `window` accepted micro-batches. A non-finite loss is
+    malformed when `malformed` is set; otherwise it stops the round (FloatingPointError in run_steps)."""
 
     cfg: LossGuardConfig
     skipped: int = 0
     scaled: int = 0
+    recent: deque = field(default_factory=deque)
 
     def weight(self, loss: float) -> float:
-        if self.cfg.malformed and loss > self.cfg.malformed:
+        if not math.isfinite(loss):
+            if self.cfg.malformed:
+                self.skipped += 1
+                return 0.0
+            return math.nan
+        malformed, spike = self.cfg.malformed, self.cfg.spike
+        if self.cfg.relative:
+            if len(self.recent) < self.cfg.window:  # no baseline yet: accept, and learn the scale
+                self._accept(loss)
+                return 1.0
+            scale = statistics.fmean(abs(x) for x in self.recent)
+            malformed, spike = malformed * scale, spike * scale
+        if malformed and loss > malformed:
             self.skipped += 1
-            return 0.0  # zero weight rather than no backward: DDP ranks must all-reduce the same number of times
-        if self.cfg.spike and loss > self.cfg.spike:
+            return 0.0
+        self._accept(loss)
+        if spike and loss > spike:
             self.scaled += 1
             return self.cfg.spike_scale
         return 1.0
+
+    def _accept(self, loss: float) -> None:
+        self.recent.append(loss)
+        while len(self.recent) > self.cfg.window:
+            self.recent.popleft()
 
 
 @dataclass
@@ -61,6 +87,8 @@ class Position:
     guard_skipped: int = 0
     guard_scaled: int = 0
     resumed_from_step: int = 0
+    global_step: int = 0  # optimizer steps over the whole run (warm-up counts these across rounds)
+    skipped_steps: int = 0  # optimizer steps not taken: no micro-batch contributed, or a non-finite gradient
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -131,18 +159,76 @@ def summarize(prefix: str, pos: Position, seconds: float, tokens: int) -> dict[s
         f"{prefix}/guard_skipped": pos.guard_skipped,
         f"{prefix}/guard_scaled": pos.guard_scaled,
         f"{prefix}/resumed_from_step": pos.resumed_from_step,
+        f"{prefix}/skipped_steps": pos.skipped_steps,
+        f"{prefix}/global_step": pos.global_step,
     })
     return metrics
 
 
+def param_groups(model, params: list[torch.nn.Parameter], weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on weight matrices (LoRA's A and B included), none on biases and norm scales."""
+    names = {id(p): n for n, p in getattr(model, "module", model).named_parameters()}
+    decay = [p for p in params if p.ndim >= 2 and "norm" not in names.get(id(p), "")]
+    kept = {id(p) for p in decay}
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": [p for p in params if id(p) not in kept], "weight_decay": 0.0}]
+
+
+def learning_rate(cfg: TrainConfig, global_step: int, step: int, total: int) -> float:
+    """Linear warm-up over the run's first `warmup_steps` steps; after it, `lr_schedule` over this round's steps."""
+    if cfg.warmup_steps and global_step < cfg.warmup_steps:
+        return cfg.learning_rate * (global_step + 1) / cfg.warmup_steps
+    progress = step / total if total else 0.0
+    if cfg.lr_schedule == "linear":
+        return cfg.learning_rate * (1 - progress)
+    if cfg.lr_schedule == "cosine":
+        return cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.learning_rate
+
+
+def carry_in(optimizer, previous: str | None, cfg: TrainConfig) -> tuple[int, bool]:
+    """Load the previous round's optimizer state (AdamW's moments) when asked; returns (global step, carried)."""
+    path = Path(previous) / OPTIMIZER_FILE if previous else None
+    if path is None or not path.is_file():
+        return 0, False
+    saved = torch.load(path, weights_only=False)
+    if not cfg.carry_optimizer:
+        return saved["global_step"], False
+    try:
+        optimizer.load_state_dict(saved["optimizer"])
+    except ValueError:  # another parameter layout (e.g. a critic added): start the moments afresh
+        return saved["global_step"], False
+    return saved["global_step"], True
+
+
+def optimizer_carry(optimizer, pos: Position) -> dict:
+    """What report_round writes so the next round's optimizer continues: {file name: object}."""
+    return {OPTIMIZER_FILE: {"optimizer": optimizer.state_dict(), "global_step": pos.global_step}}
+
+
+def backward(model, out: MicroStep, weight: float, n: int) -> None:
+    """Backward of the weighted loss. A skipped micro-batch (weight 0) needs none, except under DDP, where every
+    rank must all-reduce the same number of times: then a zero-weighted one (a non-finite loss zeroed first; any
+    non-finite gradient it still leaves makes the step skipped)."""
+    if weight == 0.0 and not hasattr(model, "no_sync"):
+        return
+    loss = out.loss if math.isfinite(weight) and weight else torch.nan_to_num(out.loss, 0.0, 0.0, 0.0)
+    (loss * (weight / n)).backward()
+
+
 def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: Callable[[Any, int], MicroStep],
-              cfg: TrainConfig, *, name: str, rank: int, progress=None) -> tuple[dict[str, Any], Position]:
+              cfg: TrainConfig, *, name: str, rank: int, progress=None,
+              previous: str | None = None) -> tuple[dict[str, Any], Position, Any]:
     """Train `cfg.epochs` passes over `items`, `cfg.batch_size` micro-batches accumulated per optimizer step.
 
-    `micro_step(item, index)` runs the forward pass and returns the loss. Returns (summary metrics, position)."""
+    `micro_step(item, index)` runs the forward pass and returns the loss. `previous`: the previous round's
+    checkpoint, whose optimizer state this round continues. Returns (summary metrics, position, optimizer)."""
 
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
+    optimizer = torch.optim.AdamW(param_groups(model, params, cfg.weight_decay), lr=cfg.learning_rate)
+    global_step, carried = carry_in(optimizer, previous, cfg)
     pos = resume_point(model, optimizer)
+    if pos.step == 0:
+        pos.global_step = global_step
     guard = LossGuard(cfg.loss_guard, pos.guard_skipped, pos.guard_scaled)
     steps_per_epoch = math.ceil(len(items) / cfg.batch_size) if items else 0
     total = cfg.epochs * steps_per_epoch
@@ -154,6 +240,7 @@ def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: 
             chunk = order[pos.index : pos.index + cfg.batch_size]
             optimizer.zero_grad(set_to_none=True)
             step: dict[str, float] = defaultdict(float)
+            contributed = 0
             for j, i in enumerate(chunk):
                 # DDP: all-reduce once per optimizer step, on the last micro-batch
                 last = j == len(chunk) - 1
@@ -161,16 +248,27 @@ def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: 
                 with sync:
                     out = micro_step(items[i], i)
                     value = out.loss.item()
-                    if not math.isfinite(value):
+                    weight = guard.weight(value)  # sees a non-finite loss first: malformed, if configured
+                    if math.isnan(weight):
                         raise FloatingPointError(f"{name} loss is {value} at item {i} (step {pos.step + 1}); "
                                                  "stopping this round, the last good checkpoint stays")
-                    (out.loss * (guard.weight(value) / len(chunk))).backward()
-                step["loss"] += value / len(chunk)
+                    backward(model, out, weight, len(chunk))
+                    contributed += weight > 0
+                if math.isfinite(value):
+                    step["loss"] += value / len(chunk)
                 for k, v in out.metrics.items():
                     step[k] += v / len(chunk)
                 pos.tokens += out.tokens
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
+            grads = [p.grad for p in params if p.grad is not None]
+            if contributed and all(bool(g.isfinite().all()) for g in grads):
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(cfg, pos.global_step, pos.step, total)
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()  # only when something contributed: AdamW's momentum and decay move weights too
+                pos.global_step += 1
+            else:
+                pos.skipped_steps += 1
             pos.step += 1
             pos.index += len(chunk)
             pos.guard_skipped, pos.guard_scaled = guard.skipped, guard.scaled
@@ -182,7 +280,9 @@ def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: 
                 report_resumable(model, optimizer, pos, rank, {f"{name}/step": pos.step})
         pos.epoch += 1
         pos.index = 0
-    return summarize(name, pos, time.monotonic() - start, pos.tokens - tokens_before), pos
+    metrics = summarize(name, pos, time.monotonic() - start, pos.tokens - tokens_before)
+    metrics[f"{name}/optimizer_carried"] = int(carried)
+    return metrics, pos, optimizer
 
 
 def report_checkpoint(metrics: dict, rank: int, write: Callable[[Path], None]) -> None:
