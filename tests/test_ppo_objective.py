@@ -136,3 +136,46 @@ def test_clip_fraction_kl_ratio_and_importance_weights_on_hand_numbers():
     weighted = clipped_policy_loss(logps, old, ref, 1.0, 0.2, 0.0, weights=torch.tensor([2.0, 0.0, 0.0, 0.0]))
     assert weighted.loss.item() == pytest.approx(-0.5)
     assert clipped_policy_loss(logps, old, ref, 1.0, 0.2, 0.0, normaliser=8.0).loss.item() == pytest.approx(-0.5)
+
+
+@pytest.fixture(scope="module")
+def tiny_rollouts(ray_cluster, tiny_generator):
+    reqs = [GenerationRequest(p, n=4, temperature=0.8, top_p=0.95, max_tokens=16, request_id=str(i))
+            for i, p in enumerate(PROMPTS)]
+    completions = ray_cluster.get(tiny_generator.generate.remote(reqs))
+    return [Experience(f"ex{i}", r.prompt, c.text, c.text,
+                       ExecutionResult(Verdict.PASSED if j % 2 else Verdict.FAILED, 4.0 if j % 2 else -0.3, 0.0),
+                       0, c.token_ids, c.logprobs)
+            for i, (r, comps) in enumerate(zip(reqs, completions)) for j, c in enumerate(comps)]
+
+
+def test_recomputed_behaviour_log_probs_with_truncated_is_and_token_mean(ray_cluster, tiny_rollouts,
+                                                                        tiny_model_path, tmp_path):
+    failing_group = [Experience("all-fail", e.prompt, e.completion, e.code,
+                                ExecutionResult(Verdict.FAILED, -0.3, 0.0), 0, e.token_ids, e.logprobs)
+                     for e in tiny_rollouts[:4]]
+    cfg = TrainConfig(algorithm="ppo", learning_rate=1e-3, batch_size=4, epochs=2, recompute_old_logprobs=True,
+                      tis_cap=2.0, loss_agg="token_mean", rl_reward="binary", scale_rewards="none",
+                      entropy_coef=0.01, clip_eps_high=0.28, lora=LoraConfig(r=8, alpha=16))
+    sampling = Sampling(0.8, 0.95, 16)
+    metrics, _ = Learner(cfg, tiny_model_path, tmp_path / "train", sampling=sampling).train_round(
+        tiny_rollouts + failing_group)
+    assert metrics["ppo/zero_signal_groups"] == 1 and metrics["ppo/rollouts"] == 8  # the all-failing group dropped
+    assert metrics["ppo/rl_reward_mean"] == pytest.approx(4 / 12) and metrics["ppo/reward_mean"] != 4 / 12
+    # recomputed: the first step's ratio is exactly 1 (same forward), and the engine gap is still reported
+    assert metrics["ppo/ratio_first"] == pytest.approx(1.0, abs=1e-5)
+    assert 0 < metrics["ppo/engine_logp_gap"] < 0.05
+    assert metrics["ppo/loss_last"] < metrics["ppo/loss_first"]
+
+
+def test_separate_critic_has_its_own_parameters_and_carries_over(ray_cluster, tiny_rollouts, tiny_model_path,
+                                                                 tmp_path):
+    cfg = TrainConfig(algorithm="ppo", critic=True, critic_model="separate", value_clip=0.0, learning_rate=3e-3,
+                      epochs=4, batch_size=4, lora=LoraConfig(r=8, alpha=16))
+    learner = Learner(cfg, tiny_model_path, tmp_path / "train", sampling=Sampling(0.8, 0.95, 16))
+    first, _ = learner.train_round(tiny_rollouts)
+    trunk = torch.load(learner.last_checkpoint / "critic_trunk.pt")
+    assert trunk and all("lora_" in k for k in trunk)  # the critic's own adapter, apart from the policy's
+    assert any(float(v.abs().sum()) > 0 for k, v in trunk.items() if "lora_B" in k)  # and it trained
+    second, _ = learner.train_round(tiny_rollouts)
+    assert second["ppo/value_loss"] < first["ppo/value_loss"]  # the critic continued where it was
