@@ -6,7 +6,6 @@ The engines here serve fp32: oneDNN repacks fp32 weights into its own layout on 
 reloaded engine keep the first weights' output head (bf16 weights are repacked only on CPUs with bf16 matrix units,
 which this machine lacks)."""
 
-import json
 import shutil
 
 import pytest
@@ -17,7 +16,8 @@ from actors.generator import create_generator
 from codealign.chat import prompt_token_ids
 from codealign.config import GeneratorConfig, LoraConfig, ModelConfig, TrainConfig
 from codealign.records import PreferencePair
-from codealign.weights import load_for_generators, to_numpy
+from codealign.weights import load_for_generators
+from pipeline.serving import load_adapter
 from trainers.learner import Learner
 from trainers.modeling import ADAPTER_DIR
 from trainers.probe import trained_logprobs
@@ -71,9 +71,8 @@ def test_served_policy_equals_a_fresh_engine_and_the_learner(ray_cluster, tiny_m
 
         # LoRA, served unmerged on the engine as started
         lora_dir, lora_merged = rounds["lora"]
-        adapter = load_file(str(lora_dir / ADAPTER_DIR / "adapter_model.safetensors"))
-        config = json.loads((lora_dir / ADAPTER_DIR / "adapter_config.json").read_text())
-        ray_cluster.get(engine.update_lora.remote(to_numpy(adapter), config, 1))
+        adapter, config = load_adapter(lora_dir / ADAPTER_DIR)  # what the loop sends with generator.enable_lora
+        ray_cluster.get(engine.update_lora.remote(adapter, config, 1))
         lora_fresh = ray_cluster.get(engine.score.remote(seqs, lens))
         lora_trained = trained_logprobs(tiny_model_path, lora_dir, seqs, lens)
         assert gap(lora_trained, base) > 0.05  # the round moved the probe: the comparisons below can fail
@@ -91,7 +90,7 @@ def test_served_policy_equals_a_fresh_engine_and_the_learner(ray_cluster, tiny_m
         ray_cluster.get(engine.update_weights.remote(load_for_generators(lora_merged), 3))
         assert gap(ray_cluster.get(engine.score.remote(seqs, lens)), lora_trained) < 1e-2
         ray_cluster.get(engine.update_weights.remote(load_for_generators(f"{tiny_model_path}/model.safetensors"), 4))
-        ray_cluster.get(engine.update_lora.remote(to_numpy(adapter), config, 5))
+        ray_cluster.get(engine.update_lora.remote(adapter, config, 5))
         assert gap(ray_cluster.get(engine.score.remote(seqs, lens)), lora_fresh) < 1e-5
 
         # a fresh engine started on the full round's weights
