@@ -42,11 +42,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
             return 0
-        from codealign.models import resolve_model_path
+        from codealign.model_source import check_lora_targets, resolve_model
         from exercises.loaders import MBPP_FILE, require_data_file
 
         require_data_file(cfg.resolved_data_dir(), MBPP_FILE)
-        resolve_model_path(cfg.model.path)
+        model_dir = resolve_model(cfg.model.path)  # a hub name is downloaded here, once, or refused
+        check_lora_targets(model_dir, list(cfg.train.lora.target_modules), cfg.train.lora.enabled)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from actors.engine_fixes import repack_output_heads
 from codealign.chat import prompt_token_ids
 from codealign.config import GeneratorConfig, ModelConfig
 from codealign.records import Completion, GenerationRequest
@@ -119,6 +120,29 @@ class Generator:
             role=self.role,
         )
 
+    def score(self, sequences: list[list[int]], prompt_lens: list[int]) -> list[list[float]]:
+        """The served policy's log-prob of each token of each sequence after its first `prompt_len` tokens,
+        teacher-forced (temperature 1, no sampling): what the learner's forward computes on the same tokens, so the
+        two can be compared (pipeline/serving.py)."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0)
+        prompts = [{"prompt_token_ids": list(seq)} for seq in sequences]
+        if self.lora_enabled:
+            # vLLM-CPU 0.32's LoRA logits path indexes prompt-logprob rows by request, so several requests in one
+            # batch crash it (einsum size mismatch); one sequence per call keeps the mapping right.
+            outputs = [self.llm.generate([p], params, use_tqdm=False, lora_request=self.lora_request)[0]
+                       for p in prompts]
+        else:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        scores = []
+        for seq, start, out in zip(sequences, prompt_lens, outputs):
+            if not 1 <= start < len(seq):
+                raise ValueError(f"prompt_len {start} leaves no token to score in a sequence of {len(seq)}")
+            # prompt_logprobs[i] is the distribution of token i given tokens < i (None for the first)
+            scores.append([float(out.prompt_logprobs[i][seq[i]].logprob) for i in range(start, len(seq))])
+        return scores
+
     def _error(self, req: GenerationRequest, reason: str) -> Completion:
         return Completion(req.request_id, "", [], [], "error", self.policy_version, self.role, error=reason)
 
@@ -154,6 +178,8 @@ class Generator:
         named = list(to_torch(weights))
         self._check_weights(named)
         self.llm.collective_rpc(lambda worker: worker.reload_weights(weights_iterator=iter(named)))
+        # a tied output head is not in the update: rebuild its packed CPU kernel from the new embeddings
+        self.llm.collective_rpc(repack_output_heads)
         # Cached KV blocks were computed by the old weights; a full update replaces any adapter too.
         self.llm.reset_prefix_cache()
         if self.lora_request is not None:
@@ -161,7 +187,6 @@ class Generator:
             self.lora_request = None
         self.policy_version = version
         return {"policy_version": version, "seconds": time.monotonic() - start}
-
 
     def update_lora(self, adapter: dict[str, np.ndarray], adapter_config: dict, version: int) -> dict:
         """Hot-load a LoRA adapter and serve it as `version`. A fresh adapter name and id per version: reusing

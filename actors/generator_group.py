@@ -103,6 +103,14 @@ class GeneratorGroup:
         self.policy_version = version
         return results
 
+    def score(self, sequences: list[list[int]], prompt_lens: list[int]) -> list[list[float]]:
+        """Teacher-forced log-probs from one replica (they all serve the same version)."""
+        try:
+            return ray.get(self.replicas[0].score.remote(sequences, prompt_lens))
+        except LOST:
+            self._bring_back(0)
+            return ray.get(self.replicas[0].score.remote(sequences, prompt_lens))
+
     def shutdown(self) -> None:
         for r in self.replicas:
             ray.kill(r)

@@ -70,6 +70,8 @@ class GeneratorConfig:
     max_restarts: int = 3  # a crashed engine is restarted with the latest weights
     enable_lora: bool = False  # serve LoRA adapters hot-loaded per version instead of merged full weights
     max_lora_rank: int = 64
+    # probe sequences scored by the engine and by the trained policy after every round (serve/* metrics); 0: off
+    fidelity_probes: int = 4
 
 
 @dataclass
@@ -182,6 +184,7 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warm-up over the run's first optimizer steps (counted across rounds)
     lr_schedule: str = "constant"  # after warm-up, within each round: constant, linear or cosine decay to 0
     carry_optimizer: bool = True  # AdamW's moments continue from the previous round
+    num_to_keep: int = 0  # round checkpoints kept on storage (the newest); 0 keeps every round's
 
 
 @dataclass
@@ -237,6 +240,11 @@ class RunConfig:
             raise ConfigError("train.sft.fim_tokens: needs exactly three tokens (prefix, suffix, middle)")
         if t.loss_guard.spike and t.loss_guard.malformed and t.loss_guard.spike >= t.loss_guard.malformed:
             raise ConfigError("train.loss_guard.spike: must be below train.loss_guard.malformed")
+        if self.generator.enable_lora and t.lora.enabled and t.lora.r > self.generator.max_lora_rank:
+            raise ConfigError(f"generator.max_lora_rank: {self.generator.max_lora_rank} is below train.lora.r "
+                              f"({t.lora.r}); the engine could not load the adapter it is sent")
+        if t.num_to_keep < 0:
+            raise ConfigError("train.num_to_keep: must be >= 0 (0 keeps every round's checkpoint)")
         if self.loop.samples_per_exercise < 2:
             raise ConfigError("loop.samples_per_exercise: needs at least 2 samples to form preference pairs")
         for name in ("iterations", "exercises_per_iteration"):

@@ -18,14 +18,15 @@ from actors.executor import ExecutorPool
 from actors.generator_group import GeneratorGroup
 from actors.replay_buffer import ReplayBuffer
 from codealign.config import RunConfig
+from codealign.model_source import resolve_model
 from codealign.models import resolve_model_path
 from codealign.records import Completion, Exercise, Experience, GenerationRequest, SftExample
-from codealign.weights import load_for_generators
 from evaluation.passk import evaluate
 from exercises.extract import as_answer, extract_code
 from exercises.loaders import load_mbpp
 from pipeline.preferences import build_pairs, references_to_check
 from pipeline.report import RunDir
+from pipeline.serving import ServingProbe, send_policy
 from sandbox import Verdict
 from trainers.learner import Learner
 from trainers.scoring import Sampling
@@ -87,7 +88,8 @@ def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
     buffer = ReplayBuffer.remote()
     teacher = resolve_model_path(cfg.train.distill.teacher) if cfg.train.distill.teacher else ""
     sampling = Sampling(cfg.loop.temperature, cfg.loop.top_p, cfg.generator.max_tokens)  # what PPO's rollouts used
-    learner = Learner(cfg.train, model_path, run_dir.path / "train", teacher_path=teacher, sampling=sampling)
+    learner = Learner(cfg.train, model_path, run_dir.path / "train", teacher_path=teacher, sampling=sampling,
+                      served_dtype=cfg.model.dtype)
     return System(generator, executors, buffer, learner)
 
 
@@ -176,7 +178,7 @@ def run(cfg: RunConfig) -> RunResult:
     data_dir = cfg.resolved_data_dir()
     eval_set = load_mbpp(data_dir, cfg.data.eval_ids)[: cfg.data.eval_size]
     train_set = load_mbpp(data_dir, cfg.data.train_ids)
-    model_path = resolve_model_path(cfg.model.path)
+    model_path = resolve_model(cfg.model.path)  # embedded, local (.safetensors or .bin) or downloaded once
     run_dir = RunDir.create(cfg)
     stages = Stages()
     init_ray(cfg)
@@ -190,6 +192,9 @@ def run(cfg: RunConfig) -> RunResult:
 
         corpus = load_corpus(cfg.train.sft)  # continued pre-training: the whole corpus, every round
 
+    probe = ServingProbe.build(train_set, model_path, cfg.generator.fidelity_probes)
+    if probe is not None:
+        probe.record_base(system.generator)
     before = run_eval(system, cfg, eval_set, "before", stages, run_dir)
     print(f"pass@1 before: {before:.3f} on {len(eval_set)} MBPP test exercises", flush=True)
     version = 0
@@ -207,8 +212,10 @@ def run(cfg: RunConfig) -> RunResult:
                 train_metrics, weights_path = system.learner.train_round(data)
             with iter_stages.time("sync"):
                 version += 1
-                system.generator.update_weights(load_for_generators(weights_path), version)
+                metrics["served_as"] = send_policy(system.generator, cfg, weights_path.parent, version)
             metrics.update(train_metrics)
+            if probe is not None:  # served-versus-trained fidelity of this round (pipeline/serving.py)
+                metrics.update(probe.measure(system.generator, weights_path.parent))
         metrics["new_policy_version"] = version
         metrics["seconds"] = dict(iter_stages.seconds)
         for name, secs in iter_stages.seconds.items():

@@ -60,17 +60,23 @@ def fit_with_progress(trainer, progress, desc: str):
 
 class Learner:
     def __init__(self, cfg: TrainConfig, model_path: str, storage_dir: Path, teacher_path: str = "",
-                 sampling: Sampling | None = None):
+                 sampling: Sampling | None = None, served_dtype: str = "bfloat16"):
         if cfg.algorithm not in TRAIN_LOOPS:
             raise ValueError(f"train.algorithm: unknown algorithm {cfg.algorithm!r}; choose from {list(TRAIN_LOOPS)}")
         self.cfg = cfg
         self.model_path = model_path
         self.storage_dir = Path(storage_dir).resolve()
         self.last_checkpoint: Path | None = None
+        self.round_dirs: list[Path] = []  # storage of the rounds that succeeded, oldest first (train.num_to_keep)
         self.rounds = 0
         self.teacher_path = teacher_path  # logit distillation's teacher (resolved by the caller)
         # how the generators sample the rollouts: PPO scores tokens under that same distribution
         self.sampling = sampling or Sampling()
+        # the merged weights are written in the generators' dtype: fp32 serving keeps updates bf16 would round away
+        self.served_dtype = served_dtype if served_dtype in ("float32", "float16") else "bfloat16"
+        from codealign.model_source import check_lora_targets
+
+        check_lora_targets(model_path, list(cfg.lora.target_modules), cfg.lora.enabled)
         if cfg.algorithm == "distill" and cfg.distill.mode == "logit" and not teacher_path:
             raise ValueError("train.distill: logit distillation needs a teacher model (train.distill.teacher)")
 
@@ -80,6 +86,20 @@ class Learner:
         if self.last_checkpoint is None or not (self.last_checkpoint / ADAPTER_DIR).is_dir():
             return None
         return str(self.last_checkpoint / ADAPTER_DIR)
+
+    def _prune(self) -> None:
+        """Keep the newest `num_to_keep` successful rounds' storage (the last one always: the next round and the
+        generators read it); failed rounds' directories go too, as they hold no checkpoint anyone reads."""
+        import shutil
+
+        keep = self.cfg.num_to_keep
+        if not keep:
+            return
+        kept = set(self.round_dirs[-keep:])
+        for directory in sorted(self.storage_dir.glob("round_*")):
+            if directory.is_dir() and directory not in kept:
+                shutil.rmtree(directory, ignore_errors=True)
+        self.round_dirs = self.round_dirs[-keep:]
 
     def train_loop(self):
         if self.cfg.algorithm == "distill" and self.cfg.distill.mode == "sequence":
@@ -109,6 +129,7 @@ class Learner:
                 "progress": progress,
                 "teacher_path": self.teacher_path,
                 "sampling": self.sampling,
+                "served_dtype": self.served_dtype,
             },
             scaling_config=ScalingConfig(
                 num_workers=self.cfg.num_workers,
@@ -129,5 +150,7 @@ class Learner:
             raise TrainingFailed(f"learner round {self.rounds} reported no checkpoint")
         ckpt = Path(result.checkpoint.path)
         self.last_checkpoint = ckpt
+        self.round_dirs.append(self.storage_dir / f"round_{self.rounds:03d}")
+        self._prune()
         metrics = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
         return metrics, ckpt / MERGED_FILE

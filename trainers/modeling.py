@@ -118,6 +118,10 @@ def merged_state_dict(model, dtype: torch.dtype = torch.bfloat16,
         base_weights = {n.replace(".base_layer.", "."): t.detach() for n, t in base.state_dict().items()
                         if "lora_" not in n}
     deltas = lora_deltas(model)
+    unmatched = sorted(set(deltas) - set(base_weights))
+    if unmatched:  # skipping one would publish weights without part of the trained update
+        raise ValueError(f"LoRA deltas {unmatched[:3]} ({len(unmatched)} in all) match no tensor of the base "
+                         f"checkpoint (it names tensors like {sorted(base_weights)[:2]}); refusing to merge")
     out = {}
     for name, tensor in base_weights.items():
         value = tensor.float() + deltas[name].to(tensor.device) if name in deltas else tensor
@@ -128,15 +132,18 @@ def merged_state_dict(model, dtype: torch.dtype = torch.bfloat16,
 
 
 def checkpoint_weights(model_path: str) -> dict[str, torch.Tensor]:
-    """The unquantized tensors of a local safetensors checkpoint."""
+    """The unquantized tensors of a local checkpoint, safetensors or PyTorch `.bin` files."""
     from safetensors.torch import load_file
 
-    files = sorted(Path(model_path).glob("*.safetensors"))
+    from codealign.model_source import weight_files
+
+    files = weight_files(model_path)
     if not files:
-        raise FileNotFoundError(f"{model_path}: no safetensors files to merge the adapter into")
+        raise FileNotFoundError(f"{model_path}: no *.safetensors or *.bin files to merge the adapter into")
     out = {}
     for f in files:
-        out.update(load_file(str(f)))
+        out.update(load_file(str(f)) if f.suffix == ".safetensors" else torch.load(f, map_location="cpu",
+                                                                                    weights_only=True))
     return out
 
 

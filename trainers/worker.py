@@ -65,7 +65,8 @@ def report_round(model, metrics: dict, rank: int, config: dict, extra: dict | No
     def write(directory: Path) -> None:
         # a quantized base is folded from the checkpoint's own weights, not from its NF4 copy
         base = checkpoint_weights(config["model_path"]) if cfg.quantization != "none" else None
-        save_for_generators(policy, directory, base_weights=base)
+        served = getattr(torch, config.get("served_dtype") or "bfloat16")  # what the generators load
+        save_for_generators(policy, directory, dtype=served, base_weights=base)
         files = dict(extra or {})
         if not hasattr(policy, "peft_config"):
             files[FULL_WEIGHTS_FILE] = trainable_state(policy)
