@@ -129,7 +129,7 @@ def run_benchmark(args) -> int:
         raise UsageError("--benchmark is required (or --compare A B, or --perplexity DIR)")
     if args.n < 1:
         raise UsageError(f"--n: must be >= 1, got {args.n}")
-    ks = parse_ks(args.k, args.n)
+    ks = parse_ks(args.k, 10**9 if args.samples else args.n)  # a sample file: the ks its tasks have enough for
     if args.rerank != "none" and (args.n < 2 or args.temperature <= 0):
         raise UsageError("--rerank needs several different samples: --n >= 2 and --temperature > 0")
     tasks = load_benchmark(args.benchmark, data_dir(args), args.limit)
