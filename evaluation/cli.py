@@ -153,58 +153,77 @@ def run_benchmark(args) -> int:
     return 0
 
 
+class EvalSession:
+    """One generator and one executor pool for a model, reused across benchmarks (an engine start costs tens of
+    seconds on CPU). Starts Ray locally when it is not running, and stops what it started."""
+
+    def __init__(self, model: str, max_tokens: int = 384, max_model_len: int = 2048, executors: int = 2,
+                 timeout: float = 10.0, seed: int = 0):
+        import ray
+
+        from actors.executor import ExecutorPool
+        from actors.generator_group import GeneratorGroup
+        from evaluation.model_source import resolve_eval_model
+        from sandbox import RewardTable
+
+        self.model, self.max_tokens, self.seed = model, max_tokens, seed
+        model_path = resolve_eval_model(model)
+        self.started_ray = not ray.is_initialized()
+        if self.started_ray:
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+        self.gen = GeneratorGroup(model_path, ModelConfig(max_model_len=max_model_len),
+                                  GeneratorConfig(kv_cache_gib=2, max_tokens=max_tokens, seed=seed), max_restarts=1)
+        self.pool = ExecutorPool(ExecutorConfig(num_actors=executors, timeout_s=timeout), RewardTable())
+
+    def __enter__(self) -> EvalSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import ray
+
+        self.pool.shutdown()
+        self.gen.shutdown()
+        if self.started_ray:
+            ray.shutdown()
+
+    def evaluate(self, tasks, fmt: PromptFormat, n: int = 1, temperature: float = 0.0, ks=(1,),
+                 top_p: float = 0.95) -> BenchmarkResult:
+        completions = generate_completions(self.gen.generate, tasks, fmt, n, temperature, self.max_tokens,
+                                           self.seed, top_p if temperature > 0 else 1.0)
+        return score(tasks, completions, fmt, self.pool.run, ks)
+
+
 def evaluate_model(args, tasks, ks, name: str, start: float) -> tuple[dict, BenchmarkResult]:
-    import ray
-
-    from actors.executor import ExecutorPool
-    from actors.generator_group import GeneratorGroup
-    from evaluation.model_source import resolve_eval_model
-    from sandbox import RewardTable
-
-    model_path = resolve_eval_model(args.model)
     fmt = PromptFormat(args.prompt)
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
-    gen = GeneratorGroup(model_path, ModelConfig(max_model_len=args.max_model_len),
-                         GeneratorConfig(kv_cache_gib=2, max_tokens=args.max_tokens, seed=args.seed), max_restarts=1)
-    pool = ExecutorPool(ExecutorConfig(num_actors=args.executors, timeout_s=args.timeout), RewardTable())
-    try:
-        top_p = args.top_p if args.temperature > 0 else 1.0
-        completions = generate_completions(gen.generate, tasks, fmt, args.n, args.temperature, args.max_tokens,
-                                           args.seed, top_p)
-        result = score(tasks, completions, fmt, pool.run, ks)
+    with EvalSession(args.model, args.max_tokens, args.max_model_len, args.executors, args.timeout,
+                     args.seed) as session:
+        result = session.evaluate(tasks, fmt, args.n, args.temperature, ks, args.top_p)
         extra: dict = {"prompt": args.prompt, "temperature": args.temperature}
         if args.rerank != "none":
-            extra.update(rerank_extra(args, tasks, fmt, result, gen.generate, pool.run))
+            extra.update(rerank_extra(session, args.rerank, args.tests, tasks, fmt, result))
         summary = result.summary(name, args.model, time.monotonic() - start, **extra)
-    finally:
-        pool.shutdown()
-        gen.shutdown()
-        if started_ray:
-            ray.shutdown()
     return summary, result
 
 
-def rerank_extra(args, tasks, fmt: PromptFormat, sampled: BenchmarkResult, generate, execute) -> dict:
+def rerank_extra(session: EvalSession, method: str, n_tests: int, tasks, fmt: PromptFormat,
+                 sampled: BenchmarkResult, greedy: BenchmarkResult | None = None) -> dict:
     """Greedy pass@1 and the reranked pass@1 beside the sampled pass@1; the picks go into each task's row."""
     from evaluation.rerank import generate_tests, rerank
 
-    greedy = score(tasks, generate_completions(generate, tasks, fmt, 1, 0.0, args.max_tokens, args.seed),
-                   fmt, execute, (1,))
+    greedy = greedy or session.evaluate(tasks, fmt, 1, 0.0, (1,))
     solutions = [[c["code"] for c in row["completions"]] for row in sampled.rows]
-    tests = generate_tests(generate, tasks, solutions, args.tests, samples=4, temperature=0.8,
-                           max_tokens=args.max_tokens, seed=args.seed)
+    tests = generate_tests(session.gen.generate, tasks, solutions, n_tests, samples=4, temperature=0.8,
+                           max_tokens=session.max_tokens, seed=session.seed)
     programs = [[c["program"] for c in row["completions"]] for row in sampled.rows]
-    picks = rerank(args.rerank, tasks, programs, tests, execute)
+    picks = rerank(method, tasks, programs, tests, session.pool.run)
     hits = 0
     for row, g, pick, ts in zip(sampled.rows, greedy.rows, picks, tests):
         ok = row["completions"][pick.index]["verdict"] == "passed"
         hits += ok
-        row["rerank"] = {"method": args.rerank, "pick": pick.index, "passed": ok, "score": pick.score,
+        row["rerank"] = {"method": method, "pick": pick.index, "passed": ok, "score": pick.score,
                          "group": pick.group, "groups": pick.groups, "generated_tests": ts}
         row["greedy"] = g["completions"][0]
     return {"greedy_pass@1": greedy.pass_at[1], "sampled_pass@1": sampled.pass_at[1],
-            f"{args.rerank}_pass@1": hits / max(1, len(tasks)), "rerank": args.rerank,
+            f"{method}_pass@1": hits / max(1, len(tasks)), "rerank": method,
             "tests_per_task": sum(len(t) for t in tests) / max(1, len(tests))}
