@@ -68,6 +68,9 @@ class LoopEvaluator:
             result = self._run(label, name, tasks)
             print(f"pass@1 {label}: {result.pass_at[1]:.3f} on {len(tasks)} {name} tasks "
                   f"(95% CI {result.ci95[0]:.3f}-{result.ci95[1]:.3f})", flush=True)
+        if label == "after":
+            for name, cmp in self.comparisons().items():
+                print(f"{name}: {cmp.sentence('before', 'after')}", flush=True)
         first = self.results[label][self.primary]
         with (self.run_dir / f"eval_{label}.jsonl").open("w") as fh:
             for row in first.rows:
