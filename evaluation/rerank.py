@@ -171,7 +171,9 @@ def rerank(method: str, tasks: Sequence[Exercise], programs: Sequence[Sequence[s
             check = fingerprint_tests(name, inputs) if inputs else ""
             jobs += [(p, check) for p in progs] if inputs else []
             shape.append((len(progs), 1 if inputs else 0))
-    results = execute(jobs)
+    unique = list(dict.fromkeys(jobs))  # equal samples (common at low temperature) run once
+    by_job = dict(zip(unique, execute(unique)))
+    results = [by_job[job] for job in jobs]
     picks, at = [], 0
     for n_progs, n_tests in shape:
         block = results[at: at + n_progs * n_tests]
