@@ -39,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--timeout", type=float, default=10.0, help="sandbox wall time per program, seconds")
     p.add_argument("--executors", type=int, default=2, help="executor actors")
+    p.add_argument("--kv-cache-gib", type=int, default=1, help="vLLM KV cache (CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default="", help="benchmark data (default $CODEALIGN_DATA)")
     p.add_argument("--samples", default="",
@@ -158,7 +159,7 @@ class EvalSession:
     seconds on CPU). Starts Ray locally when it is not running, and stops what it started."""
 
     def __init__(self, model: str, max_tokens: int = 384, max_model_len: int = 2048, executors: int = 2,
-                 timeout: float = 10.0, seed: int = 0):
+                 timeout: float = 10.0, seed: int = 0, kv_cache_gib: int = 1):
         import ray
 
         from actors.executor import ExecutorPool
@@ -173,7 +174,8 @@ class EvalSession:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
         self.gen = GeneratorGroup(model_path, ModelConfig(max_model_len=max_model_len),
-                                  GeneratorConfig(kv_cache_gib=2, max_tokens=max_tokens, seed=seed), max_restarts=1)
+                                  GeneratorConfig(kv_cache_gib=kv_cache_gib, max_tokens=max_tokens, seed=seed),
+                                  max_restarts=1)
         self.pool = ExecutorPool(ExecutorConfig(num_actors=executors, timeout_s=timeout), RewardTable())
 
     def __enter__(self) -> EvalSession:
@@ -197,7 +199,7 @@ class EvalSession:
 def evaluate_model(args, tasks, ks, name: str, start: float) -> tuple[dict, BenchmarkResult]:
     fmt = PromptFormat(args.prompt)
     with EvalSession(args.model, args.max_tokens, args.max_model_len, args.executors, args.timeout,
-                     args.seed) as session:
+                     args.seed, args.kv_cache_gib) as session:
         result = session.evaluate(tasks, fmt, args.n, args.temperature, ks, args.top_p)
         extra: dict = {"prompt": args.prompt, "temperature": args.temperature}
         if args.rerank != "none":
