@@ -68,6 +68,11 @@ class Generator:
         if req.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {req.max_tokens}")
         room = self.max_model_len - prompt_len
+        structured = None
+        if req.json_schema is not None:  # vLLM's structured outputs: the answer parses under the schema
+            from vllm.sampling_params import StructuredOutputsParams
+
+            structured = StructuredOutputsParams(json=req.json_schema)
         return SamplingParams(
             n=req.n,
             temperature=req.temperature,
@@ -76,6 +81,7 @@ class Generator:
             stop=req.stop or None,
             seed=req.seed if self.per_request_seeds else None,
             logprobs=0,  # the sampled token's own logprob
+            structured_outputs=structured,
         )
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:

@@ -34,7 +34,8 @@ class FilterOutcome:
         return dict(sorted(Counter(self.dropped.values()).items()))
 
     def report(self) -> dict:
-        return {"kept": [ex.id for ex in self.kept], "dropped": dict(self.dropped), "counts": self.counts(),
+        counts = {**self.counts(), **{f"malformed_{k}": v for k, v in self.generation.get("malformed", {}).items()}}
+        return {"kept": [ex.id for ex in self.kept], "dropped": dict(self.dropped), "counts": counts,
                 "num_kept": len(self.kept), "num_dropped": len(self.dropped), "details": self.details,
                 "generation": self.generation}
 

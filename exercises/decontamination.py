@@ -2,7 +2,8 @@
 and validation (511-600).
 
 Two checks, each naming the benchmark task matched:
-- exact substring: a benchmark prompt, solution or test (whitespace-normalised, at least `min_chars` long) inside
+- exact substring (ignoring whitespace and the kind of quotes, so reformatting does not hide a copy): a
+  benchmark prompt, solution or test assert (at least `min_chars` long) inside
   the exercise's prompt, reference or tests; and an exercise's own assert line inside a benchmark's tests (the
   only check HumanEval+'s 10 MB of inlined inputs get: their n-grams are mostly number lists);
 - n-gram overlap: any word 10-gram shared with a benchmark prompt, solution or test (n-grams common to two
@@ -30,12 +31,18 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
+def _canon(text: str) -> str:
+    """What a copy keeps when it is reformatted (ast.unparse, another formatter): no whitespace, one quote."""
+    return "".join(text.split()).replace("'", '"')
+
+
 @dataclass
 class BenchmarkPiece:
     task: str  # e.g. "HumanEval/0", "mbpp/11"
     field: str  # "prompt", "solution", "test"
     text: str  # whitespace-normalised
-    ngrams: bool = True  # also indexed for n-gram overlap
+    ngrams: bool = True  # indexed for n-gram overlap
+    substring: bool = True  # looked for as a substring
 
 
 @dataclass
@@ -71,7 +78,8 @@ def load_benchmarks(data_dir: str | Path) -> list[BenchmarkPiece]:
             task = f"mbpp/{tid}"
             pieces += [BenchmarkPiece(task, "prompt", _squash(row["text"])),
                        BenchmarkPiece(task, "solution", _squash(row["code"]))]
-            pieces += [BenchmarkPiece(task, "test", _squash(t)) for t in row["test_list"]]
+            pieces += [BenchmarkPiece(task, "test", _squash(t), ngrams=False) for t in row["test_list"]]
+            pieces.append(BenchmarkPiece(task, "tests", _squash("\n".join(row["test_list"])), substring=False))
     return pieces
 
 
@@ -84,12 +92,14 @@ def word_ngrams(text: str, n: int) -> set[tuple[str, ...]]:
 class Decontaminator:
     pieces: list[BenchmarkPiece]
     ngram: int = 10
-    min_chars: int = 24  # shorter benchmark strings (`return x`) would match innocent code
+    min_chars: int = 20  # (without whitespace) shorter benchmark strings would match innocent code
     _index: dict[tuple[str, ...], int] = field(default_factory=dict, init=False)
+    _canon: list[str] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         # An n-gram found in two different benchmark tasks is boilerplate ("write a python function to check
         # whether the given number is"), not a leak of either: only task-specific n-grams are indexed.
+        self._canon = [_canon(p.text) for p in self.pieces]
         shared: set[tuple[str, ...]] = set()
         owner: dict[tuple[str, ...], str] = {}
         for i, piece in enumerate(self.pieces):
@@ -105,15 +115,16 @@ class Decontaminator:
 
     def check(self, ex: Exercise) -> Contamination | None:
         body = _squash(f"{ex.prompt}\n{ex.reference}\n{ex.tests}")
-        for piece in self.pieces:
-            if len(piece.text) >= self.min_chars and piece.text in body:
+        flat = _canon(body)
+        for piece, canon in zip(self.pieces, self._canon):
+            if piece.substring and len(canon) >= self.min_chars and canon in flat:
                 return Contamination(piece.task, piece.field, "substring", piece.text[:120])
-        own_lines = [_squash(line) for line in ex.tests.splitlines()]
+        own_lines = [_canon(line) for line in ex.tests.splitlines()]
         own_lines = [line for line in own_lines if len(line) >= self.min_chars]
-        for piece in self.pieces:
+        for piece, canon in zip(self.pieces, self._canon):
             if piece.field == "test":
                 for line in own_lines:
-                    if line in piece.text:
+                    if line in canon:
                         return Contamination(piece.task, "test", "substring", line[:120])
         for gram in word_ngrams(body, self.ngram):
             if gram in self._index:

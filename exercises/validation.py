@@ -208,8 +208,8 @@ def validate(exercises: Sequence[Exercise], run_jobs: RunJobs, repeats: int = 2,
         passing = [code for code, r in outcomes if r.verdict is Verdict.PASSED]
         if passing:
             chosen[ex.id] = passing[0]
-        else:
-            report.results[ex.id] = Validation("no_candidate_passes", f"none of {len(outcomes)} candidates passed")
+        else:  # say why the oracle's own solution (the first) failed, where that is more than "it failed"
+            report.results[ex.id] = _none_passed(ex, candidates[ex.id][0], outcomes[0][1], len(outcomes))
     pending = [ex for ex in pending if ex.id in chosen]
 
     # The reference against its own tests, `repeats` times, and the hollow stub once.
@@ -233,6 +233,19 @@ def validate(exercises: Sequence[Exercise], run_jobs: RunJobs, repeats: int = 2,
         else:
             report.results[ex.id] = classify_failure(runs[0])
     return report
+
+
+def _none_passed(ex: Exercise, first: str, result: ExecutionResult, tried: int) -> Validation:
+    try:
+        name = returns_nothing(first, ex.tests)
+    except SyntaxError:
+        name = ""
+    if name:
+        return Validation("returns_nothing", f"{name}() never returns a value; the tests compare it")
+    why = classify_failure(result)
+    if why.reason in ("reference_fails_tests", "reference_syntax_error"):
+        return Validation("no_candidate_passes", f"none of {tried} candidates passed; the first: {why.detail}")
+    return why
 
 
 def _safe_stub(reference: str) -> str:
