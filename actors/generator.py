@@ -40,6 +40,8 @@ class Generator:
             seed=cfg.seed,
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
+            # JSON-schema answers without free whitespace: a weak model otherwise pads until max_tokens
+            structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
             **engine_args,
         )
         self.lora_enabled = cfg.enable_lora
