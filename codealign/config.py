@@ -209,6 +209,8 @@ class RunConfig:
                 raise ConfigError(f"loop.{name}: must be >= 0")
         if self.data.eval_size < 0:
             raise ConfigError("data.eval_size: must be >= 0")
+        if self.oracle.exercise_source == "oracle" and self.train.algorithm != "dpo":
+            raise ConfigError("oracle.exercise_source: the oracle's game trains by DPO; set train.algorithm: dpo")
 
     def resolved_data_dir(self) -> Path:
         raw = self.data.data_dir or os.environ.get("CODEALIGN_DATA", "")
@@ -359,6 +361,7 @@ class OracleConfig:
     exercise_source: str = "mbpp"  # "mbpp": MBPP train, its reference the oracle's stand-in; "oracle": the game
     exercises_per_round: int = 4  # new exercises the oracle writes each round
     hardest_as_templates: int = 2  # failed exercises handed back to the oracle as templates for harder ones
+    resume_curriculum: str = ""  # a curriculum.json from an earlier run's directory: continue its game
 
     def __post_init__(self) -> None:
         def refuse(name: str, why: str) -> None:

@@ -167,6 +167,10 @@ class RunResult:
 
 def run(cfg: RunConfig) -> RunResult:
     """The whole local loop: returns what it wrote and the live actors (the caller may keep using them)."""
+    if cfg.oracle.exercise_source == "oracle":  # the oracle's game: generated exercises and a curriculum
+        from pipeline.adversarial import run_adversarial
+
+        return run_adversarial(cfg)
     data_dir = cfg.resolved_data_dir()
     eval_set = load_mbpp(data_dir, cfg.data.eval_ids)[: cfg.data.eval_size]
     train_set = load_mbpp(data_dir, cfg.data.train_ids)
