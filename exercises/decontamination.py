@@ -6,14 +6,17 @@ Two checks, each naming the benchmark task matched:
   benchmark prompt, solution or test assert (at least `min_chars` long) inside
   the exercise's prompt, reference or tests; and an exercise's own assert line inside a benchmark's tests (the
   only check HumanEval+'s 10 MB of inlined inputs get: their n-grams are mostly number lists);
-- n-gram overlap: any word 10-gram shared with a benchmark prompt, solution or test (n-grams common to two
-  benchmark tasks are boilerplate and not counted).
+- n-gram overlap: any word 10-gram shared with a benchmark prompt, solution or test. Not counted: n-grams common
+  to two benchmark tasks (boilerplate) and n-grams with fewer than 4 informative words (number lists, loops,
+  "write a python function to check whether the given").
 """
 
 from __future__ import annotations
 
+import builtins
 import gzip
 import json
+import keyword
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -83,9 +86,23 @@ def load_benchmarks(data_dir: str | Path) -> list[BenchmarkPiece]:
     return pieces
 
 
+# Words that say nothing about which task a text is: English glue, Python keywords and builtins, and the
+# phrasing every MBPP task shares ("write a python function to check whether the given ...").
+_GENERIC = set(keyword.kwlist) | {name.lower() for name in dir(builtins)} | {
+    "the", "and", "that", "this", "with", "from", "into", "are", "its", "can", "all", "each", "has", "have", "not",
+    "any", "one", "two", "write", "python", "function", "given", "find", "check", "whether", "program", "return",
+    "returns", "number", "numbers", "value", "values", "assert", "self", "true", "false", "none", "elif", "else"}
+MIN_INFORMATIVE = 4  # of an n-gram's words; number lists and `for i in range(n)` loops match everywhere
+
+
+def _informative(gram: tuple[str, ...]) -> bool:
+    return sum(len(w) >= 3 and not w.isdigit() and w not in _GENERIC for w in gram) >= MIN_INFORMATIVE
+
+
 def word_ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    """The word n-grams of `text` that could identify a task (enough informative words)."""
     words = _WORD.findall(text.lower())
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+    return {g for g in (tuple(words[i : i + n]) for i in range(len(words) - n + 1)) if _informative(g)}
 
 
 @dataclass
