@@ -188,7 +188,8 @@ def student_prompt(draft: Draft, visible: int) -> str:
 
 def example_text(ex: Exercise, answer_format: str) -> str:
     """An exercise (MBPP train, or a failed one as a template) written the way the oracle is asked to answer."""
-    task = ex.prompt.split("here is your task:", 1)[-1].split("Your code should pass", 1)[0].strip()
+    task = ex.prompt.split("here is your task:", 1)[-1].split("Your code should pass", 1)[0]
+    task = re.sub(r"```.*?```", "", task, flags=re.DOTALL).strip()  # a generated prompt's stub: not the task
     asserts = _assert_lines(ex.tests)[:3]
     if answer_format == "json":
         entry = next((n.name for n in _statements(ex.reference) if isinstance(n, ast.FunctionDef)), "")
