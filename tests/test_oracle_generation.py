@@ -153,3 +153,28 @@ def test_json_format_sends_the_schema_as_response_format(tmp_path, scripted_serv
         "entry_point", "description", "solution", "tests"]
     report = json.loads((out / "report.json").read_text())  # scripted answers are blocks, not JSON: malformed
     assert report["kept"] == [] and report["counts"]["malformed_not_json"] >= 1
+
+
+def test_mbpp_training_prompts_show_one_assert_and_keep_all_tests(data_dir):
+    from exercises.generation import with_visible_tests
+    from exercises.loaders import load_mbpp
+
+    ex = load_mbpp(data_dir, (601, 601))[0]
+    shown = with_visible_tests(ex, 1)
+    assert ex.prompt.count("assert ") == 3 and shown.prompt.count("assert ") == 1
+    assert shown.tests == ex.tests and shown.reference == ex.reference
+
+
+def test_generate_data_refuses_a_used_out_dir_and_a_missing_oracle(tmp_path, capsys):
+    from launch import main
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "prompt": "p", "tests": "assert 1", "reference": "x = 1"}) + "\n")
+    assert main(["generate-data", "--input", str(src), "--out", str(tmp_path / "out")]) == 2
+    assert "not empty" in capsys.readouterr().err and (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {}, "train": {}, "loop": {}}))
+    assert main(["generate-data", "--config", str(cfg), "--out", str(tmp_path / "new")]) == 2
+    assert "oracle.backend" in capsys.readouterr().err and not (tmp_path / "new").exists()
