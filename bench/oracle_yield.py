@@ -1,6 +1,6 @@
 """How many sound exercises a small oracle yields, per prompting recipe.
 
-    python bench/oracle_yield.py [--model embedded:smollm2-135m-instruct] [--requests 24]
+    python bench/oracle_yield.py [--model embedded:smollm2-135m-instruct] [--requests 24] [--recipes a,b]
 
 One vLLM engine in this process, the sandbox in this process. For each recipe: `requests` exercise requests,
 parsed, then validated (the reference, or the first of the oracle's solutions that passes, against the tests,
@@ -30,6 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="embedded:smollm2-135m-instruct")
     ap.add_argument("--requests", type=int, default=24)
+    ap.add_argument("--recipes", default="", help="comma-separated subset of the recipes (default: all)")
     ap.add_argument("--data", default=os.environ.get("CODEALIGN_DATA", "/work/shared/data"))
     args = ap.parse_args()
 
@@ -48,6 +49,8 @@ def main() -> None:
         "blocks_few_shot_keep_1_of_8": replace(base, answer_format="blocks", few_shot=2, solutions_per_exercise=8),
         "harder_variants_keep_1_of_8": replace(base, answer_format="blocks", few_shot=0, solutions_per_exercise=8),
     }
+    if args.recipes:
+        recipes = {k: v for k, v in recipes.items() if k in args.recipes.split(",")}
     results = {}
     with Sandbox(timeout_s=3.0) as box:
         for name, cfg in recipes.items():
