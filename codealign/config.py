@@ -227,6 +227,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    oracle: OracleConfig = field(default_factory=lambda: OracleConfig())  # defined below (appended section)
 
     def validate(self) -> None:
         if self.train.algorithm not in ALGORITHMS:
@@ -269,6 +270,8 @@ class RunConfig:
                 raise ConfigError(f"loop.{name}: must be >= 0")
         if self.data.eval_size < 0:
             raise ConfigError("data.eval_size: must be >= 0")
+        if self.oracle.exercise_source == "oracle" and self.train.algorithm != "dpo":
+            raise ConfigError("oracle.exercise_source: the oracle's game trains by DPO; set train.algorithm: dpo")
         self.validate_objectives()
         self.validate_eval()
 
@@ -446,3 +449,78 @@ def config_to_dict(cfg: RunConfig) -> dict:
         return v
 
     return plain(dataclasses.asdict(cfg))
+
+
+ORACLE_BACKENDS = ("none", "vllm", "remote")
+ORACLE_FORMATS = ("json", "blocks")
+EXERCISE_SOURCES = ("mbpp", "oracle")
+
+
+@dataclass
+class OracleConfig:
+    """The oracle that writes exercises, tests and solutions (`launch.py generate-data`, the adversarial game).
+    Checked when built, so a bad value is refused at config load with the field's dotted path."""
+
+    # "none": no oracle (the MBPP reference stands in); "vllm": a generator actor with role="oracle" serving
+    # `model`; "remote": any OpenAI-compatible endpoint at `base_url` serving `model`.
+    backend: str = "none"
+    model: str = "embedded:smollm2-135m-instruct"
+    base_url: str = ""
+    api_key_env: str = ""  # the name of an environment variable holding the key; never the key itself
+    answer_format: str = "blocks"  # "blocks": code in fenced blocks; "json": one JSON object (code in strings)
+    structured: bool = True  # json: decode under the JSON schema (vLLM structured outputs / response_format)
+    categories: list[str] = field(default_factory=lambda: ["strings", "lists", "math", "dictionaries"])
+    personas: list[str] = field(default_factory=lambda: [
+        "a bank teller", "a biology student", "a game developer", "a librarian", "a logistics planner",
+        "a music teacher", "a nurse", "a shop owner"])
+    subcategories_per_category: int = 2
+    exercises_per_subcategory: int = 2
+    solutions_per_exercise: int = 4  # self-instruct: sample this many solutions, keep the first that passes
+    few_shot: int = 2  # MBPP train exercises shown as examples in the exercise prompt
+    visible_tests: int = 1  # asserts shown to the student; the reward comes from all of them
+    temperature: float = 0.7
+    max_tokens: int = 384
+    # filters
+    validation_repeats: int = 2  # runs of the reference, to catch nondeterministic tests
+    near_dup_threshold: float = 0.7
+    num_perm: int = 256
+    shingle_size: int = 5
+    contamination_ngram: int = 10
+    dedup_against_mbpp_train: bool = True
+    # the adversarial game (launch.py run with exercise_source: oracle)
+    exercise_source: str = "mbpp"  # "mbpp": MBPP train, its reference the oracle's stand-in; "oracle": the game
+    exercises_per_round: int = 4  # new exercises the oracle writes each round
+    hardest_as_templates: int = 2  # failed exercises handed back to the oracle as templates for harder ones
+    resume_curriculum: str = ""  # a curriculum.json from an earlier run's directory: continue its game
+
+    def __post_init__(self) -> None:
+        def refuse(name: str, why: str) -> None:
+            raise ConfigError(f"oracle.{name}: {why}")
+
+        if self.backend not in ORACLE_BACKENDS:
+            refuse("backend", f"unknown {self.backend!r}; choose from {ORACLE_BACKENDS}")
+        if self.backend == "remote" and not self.base_url:
+            refuse("base_url", "the remote backend needs the endpoint's URL (e.g. http://127.0.0.1:8000/v1)")
+        if self.answer_format not in ORACLE_FORMATS:
+            refuse("answer_format", f"unknown {self.answer_format!r}; choose from {ORACLE_FORMATS}")
+        if self.exercise_source not in EXERCISE_SOURCES:
+            refuse("exercise_source", f"unknown {self.exercise_source!r}; choose from {EXERCISE_SOURCES}")
+        if self.exercise_source == "oracle" and self.backend == "none":
+            refuse("backend", "exercise_source: oracle needs an oracle backend (vllm or remote)")
+        if not self.categories:
+            refuse("categories", "needs at least one category")
+        if not self.personas:
+            refuse("personas", "needs at least one persona")
+        for name in ("subcategories_per_category", "exercises_per_subcategory", "solutions_per_exercise",
+                     "validation_repeats", "num_perm", "shingle_size", "contamination_ngram", "max_tokens"):
+            if getattr(self, name) < 1:
+                refuse(name, "must be >= 1")
+        for name in ("few_shot", "exercises_per_round", "hardest_as_templates"):
+            if getattr(self, name) < 0:
+                refuse(name, "must be >= 0")
+        if self.visible_tests not in (1, 2):
+            refuse("visible_tests", "the student sees one or two example asserts")
+        if not 0.0 < self.near_dup_threshold <= 1.0:
+            refuse("near_dup_threshold", "must be in (0, 1]")
+        if self.temperature < 0:
+            refuse("temperature", "must be >= 0")

@@ -30,6 +30,7 @@ class GenerationRequest:
     seed: int | None = None
     chat: bool = True  # apply the tokenizer's chat template
     request_id: str = ""
+    json_schema: dict | None = None  # answer under this JSON schema where the backend can constrain decoding
 
 
 @dataclass

@@ -176,6 +176,10 @@ class RunResult:
 
 def run(cfg: RunConfig) -> RunResult:
     """The whole local loop: returns what it wrote and the live actors (the caller may keep using them)."""
+    if cfg.oracle.exercise_source == "oracle":  # the oracle's game: generated exercises and a curriculum
+        from pipeline.adversarial import run_adversarial
+
+        return run_adversarial(cfg)
     data_dir = cfg.resolved_data_dir()
     train_set = load_mbpp(data_dir, cfg.data.train_ids)
     model_path = resolve_model(cfg.model.path)  # embedded, local (.safetensors or .bin) or downloaded once

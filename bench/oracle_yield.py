@@ -1,0 +1,72 @@
+"""How many sound exercises a small oracle yields, per prompting recipe.
+
+    python bench/oracle_yield.py [--model embedded:smollm2-135m-instruct] [--requests 24] [--recipes a,b]
+
+One vLLM engine in this process, the sandbox in this process. For each recipe: `requests` exercise requests,
+parsed, then validated (the reference, or the first of the oracle's solutions that passes, against the tests,
+twice, plus the stub check). Yield = sound exercises / requests. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from codealign.config import GeneratorConfig, ModelConfig, OracleConfig  # noqa: E402
+from codealign.models import resolve_model_path  # noqa: E402
+from exercises.generation import ExerciseWriter  # noqa: E402
+from exercises.loaders import load_mbpp  # noqa: E402
+from exercises.validation import validate  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    ap.add_argument("--requests", type=int, default=24)
+    ap.add_argument("--recipes", default="", help="comma-separated subset of the recipes (default: all)")
+    ap.add_argument("--data", default=os.environ.get("CODEALIGN_DATA", "/work/shared/data"))
+    args = ap.parse_args()
+
+    from actors.generator import Generator
+    from sandbox import Sandbox
+
+    engine = Generator(resolve_model_path(args.model), ModelConfig(max_model_len=2048), GeneratorConfig())
+    train = load_mbpp(args.data, (601, 974))
+    per_sub = max(1, args.requests // 8)
+    base = OracleConfig(backend="vllm", model=args.model, categories=["strings", "lists", "math", "dictionaries"],
+                        subcategories_per_category=2, exercises_per_subcategory=per_sub, temperature=0.7,
+                        max_tokens=384)
+    recipes = {
+        "json_schema": replace(base, answer_format="json", structured=True, few_shot=0, solutions_per_exercise=1),
+        "blocks_few_shot": replace(base, answer_format="blocks", few_shot=2, solutions_per_exercise=1),
+        "blocks_few_shot_keep_1_of_8": replace(base, answer_format="blocks", few_shot=2, solutions_per_exercise=8),
+        "harder_variants_keep_1_of_8": replace(base, answer_format="blocks", few_shot=0, solutions_per_exercise=8),
+    }
+    if args.recipes:
+        recipes = {k: v for k, v in recipes.items() if k in args.recipes.split(",")}
+    results = {}
+    with Sandbox(timeout_s=3.0) as box:
+        for name, cfg in recipes.items():
+            start = time.monotonic()
+            writer = ExerciseWriter(engine.generate, cfg, train, seed=0, model_name=args.model)
+            templates = train[: args.requests] if name.startswith("harder") else ()
+            gen = writer.write(templates=templates)
+            report = validate(gen.exercises, box.run_many, repeats=2, candidates=gen.candidates)
+            sound = sum(v.ok for v in report.results.values())
+            results[name] = {"requested": gen.requested, "parsed": len(gen.exercises), "sound": sound,
+                             "yield": round(sound / max(1, gen.requested), 3), "malformed": dict(gen.malformed),
+                             "invalid": report.counts(), "seconds": round(time.monotonic() - start, 1)}
+            print(name, json.dumps(results[name]), flush=True)
+    print(json.dumps({"model": args.model, "oracle_yield": {k: v["yield"] for k, v in results.items()},
+                      "recipes": results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""The oracle's game (`launch.py run` with `oracle.exercise_source: oracle`): each round the oracle writes
+exercises (harder variants of the ones the student failed, once there are some), the filters keep the sound
+ones, the student samples the curriculum's picks, and DPO pulls it toward the oracle's sandbox-verified solution
+(chosen) away from its own failing sample (rejected). The curriculum's state is saved each round."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import ray
+
+from codealign.config import RunConfig
+from codealign.models import resolve_model_path
+from codealign.records import Exercise, Experience, PreferencePair
+from exercises.curriculum import STATE_FILE, Curriculum
+from exercises.decontamination import Decontaminator, load_benchmarks
+from exercises.extract import as_answer
+from exercises.generation import Generated, with_visible_tests
+from exercises.loaders import load_mbpp
+from pipeline.loop import RunResult, Stages, build_system, init_ray, iteration_metrics, run_eval, sample_and_judge
+from pipeline.oracle_run import Oracle, filter_generated, writer_for
+from pipeline.report import RunDir
+from sandbox import Verdict
+
+
+def oracle_pairs(exercises: dict[str, Exercise], experiences: list[Experience], max_pairs: int,
+                 per_exercise: int = 2, seed: int = 0) -> list[PreferencePair]:
+    """chosen = the oracle's verified solution, rejected = a distinct failing sample of the student."""
+    rng = random.Random(seed)
+    seen: dict[str, set[str]] = {}
+    pairs = []
+    for e in sorted(experiences, key=lambda e: e.result.reward):  # worst first
+        ex = exercises.get(e.exercise_id)
+        if ex is None or not ex.reference or e.result.verdict is Verdict.PASSED or not e.completion.strip():
+            continue
+        done = seen.setdefault(ex.id, set())
+        if len(done) >= per_exercise or e.completion in done:
+            continue
+        done.add(e.completion)
+        pairs.append(PreferencePair(ex.prompt, as_answer(ex.reference), e.completion,
+                                    f"oracle>{e.result.verdict.value}", ex.id))
+    rng.shuffle(pairs)
+    return pairs[:max_pairs]
+
+
+def merge(a: Generated, b: Generated) -> Generated:
+    a.exercises += b.exercises
+    a.candidates.update(b.candidates)
+    a.provenance.update(b.provenance)
+    a.malformed.update(b.malformed)
+    a.requested += b.requested
+    return a
+
+
+def run_adversarial(cfg: RunConfig) -> RunResult:
+    data_dir = cfg.resolved_data_dir()
+    eval_set = load_mbpp(data_dir, cfg.data.eval_ids)[: cfg.data.eval_size]
+    held = load_mbpp(data_dir, cfg.data.train_ids)
+    decon = Decontaminator(load_benchmarks(data_dir), ngram=cfg.oracle.contamination_ngram)
+    model_path = resolve_model_path(cfg.model.path)
+    run_dir = RunDir.create(cfg)
+    state_path = run_dir.path / STATE_FILE
+    curriculum = Curriculum.load(cfg.oracle.resume_curriculum) if cfg.oracle.resume_curriculum else Curriculum()
+    stages = Stages()
+    init_ray(cfg)
+    with stages.time("startup"):
+        system = build_system(cfg, model_path, run_dir)
+        oracle = Oracle(cfg)
+    writer = writer_for(cfg, oracle)
+    writer.counter = len(curriculum.entries)  # fresh ids after a resume
+    rng = random.Random(cfg.seed + curriculum.round)
+    totals: Counter = Counter()
+    try:
+        before = run_eval(system, cfg, eval_set, "before", stages, run_dir)
+        print(f"pass@1 before: {before:.3f} on {len(eval_set)} MBPP test exercises", flush=True)
+        version = 0
+        first = curriculum.round
+        for it in range(first, first + cfg.loop.iterations):
+            it_stages = Stages()
+            with it_stages.time("oracle"):
+                templates = curriculum.hardest(cfg.oracle.hardest_as_templates)
+                gen = writer.write(round_=it)
+                if templates:
+                    merge(gen, writer.write(round_=it, templates=templates))
+                outcome = filter_generated(gen, cfg, system.executors.run,
+                                           held + [curriculum.exercise(k) for k in curriculum.entries], decon)
+            curriculum.add(outcome.kept, it)
+            counts = {"requested": gen.requested, "parsed": len(gen.exercises),
+                      "malformed": dict(gen.malformed), "dropped": outcome.counts(), "kept": len(outcome.kept),
+                      "harder_variants_of": [t.id for t in templates]}
+            totals.update({"requested": gen.requested, "kept": len(outcome.kept)})
+            batch = curriculum.sample(cfg.loop.exercises_per_iteration, rng)
+            source = "oracle"
+            if not batch:  # the oracle wrote nothing sound yet: MBPP train with one visible assert stands in
+                batch = [with_visible_tests(ex, cfg.oracle.visible_tests)
+                         for ex in rng.sample(held, min(cfg.loop.exercises_per_iteration, len(held)))]
+                source = "mbpp_fallback"
+            experiences = sample_and_judge(system, cfg, batch, version, it_stages, seed=cfg.seed + 1000 * it)
+            rates = curriculum.record(it, experiences) if source == "oracle" else {}
+            by_id = {ex.id: ex for ex in batch}
+            pairs = oracle_pairs(by_id, experiences, cfg.train.max_pairs, seed=cfg.seed + it)
+            metrics = {"iteration": it, "policy_version": version, "exercise_source": source,
+                       "oracle": counts, **iteration_metrics(experiences), "train_items": len(pairs),
+                       "pass_rate_histogram": curriculum.histograms[-1] if rates else {},
+                       "curriculum_size": len(curriculum.entries)}
+            if pairs:
+                with it_stages.time("train"):
+                    train_metrics, weights_path = system.learner.train_round(pairs)
+                with it_stages.time("sync"):
+                    from codealign.weights import load_for_generators
+
+                    version += 1
+                    system.generator.update_weights(load_for_generators(weights_path), version)
+                metrics.update(train_metrics)
+            curriculum.save(state_path)
+            metrics["new_policy_version"] = version
+            metrics["seconds"] = dict(it_stages.seconds)
+            for name, secs in it_stages.seconds.items():
+                stages.seconds[name] = stages.seconds.get(name, 0.0) + secs
+            run_dir.log_metrics(metrics)
+            print(f"round {it}: oracle {counts}; student pass rate {metrics['sample_pass_rate']:.2f} on {len(batch)} "
+                  f"{source} exercises; histogram {metrics['pass_rate_histogram']}; {len(pairs)} pairs; "
+                  f"policy v{version}", flush=True)
+        after = run_eval(system, cfg, eval_set, "after", stages, run_dir)
+        buffer_stats = ray.get(system.buffer.stats.remote())
+        run_dir.finish(before, after, len(eval_set), stages.seconds, buffer_stats, system.learner.adapter_dir,
+                       version)
+    finally:
+        oracle.shutdown()
+    return RunResult(run_dir, system, before, after, version)
+
+
+def state_file(run_dir: str | Path) -> Path:
+    return Path(run_dir) / STATE_FILE

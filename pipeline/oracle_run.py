@@ -1,0 +1,93 @@
+"""The oracle on the cluster: built from the `oracle:` config section (a vLLM generator actor with role="oracle",
+or `RemoteOracle`), writing exercises that the executor actors then validate."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+from tqdm import tqdm
+
+from actors.executor import ExecutorPool
+from codealign.config import RunConfig
+from codealign.records import Completion, Exercise, GenerationRequest
+from exercises.build import FilterOutcome, filter_exercises
+from exercises.decontamination import Decontaminator
+from exercises.generation import ExerciseWriter, Generated
+from exercises.loaders import load_mbpp
+
+CHUNK = 16
+
+
+def init_ray(cfg: RunConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if cfg.ray_address:
+        ray.init(address=cfg.ray_address)
+    else:
+        ray.init(num_cpus=cfg.ray_num_cpus or None, include_dashboard=False, log_to_driver=False)
+
+
+class Oracle:
+    """The configured oracle behind `generate(requests)`, with a progress bar; `shutdown()` ends its actor."""
+
+    def __init__(self, cfg: RunConfig):
+        o = cfg.oracle
+        self.name = o.model
+        self._group = None
+        if o.backend == "remote":
+            from actors.remote_oracle import RemoteOracle, RemoteOracleConfig
+
+            key = os.environ.get(o.api_key_env, "") if o.api_key_env else ""
+            self._backend = RemoteOracle(RemoteOracleConfig(o.base_url, o.model, api_key=key))
+        elif o.backend == "vllm":
+            from actors.generator_group import GeneratorGroup
+            from codealign.models import resolve_model_path
+
+            self._group = GeneratorGroup(resolve_model_path(o.model), replace(cfg.model, path=o.model),
+                                         cfg.generator, role="oracle", replicas=1)
+            self._backend = self._group
+        else:
+            raise ValueError("oracle.backend: none has no oracle to generate with")
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Completion]]:
+        out: list[list[Completion]] = []
+        with tqdm(total=len(requests), desc="oracle", unit="prompt", leave=False) as bar:
+            for i in range(0, len(requests), CHUNK):
+                out += self._backend.generate(requests[i : i + CHUNK])
+                bar.update(min(CHUNK, len(requests) - i))
+        return out
+
+    def shutdown(self) -> None:
+        if self._group is not None:
+            self._group.shutdown()
+
+
+def writer_for(cfg: RunConfig, oracle: Oracle) -> ExerciseWriter:
+    few_shot = load_mbpp(cfg.resolved_data_dir(), cfg.data.train_ids) if cfg.oracle.few_shot else []
+    return ExerciseWriter(oracle.generate, cfg.oracle, few_shot, seed=cfg.seed, model_name=oracle.name)
+
+
+def filter_generated(gen: Generated, cfg: RunConfig, run_jobs, held: list[Exercise],
+                     decon: Decontaminator | None) -> FilterOutcome:
+    outcome = filter_exercises(gen.exercises, run_jobs, cfg.oracle, held, decon, candidates=gen.candidates,
+                               provenance=gen.provenance)
+    outcome.generation = gen.counts()
+    return outcome
+
+
+def generate_and_filter(cfg: RunConfig, held: list[Exercise], decon: Decontaminator) -> FilterOutcome:
+    """`launch.py generate-data --config`: one round of generation, judged by the executor actors."""
+    init_ray(cfg)
+    oracle = Oracle(cfg)
+    pool = ExecutorPool(cfg.executor, cfg.reward)
+    try:
+        gen = writer_for(cfg, oracle).write(round_=0)
+        print(f"oracle: {gen.counts()}", flush=True)
+        return filter_generated(gen, cfg, pool.run, held, decon)
+    finally:
+        pool.shutdown()
+        oracle.shutdown()

@@ -1,0 +1,86 @@
+"""The adversarial curriculum (pass rates, failed-first ordering, difficulty-weighted sampling, resumable state),
+the oracle-chosen preference pairs, and the `oracle:` config section's refusals."""
+
+import random
+
+import pytest
+
+from codealign.config import ConfigError, config_from_dict
+from codealign.records import Exercise, Experience
+from exercises.curriculum import Curriculum
+from pipeline.adversarial import oracle_pairs
+from sandbox import Result, Verdict
+
+
+def exp(ex_id, passed, text="x"):
+    verdict = Verdict.PASSED if passed else Verdict.FAILED
+    return Experience(ex_id, "p", text, "code", Result(verdict, 4.0 if passed else -0.3, 0.0), 0)
+
+
+def exercises(n, verified=True):
+    return [Exercise(f"e{i}", f"prompt {i}", "assert True\n", reference=f"def f{i}(): return {i}\n")
+            for i in range(n)]
+
+
+def test_pass_rates_histogram_and_failed_first(tmp_path):
+    cur = Curriculum()
+    cur.add(exercises(4), 0)
+    cur.add([Exercise("unverified", "p", "assert True\n")], 0, reference_verified=False)
+    rates = cur.record(0, [exp("e0", True), exp("e0", True), exp("e1", True), exp("e1", False),
+                           exp("e2", False), exp("e2", False), exp("e3", True), exp("e3", False),
+                           exp("e3", False), exp("e3", False), exp("unverified", False)])
+    assert rates == {"e0": 1.0, "e1": 0.5, "e2": 0.0, "e3": 0.25, "unverified": 0.0}
+    assert cur.histograms == [{"round": 0, "0": 2, "(0,0.5)": 1, "[0.5,1)": 1, "1": 1}]
+    assert cur.failed() == ["e3", "e1", "e2"]  # partly solved first; rate 0 only with a verified reference
+    assert [e.id for e in cur.hardest(2)] == ["e2", "e3"]
+    path = cur.save(tmp_path / "curriculum.json")
+    again = Curriculum.load(path)
+    assert again.round == 1 and again.failed() == cur.failed() and again.histograms == cur.histograms
+    assert again.exercise("e2").reference == "def f2(): return 2\n"
+
+
+def test_sampling_is_weighted_by_difficulty():
+    cur = Curriculum()
+    cur.add(exercises(2), 0)
+    cur.record(0, [exp("e0", True)] * 4 + [exp("e1", False)] * 4)
+    rng = random.Random(0)
+    firsts = [cur.sample(1, rng)[0].id for _ in range(400)]
+    assert firsts.count("e1") > 0.9 * len(firsts)  # weights 1.05 vs 0.05
+    assert sorted(e.id for e in cur.sample(5, rng)) == ["e0", "e1"]
+
+
+def test_unreadable_state_is_a_clear_error(tmp_path):
+    bad = tmp_path / "curriculum.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="curriculum state .* cannot be read"):
+        Curriculum.load(bad)
+
+
+def test_oracle_pairs_choose_the_oracles_solution_over_failing_samples():
+    ex = exercises(2)
+    by_id = {e.id: e for e in ex}
+    pairs = oracle_pairs(by_id, [exp("e0", True, "good"), exp("e0", False, "bad1"), exp("e0", False, "bad1"),
+                                 exp("e0", False, "bad2"), exp("e0", False, "bad3"), exp("e1", True, "ok")], 10)
+    assert sorted(p.rejected for p in pairs) == ["bad1", "bad2"]  # distinct, at most 2 per exercise
+    assert all(p.chosen == "```python\ndef f0(): return 0\n```" and p.reason == "oracle>failed" for p in pairs)
+
+
+@pytest.mark.parametrize("oracle, field", [
+    ({"backend": "gpt"}, "oracle.backend"),
+    ({"backend": "remote"}, "oracle.base_url"),
+    ({"answer_format": "xml"}, "oracle.answer_format"),
+    ({"exercise_source": "oracle"}, "oracle.backend"),
+    ({"visible_tests": 3}, "oracle.visible_tests"),
+    ({"near_dup_threshold": 0}, "oracle.near_dup_threshold"),
+    ({"categories": []}, "oracle.categories"),
+    ({"bogus": 1}, "oracle.bogus"),
+])
+def test_bad_oracle_settings_are_refused_naming_the_field(oracle, field):
+    with pytest.raises(ConfigError, match=field):
+        config_from_dict({"model": {}, "train": {}, "loop": {}, "oracle": oracle})
+
+
+def test_the_game_needs_dpo():
+    with pytest.raises(ConfigError, match="oracle.exercise_source"):
+        config_from_dict({"model": {}, "train": {"algorithm": "sft"}, "loop": {},
+                          "oracle": {"backend": "vllm", "exercise_source": "oracle"}})
