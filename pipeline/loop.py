@@ -26,6 +26,8 @@ from exercises.extract import as_answer, extract_code
 from exercises.loaders import load_mbpp
 from pipeline.preferences import build_pairs
 from pipeline.report import RunDir
+from pipeline.schedule import plan_rounds
+from pipeline.stream import ledger_config, stream_job
 from sandbox import Verdict
 from trainers.learner import Learner
 
@@ -83,7 +85,7 @@ def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
     generator = GeneratorGroup(model_path, cfg.model, cfg.generator, role="student",
                                replicas=cfg.generator.replicas, max_restarts=cfg.generator.max_restarts)
     executors = ExecutorPool(cfg.executor, cfg.reward)
-    buffer = ReplayBuffer.remote()
+    buffer = ReplayBuffer.remote(ledger=ledger_config(cfg))
     teacher = resolve_model_path(cfg.train.distill.teacher) if cfg.train.distill.teacher else ""
     learner = Learner(cfg.train, model_path, run_dir.path / "train", teacher_path=teacher)
     return System(generator, executors, buffer, learner)
@@ -186,8 +188,13 @@ def run(cfg: RunConfig) -> RunResult:
 
     before = run_eval(system, cfg, eval_set, "before", stages, run_dir)
     print(f"pass@1 before: {before:.3f} on {len(eval_set)} MBPP test exercises", flush=True)
-    version = 0
-    for it in range(cfg.loop.iterations):
+    version, adapter_dir = 0, None
+    if cfg.pipeline.schedule == "stream":  # generation, execution and training overlap (pipeline/stream.py)
+        version, adapter_dir = stream_job(
+            system, cfg, plan_rounds(cfg, train_set, rng), model_path=model_path, run_dir=run_dir, stages=stages,
+            make_data=lambda plan, exps: round_data(system, cfg, plan.exercises, exps, by_id, corpus, plan.round),
+            round_metrics=iteration_metrics)
+    for it in range(cfg.loop.iterations if cfg.pipeline.schedule == "rounds" else 0):
         iter_stages = Stages()
         batch = rng.sample(train_set, min(cfg.loop.exercises_per_iteration, len(train_set)))
         experiences = sample_and_judge(system, cfg, batch, version, iter_stages, seed=cfg.seed + 1000 * it)
@@ -215,5 +222,7 @@ def run(cfg: RunConfig) -> RunResult:
 
     after = run_eval(system, cfg, eval_set, "after", stages, run_dir)
     buffer_stats = ray.get(system.buffer.stats.remote())
-    run_dir.finish(before, after, len(eval_set), stages.seconds, buffer_stats, system.learner.adapter_dir, version)
+    buffer_stats["ledger"] = ray.get(system.buffer.ledger.remote())
+    run_dir.finish(before, after, len(eval_set), stages.seconds, buffer_stats,
+                   adapter_dir or system.learner.adapter_dir, version)
     return RunResult(run_dir, system, before, after, version)
