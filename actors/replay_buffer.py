@@ -201,6 +201,10 @@ class ReplayBuffer:
     def put(self, sid: str, refs: list[ray.ObjectRef], policy_version: int) -> None:
         self.ledger_.put(sid, refs[0], policy_version)
 
+    def put_many(self, samples: list[tuple[str, list[ray.ObjectRef], int]]) -> None:
+        for sid, refs, version in samples:
+            self.ledger_.put(sid, refs[0], version)
+
     def lose(self, sid: str) -> None:
         self.ledger_.lose(sid)
 

@@ -42,17 +42,21 @@ class ExecuteTask:
 
 
 class Rollout:
-    def __init__(self, generator, executors, buffer, samples_per_exercise: int, clock: BusyClock):
+    def __init__(self, generator, executors, buffer, samples_per_exercise: int, clock: BusyClock,
+                 chunk: int = CHUNK):
         self.generator = generator  # GeneratorGroup (or a stand-in with .replicas, .recover)
         self.executors = executors  # ExecutorPool (or a stand-in with .actors)
         self.buffer = buffer
         self.n = samples_per_exercise
         self.clock = clock
+        self.chunk = chunk
         self.plans: dict[int, RoundPlan] = {}
         self.tasks: dict[ray.ObjectRef, GenerateTask | ExecuteTask] = {}
         self._next_executor = 0
         self.produced = 0
         self.failures = {"generator": 0, "executor": 0}
+        self.open: dict[int, int] = {}  # round -> samples neither judged nor lost yet
+        self._arrived: list[tuple[str, list, int]] = []  # judged samples not yet sent to the buffer
 
     # -- submission ----------------------------------------------------------------------------------------------
     def try_start(self, plan: RoundPlan) -> bool:
@@ -60,9 +64,10 @@ class Rollout:
         if not ray.get(self.buffer.admit.remote(plan.round, plan.sample_ids(self.n))):
             return False
         self.plans[plan.round] = plan
+        self.open[plan.round] = len(plan.requests) * self.n
         replicas = len(self.generator.replicas)
-        for start in range(0, len(plan.requests), CHUNK):
-            chunk = list(range(start, min(start + CHUNK, len(plan.requests))))
+        for start in range(0, len(plan.requests), self.chunk):
+            chunk = list(range(start, min(start + self.chunk, len(plan.requests))))
             for r in range(replicas):  # as GeneratorGroup.generate shards a call
                 shard = chunk[r::replicas]
                 if shard:
@@ -86,6 +91,21 @@ class Rollout:
     def pending(self) -> list[ray.ObjectRef]:
         return list(self.tasks)
 
+    def round_done(self, round_: int) -> bool:
+        """Every sample of the round is in the buffer or counted as lost (the driver's own count: no round trip)."""
+        return self.open.get(round_, -1) == 0
+
+    def flush(self) -> None:
+        """Send the judged samples to the buffer in one call (before any later call of this driver: Ray keeps the
+        order of one caller's calls to an actor)."""
+        if self._arrived:
+            self.buffer.put_many.remote(self._arrived)
+            self._arrived = []
+
+    def _lose(self, round_: int, i: int, k: int) -> None:
+        self.buffer.lose.remote(sample_id(round_, i, k))
+        self.open[round_] -= 1
+
     def handle(self, ref: ray.ObjectRef) -> None:
         task = self.tasks.pop(ref)
         if isinstance(task, GenerateTask):
@@ -103,7 +123,7 @@ class Rollout:
             if task.attempts >= MAX_ATTEMPTS:
                 for i in task.indices:
                     for k in range(self.n):
-                        self.buffer.lose.remote(sample_id(task.round, i, k))
+                        self._lose(task.round, i, k)
                 return
             self.generator.recover(task.replica)
             task.attempts += 1
@@ -116,7 +136,7 @@ class Rollout:
         for i in task.indices:  # a request that came back with fewer than n completions (an error): counted
             for k in range(self.n):
                 if (i, k) not in produced:
-                    self.buffer.lose.remote(sample_id(plan.round, i, k))
+                    self._lose(plan.round, i, k)
         actors = len(self.executors.actors)
         for a in range(actors):  # as ExecutorPool.run shards a call
             part = items[a::actors]
@@ -131,7 +151,7 @@ class Rollout:
             self.failures["executor"] += 1
             if task.attempts >= MAX_ATTEMPTS:
                 for i, k, _, _ in task.items:
-                    self.buffer.lose.remote(sample_id(task.round, i, k))
+                    self._lose(task.round, i, k)
                 return
             task.attempts += 1
             task.actor = (task.actor + 1) % len(self.executors.actors)
@@ -142,5 +162,6 @@ class Rollout:
             ex: Exercise = plan.exercises[i]
             sid = sample_id(task.round, i, k)
             exp = Experience(ex.id, ex.prompt, c.text, code, res, c.policy_version, c.token_ids, c.logprobs, sid)
-            self.buffer.put.remote(sid, [ray.put(exp)], c.policy_version)
+            self._arrived.append((sid, [ray.put(exp)], c.policy_version))
+            self.open[task.round] -= 1
             self.produced += 1

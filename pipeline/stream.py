@@ -23,7 +23,7 @@ import ray
 
 from codealign.config import RunConfig
 from codealign.records import Experience
-from pipeline.rollout import Rollout
+from pipeline.rollout import CHUNK, Rollout
 from pipeline.schedule import BusyClock, RoundPlan
 
 WAIT_S = 0.05
@@ -44,14 +44,14 @@ class StreamResult:
 def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buffer, learner,
                make_data: Callable[[RoundPlan, list[Experience]], list], load_weights: Callable[[str], object],
                on_round: Callable[[dict], None] = lambda m: None,
-               round_metrics: Callable = lambda e: {}) -> StreamResult:
+               round_metrics: Callable = lambda e: {}, chunk: int = CHUNK) -> StreamResult:
     """Drive all `plans` through the pipeline; returns the final policy version and what was measured.
 
     `learner`: StreamingLearner / PerRoundLearner (or a stand-in) with submit / poll / close.
     `load_weights(path)`: what the generators are sent for a published version."""
     pipe = cfg.pipeline
     clock = BusyClock()
-    rollout = Rollout(generator, executors, buffer, cfg.loop.samples_per_exercise, clock)
+    rollout = Rollout(generator, executors, buffer, cfg.loop.samples_per_exercise, clock, chunk)
     out = StreamResult(version=0)
     next_admit, next_train = 0, 0  # rounds
     trained = 0  # learner batches trained: the learner's version
@@ -77,22 +77,33 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         out.rounds.append(record)
         on_round(record)
 
+    admission_may_change = True  # the bound moves only when the learner releases a round
+    last_poll = 0.0
     while next_train < len(plans) or waiting:
-        while next_admit < len(plans) and rollout.try_start(plans[next_admit]):
+        while admission_may_change and next_admit < len(plans):
+            if not rollout.try_start(plans[next_admit]):
+                break
             next_admit += 1
+        admission_may_change = False
         refs = rollout.pending()
         if refs:
             done, _ = ray.wait(refs, num_returns=1, timeout=WAIT_S)
+            if done:  # and whatever else has finished meanwhile
+                done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             for ref in done:
                 rollout.handle(ref)
         else:
             time.sleep(WAIT_S / 5)
+        rollout.flush()
         if sync_refs:
             done, sync_refs = ray.wait(sync_refs, num_returns=len(sync_refs), timeout=0)
             if done:
                 clock.end("sync", len(done))
                 ray.get(done)  # a refused update is an error, not a silent stale generator
 
+        if time.monotonic() - last_poll < WAIT_S and not rollout.round_done(next_train):
+            continue
+        last_poll = time.monotonic()
         for report in learner.poll():
             busy_learner = False
             clock.end("train")
@@ -105,6 +116,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
                 sync_refs += new
                 unpublished = False
                 release(info["round"] + 1)
+                admission_may_change = True
             info["record"].update(report["metrics"])
             info["record"]["new_policy_version"] = version
             info["record"]["learner_seconds"] = round(report.get("seconds", 0.0), 3)
@@ -112,7 +124,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
 
         if busy_learner or next_train >= next_admit:
             continue
-        if not ray.get(buffer.round_complete.remote(next_train)):
+        if not rollout.round_done(next_train):
             continue
         plan = plans[next_train]
         batch = ray.get(buffer.take_round.remote(next_train, trained))
@@ -127,12 +139,13 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
             record["new_policy_version"] = version
             if not unpublished:
                 release(plan.round + 1)
+                admission_may_change = True
             log(record)
             continue
         last = next_train == len(plans)
         publish = last or (trained + 1) % pipe.publish_every == 0
         learner.submit(trained, ray.put(data), trained, publish)
-        waiting[trained] = {"round": plan.round, "record": record}
+        waiting[trained + 1] = {"round": plan.round, "record": record}  # reported as the step count after it
         trained += 1
         unpublished = not publish
         busy_learner = True
