@@ -111,3 +111,33 @@ def test_off_policy_loss_corrects_stale_tokens_and_reduces_to_ppo_on_policy():
     assert new.grad is not None and torch.isfinite(new.grad).all()
     tis = off_policy_loss(new, prox, behav, ref, 1.0, 0.2, 0.0, cap=1.1, mode="truncated_is")
     assert torch.isfinite(tis.loss)
+
+
+def test_ppo_batch_trains_stale_samples_with_the_correction_and_reports_it(tiny_model_path, monkeypatch):
+    """The long-lived learner's PPO batch, in-process on the tiny model (outside a Ray Train session, so the
+    resume point, which asks the session for a checkpoint, is a fresh one)."""
+    from transformers import AutoTokenizer
+
+    import trainers.steps as steps
+    from codealign.config import PipelineConfig, TrainConfig
+    from codealign.records import ExecutionResult, Experience
+    from sandbox import Verdict
+    from trainers.modeling import load_policy
+    from trainers.streaming import ppo_batch
+
+    monkeypatch.setattr(steps, "resume_point", lambda model, optimizer: steps.Position())
+    cfg = TrainConfig(algorithm="ppo", batch_size=2, max_length=128)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    torch.manual_seed(0)
+    policy = load_policy(tiny_model_path, cfg)
+    data = [Experience("ex", "Write add.", "x", "x",
+                       ExecutionResult(Verdict.PASSED if i % 2 else Verdict.FAILED, 4.0 if i % 2 else -0.3, 0.0),
+                       i % 2, [5 + i, 7, 9, 11], [-2.0, -1.5, -3.0, -2.5], f"s{i}") for i in range(4)]
+    # trained at version 1: the samples of version 0 are one version stale, those of version 1 are on-policy
+    m = ppo_batch(policy, policy, None, tokenizer, data, cfg, 0, 1, torch.device("cpu"), 1, PipelineConfig())
+    assert m["ppo/stale_fraction"] == 0.5 and m["ppo/rollouts"] == 4
+    assert 0 < m["ppo/iw_mean"] <= m["ppo/iw_max"] and m["ppo/iw_truncated_fraction"] == 0.0
+    assert m["ppo/loss"] == m["ppo/loss"]  # finite, not NaN
+    on_policy = ppo_batch(policy, policy, None, tokenizer, data, cfg, 0, 1, torch.device("cpu"), 0,
+                          PipelineConfig())
+    assert on_policy["ppo/stale_fraction"] == 0.0 and "ppo/iw_mean" not in on_policy

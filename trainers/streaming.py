@@ -139,16 +139,13 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
         if "prox_logps" in b:
             out = off_policy_loss(new, b["prox_logps"], b["old_logps"], ref[i], b["adv"], cfg.clip_eps, cfg.kl_coef,
                                   pipe.importance_cap, pipe.off_policy)
-            extra = {"iw_mean": out.iw_mean.item(), "iw_max": out.iw_max.item(),
-                     "iw_truncated_fraction": out.truncated_fraction.item()}
         else:  # on-policy: today's objective, unchanged
             out = clipped_policy_loss(new, b["old_logps"], ref[i], b["adv"], cfg.clip_eps, cfg.kl_coef)
-            extra = {}
         metrics = {"kl": out.kl.item(), "entropy": entropy.mean().item(), "clip_fraction": out.clip_fraction.item()}
-        return MicroStep(out.loss, {**metrics, **extra}, b["input_ids"].shape[1])
+        return MicroStep(out.loss, metrics, b["input_ids"].shape[1])
 
     params = [p for p in model.parameters() if p.requires_grad]
-    metrics, pos = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank)
+    metrics, _ = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank)
     rewards = [e.result.reward for e in data]
     verdicts = Counter(e.result.verdict.value for e in data)
     stale = [b["staleness"] for b in batches]
@@ -159,10 +156,12 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
         "ppo/no_signal": no_signal,
         **{f"ppo/verdict_{k}": v / max(1, len(data)) for k, v in verdicts.items()},
     })
-    # the importance-weight statistics over the stale samples only (run_steps averages over all micro-batches)
-    iw = pos.history.get("iw_max", [])
-    if iw:
-        metrics["ppo/iw_max"] = max(iw)
+    # behaviour importance weights pi_prox / pi_behav over the stale samples' tokens (fixed before the batch trains)
+    weights = [torch.exp(b["prox_logps"] - b["old_logps"]) for b in batches if "prox_logps" in b]
+    if weights:
+        iw = torch.cat(weights)
+        metrics.update({"ppo/iw_mean": iw.mean().item(), "ppo/iw_max": iw.max().item(),
+                        "ppo/iw_truncated_fraction": (iw > pipe.importance_cap).float().mean().item()})
     return metrics
 
 
