@@ -65,7 +65,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
     def release(rounds: int) -> None:
         nonlocal released
         released = max(released, rounds)
-        ray.get(buffer.advance.remote(released, version))
+        buffer.advance.remote(released, version)  # no wait: this driver's later calls to the buffer come after it
 
     def log(record: dict) -> None:
         nonlocal last_busy
