@@ -97,6 +97,19 @@ class GeneratorGroup:
         self.policy_version = version
         return results
 
+    def start_update(self, weights, version: int) -> list[ray.ObjectRef]:
+        """`update_weights` without waiting: each replica takes the new weights after the requests it already
+        holds (an actor serves one call at a time), so the stream of requests never stops; a replica restarted
+        later is brought to this version too. Returns the replicas' acknowledgements."""
+        ref = weights if isinstance(weights, ray.ObjectRef) else ray.put(weights)
+        self._latest = ("update_weights", (ref, version))
+        self.policy_version = version
+        return [r.update_weights.remote(ref, version) for r in self.replicas]
+
+    def recover(self, i: int) -> None:
+        """Replica i was lost mid-call: wait for Ray to restart it and catch it up (see `generate`)."""
+        self._bring_back(i)
+
     def update_lora(self, adapter, adapter_config: dict, version: int, timeout_s: float | None = None) -> list[dict]:
         ref = adapter if isinstance(adapter, ray.ObjectRef) else ray.put(adapter)
         results = self._broadcast("update_lora", ref, adapter_config, version, timeout_s=timeout_s)

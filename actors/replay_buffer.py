@@ -1,9 +1,18 @@
-"""Experience in Ray's object store, indexed by an actor that holds only ObjectRefs and version tags."""
+"""Experience in Ray's object store, indexed by an actor that holds only ObjectRefs, version tags and a ledger.
+
+Two ways in:
+- `add(refs, version, count)`: whole batches, tagged by version (the round-based interface; `get` reads them back).
+- the pipeline's per-sample interface: `admit` (admission control), `put` (a judged sample enters), `take_round`
+  (the learner's batch), with every sample id in exactly one state of the ledger at all times:
+  in flight -> buffered -> trained | evicted | dropped (stale). produced = trained + evicted + dropped + buffered.
+
+The rules live in `SampleLedger`, plain Python (unit-tested without Ray); `ReplayBuffer` is the actor around it.
+"""
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 
 import ray
 
@@ -15,16 +24,149 @@ class BufferEntry:
     count: int  # records inside the object
 
 
+@dataclass
+class Sample:
+    id: str
+    round: int  # the admission round: the learner batch it was admitted for
+    index: int  # admission order, so a batch comes back in the order it was asked for
+    ref: object = None  # ObjectRef of the Experience (None while in flight)
+    policy_version: int = -1
+    uses: int = 0  # batches it was trained in (reuse > 1 lets a sample serve several)
+    state: str = "in_flight"
+
+
+STATES = ("in_flight", "buffered", "trained", "evicted", "dropped")
+
+
+@dataclass
+class LedgerConfig:
+    """What the buffer admits and keeps (mirrors `codealign.config.PipelineConfig`)."""
+
+    max_staleness: int = 0  # versions the rollout may run ahead of the learner, counting samples in flight
+    reuse: int = 1  # batches a sample may be trained in (1: once)
+    capacity: int = 100_000  # buffered samples kept; beyond it the oldest are evicted
+
+
+@dataclass
+class SampleLedger:
+    cfg: LedgerConfig
+    samples: dict[str, Sample] = field(default_factory=dict)
+    learner_version: int = 0  # the version the generators serve (the last one published)
+    released: int = 0  # learner batches done and published: admission counts rounds against it
+    next_index: int = 0
+    staleness_seen: Counter = field(default_factory=Counter)  # staleness -> samples trained at it
+
+    # -- admission ---------------------------------------------------------------------------------------------
+    def admissible_rounds(self) -> int:
+        """Rounds the rollout may have admitted in total: AReaL's bound, (version + max_staleness + 1) batches,
+        counting everything ever admitted (trained, buffered and still in flight alike)."""
+        return self.released + self.cfg.max_staleness + 1
+
+    def admit(self, round_: int, ids: list[str]) -> bool:
+        """Admit the samples of `round_` if the bound allows it; refuses (False) and admits none otherwise."""
+        if round_ >= self.admissible_rounds():
+            return False
+        for sid in ids:
+            if sid in self.samples:
+                raise ValueError(f"sample id {sid!r} admitted twice")
+            self.samples[sid] = Sample(sid, round_, self.next_index)
+            self.next_index += 1
+        return True
+
+    # -- arrival -----------------------------------------------------------------------------------------------
+    def put(self, sid: str, ref, policy_version: int) -> None:
+        s = self.samples.get(sid)
+        if s is None or s.state != "in_flight":
+            raise ValueError(f"sample {sid!r} was not in flight (state: {s.state if s else 'unknown'})")
+        s.ref, s.policy_version, s.state = ref, policy_version, "buffered"
+        self._evict_over_capacity()
+
+    def lose(self, sid: str) -> None:
+        """A sample that cannot be produced (its generation or execution failed for good) is dropped, counted."""
+        s = self.samples[sid]
+        if s.state == "in_flight":
+            s.state = "dropped"
+
+    def _evict_over_capacity(self) -> None:
+        buffered = sorted((s for s in self.samples.values() if s.state == "buffered"), key=lambda s: s.index)
+        for s in buffered[: max(0, len(buffered) - self.cfg.capacity)]:
+            self._retire(s, "evicted")
+
+    def _retire(self, s: Sample, why: str) -> None:
+        """Leave the buffer: a sample trained at least once counts as trained, whatever retires it."""
+        s.state = "trained" if s.uses else why
+        s.ref = None  # the object store may free it
+
+    # -- the learner's side -----------------------------------------------------------------------------------
+    def round_complete(self, round_: int) -> bool:
+        members = [s for s in self.samples.values() if s.round == round_]
+        return bool(members) and all(s.state != "in_flight" for s in members)
+
+    def take_round(self, round_: int, train_version: int) -> dict:
+        """The batch the learner trains at `train_version` (the batches it has trained so far): the samples
+        admitted for `round_` (in admission order), plus earlier ones kept for reuse within the staleness bound.
+        Samples that are too stale are dropped, not trained. Returns ids, refs, the staleness of each, and what was
+        dropped."""
+        v = train_version
+        fresh = sorted((s for s in self.samples.values() if s.round == round_ and s.state == "buffered"),
+                       key=lambda s: s.index)
+        reused = sorted((s for s in self.samples.values()
+                         if s.round < round_ and s.state == "buffered" and 0 < s.uses < self.cfg.reuse),
+                        key=lambda s: s.index)
+        batch, dropped = [], []
+        for s in fresh + reused:
+            if v - s.policy_version > self.cfg.max_staleness:
+                self._retire(s, "dropped")
+                dropped.append(s.id)
+            else:
+                batch.append(s)
+        out = {"ids": [s.id for s in batch], "refs": [s.ref for s in batch],
+               "staleness": [v - s.policy_version for s in batch], "dropped": dropped,
+               "reused": sum(1 for s in batch if s.round < round_)}
+        for s in batch:
+            s.uses += 1
+            self.staleness_seen[v - s.policy_version] += 1
+            if s.uses >= self.cfg.reuse:
+                self._retire(s, "trained")
+        return out
+
+    def advance(self, released: int, version: int) -> None:
+        """`released` learner batches are done and their weights published (the generators serve `version`):
+        admission moves on, and samples kept for reuse that are now beyond the bound are evicted."""
+        if version < self.learner_version or released < self.released:
+            raise ValueError(f"the learner went back: {released} rounds, version {version}")
+        self.released, self.learner_version = released, version
+        for s in self.samples.values():
+            if s.state == "buffered" and s.uses and version - s.policy_version > self.cfg.max_staleness:
+                self._retire(s, "evicted")
+
+    # -- accounting --------------------------------------------------------------------------------------------
+    def ledger(self) -> dict:
+        by_state = Counter(s.state for s in self.samples.values())
+        counts = {state: by_state.get(state, 0) for state in STATES}
+        produced = sum(counts[s] for s in STATES if s != "in_flight")
+        return {**counts, "produced": produced, "admitted": len(self.samples),
+                "balanced": produced == counts["trained"] + counts["evicted"] + counts["dropped"] + counts["buffered"]
+                and produced + counts["in_flight"] == len(self.samples),
+                "learner_version": self.learner_version, "released_rounds": self.released,
+                "staleness_histogram": dict(sorted(self.staleness_seen.items())),
+                "max_staleness_seen": max(self.staleness_seen, default=0)}
+
+    def states(self) -> dict[str, str]:
+        return {sid: s.state for sid, s in self.samples.items()}
+
+
 @ray.remote(num_cpus=0)
 class ReplayBuffer:
     """Holds references, never the data: the objects stay in the store (and stay alive) while referenced here.
 
     Refs must be passed inside a list; a bare ObjectRef argument would be resolved by Ray before the call."""
 
-    def __init__(self, capacity: int = 100_000):
+    def __init__(self, capacity: int = 100_000, ledger: LedgerConfig | None = None):
         self.capacity = capacity  # in records
         self.entries: deque[BufferEntry] = deque()
         self.size = 0
+        self.ledger_ = SampleLedger(ledger or LedgerConfig(capacity=capacity))
 
     def add(self, refs: list[ray.ObjectRef], policy_version: int, count: int) -> int:
         for ref in refs:
@@ -46,4 +188,37 @@ class ReplayBuffer:
         versions: dict[int, int] = {}
         for e in self.entries:
             versions[e.policy_version] = versions.get(e.policy_version, 0) + e.count
-        return {"records": self.size, "batches": len(self.entries), "by_version": versions}
+        for s in self.ledger_.samples.values():
+            if s.state == "buffered":
+                versions[s.policy_version] = versions.get(s.policy_version, 0) + 1
+        records = self.size + sum(1 for s in self.ledger_.samples.values() if s.state == "buffered")
+        return {"records": records, "batches": len(self.entries), "by_version": versions}
+
+    # the pipeline's per-sample interface (see SampleLedger)
+    def admit(self, round_: int, ids: list[str]) -> bool:
+        return self.ledger_.admit(round_, ids)
+
+    def put(self, sid: str, refs: list[ray.ObjectRef], policy_version: int) -> None:
+        self.ledger_.put(sid, refs[0], policy_version)
+
+    def put_many(self, samples: list[tuple[str, list[ray.ObjectRef], int]]) -> None:
+        for sid, refs, version in samples:
+            self.ledger_.put(sid, refs[0], version)
+
+    def lose(self, sid: str) -> None:
+        self.ledger_.lose(sid)
+
+    def round_complete(self, round_: int) -> bool:
+        return self.ledger_.round_complete(round_)
+
+    def take_round(self, round_: int, train_version: int) -> dict:
+        return self.ledger_.take_round(round_, train_version)
+
+    def advance(self, released: int, version: int) -> None:
+        self.ledger_.advance(released, version)
+
+    def ledger(self) -> dict:
+        return self.ledger_.ledger()
+
+    def states(self) -> dict[str, str]:
+        return self.ledger_.states()

@@ -228,6 +228,7 @@ class RunConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     oracle: OracleConfig = field(default_factory=lambda: OracleConfig())  # defined below (appended section)
+    pipeline: PipelineConfig = field(default_factory=lambda: PipelineConfig())
 
     def validate(self) -> None:
         if self.train.algorithm not in ALGORITHMS:
@@ -274,6 +275,7 @@ class RunConfig:
             raise ConfigError("oracle.exercise_source: the oracle's game trains by DPO; set train.algorithm: dpo")
         self.validate_objectives()
         self.validate_eval()
+        self.pipeline.validate()
 
     def validate_objectives(self) -> None:
         """Enumerated options and cross-field sense, so a bad run fails here and not after Ray and the engines
@@ -350,6 +352,47 @@ class RunConfig:
                 "mbpp.jsonl and HumanEval.jsonl.gz"
             )
         return Path(raw).expanduser()
+
+
+SCHEDULES = ("stream", "rounds")
+OFF_POLICY = ("decoupled", "truncated_is", "none")
+
+
+@dataclass
+class PipelineConfig:
+    """How generation, execution and training overlap (pipeline/): through the replay buffer, with the rollout at
+    most `max_staleness` policy versions ahead of the learner (AReaL's admission rule, counting samples in flight)."""
+
+    # "stream": exercises stream through generators and executors into the replay buffer while a long-lived
+    # learner trains; "rounds": the round-by-round loop where each stage waits for the others (the reference that
+    # stream with max_staleness 0 reproduces sample for sample)
+    schedule: str = "stream"
+    max_staleness: int = 1  # 0: synchronous; k: a sample may be trained up to k versions after the one that made it
+    publish_every: int = 1  # learner batches between weight publications to the generators
+    reuse: int = 1  # learner batches a sample may serve (within the staleness bound)
+    capacity: int = 100_000  # buffered samples kept; beyond it the oldest are evicted (counted)
+    # the learner: one Ray Train run for the whole job (DPO and critic-free PPO), or a TorchTrainer per batch
+    learner: str = "long_lived"
+    # PPO on samples older than the policy at the step: the decoupled objective (ratio against the policy as the
+    # batch starts, times the truncated behaviour importance weight), the truncated weight alone, or none
+    off_policy: str = "decoupled"
+    importance_cap: float = 2.0  # truncation of the behaviour importance weight
+
+    def validate(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"pipeline.schedule: unknown {self.schedule!r}; choose from {SCHEDULES}")
+        if self.learner not in ("long_lived", "per_round"):
+            raise ConfigError(f"pipeline.learner: unknown {self.learner!r}; choose long_lived or per_round")
+        if self.off_policy not in OFF_POLICY:
+            raise ConfigError(f"pipeline.off_policy: unknown {self.off_policy!r}; choose from {OFF_POLICY}")
+        for name, low in (("max_staleness", 0), ("publish_every", 1), ("reuse", 1), ("capacity", 1)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"pipeline.{name}: must be >= {low}")
+        if self.publish_every > self.max_staleness + 1:
+            raise ConfigError("pipeline.publish_every: must be <= pipeline.max_staleness + 1, or the rollout would "
+                              "wait for weights the learner publishes only after training what it waits to produce")
+        if self.importance_cap <= 0:
+            raise ConfigError("pipeline.importance_cap: must be > 0")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:

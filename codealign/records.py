@@ -57,6 +57,7 @@ class Experience:
     policy_version: int
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    sample_id: str = ""  # the replay buffer's ledger id (pipelined runs)
 
 
 @dataclass

@@ -27,7 +27,9 @@ from exercises.loaders import load_mbpp
 from pipeline.evaluate import LoopEvaluator
 from pipeline.preferences import build_pairs, references_to_check
 from pipeline.report import RunDir
+from pipeline.schedule import plan_rounds
 from pipeline.serving import ServingProbe, send_policy
+from pipeline.stream import ledger_config, stream_job
 from sandbox import Verdict
 from trainers.learner import Learner
 from trainers.scoring import Sampling
@@ -86,7 +88,7 @@ def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
     generator = GeneratorGroup(model_path, cfg.model, cfg.generator, role="student",
                                replicas=cfg.generator.replicas, max_restarts=cfg.generator.max_restarts)
     executors = ExecutorPool(cfg.executor, cfg.reward)
-    buffer = ReplayBuffer.remote()
+    buffer = ReplayBuffer.remote(ledger=ledger_config(cfg))
     teacher = resolve_model_path(cfg.train.distill.teacher) if cfg.train.distill.teacher else ""
     sampling = Sampling(cfg.loop.temperature, cfg.loop.top_p, cfg.generator.max_tokens)  # what PPO's rollouts used
     learner = Learner(cfg.train, model_path, run_dir.path / "train", teacher_path=teacher, sampling=sampling,
@@ -203,8 +205,13 @@ def run(cfg: RunConfig) -> RunResult:
     with stages.time("eval_before"):
         before = evaluator.test_benchmarks("before")
         evaluator.validate(-1)
-    version = 0
-    for it in range(cfg.loop.iterations):
+    version, adapter_dir = 0, None
+    if cfg.pipeline.schedule == "stream":  # generation, execution and training overlap (pipeline/stream.py)
+        version, adapter_dir = stream_job(
+            system, cfg, plan_rounds(cfg, train_set, rng), model_path=model_path, run_dir=run_dir, stages=stages,
+            make_data=lambda plan, exps: round_data(system, cfg, plan.exercises, exps, by_id, corpus, plan.round),
+            round_metrics=iteration_metrics)
+    for it in range(cfg.loop.iterations if cfg.pipeline.schedule == "rounds" else 0):
         iter_stages = Stages()
         batch = rng.sample(train_set, min(cfg.loop.exercises_per_iteration, len(train_set)))
         experiences = sample_and_judge(system, cfg, batch, version, iter_stages, seed=cfg.seed + 1000 * it)
@@ -237,7 +244,8 @@ def run(cfg: RunConfig) -> RunResult:
     with stages.time("eval_after"):
         after = evaluator.test_benchmarks("after")
     buffer_stats = ray.get(system.buffer.stats.remote())
+    buffer_stats["ledger"] = ray.get(system.buffer.ledger.remote())
     run_dir.finish(before, after, len(evaluator.tests[evaluator.primary]), stages.seconds, buffer_stats,
-                   system.learner.adapter_dir, version, extra_summary=evaluator.summary(),
+                   adapter_dir or system.learner.adapter_dir, version, extra_summary=evaluator.summary(),
                    extra_report=evaluator.report_section(run_dir.metrics()))
     return RunResult(run_dir, system, before, after, version)

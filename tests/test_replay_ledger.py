@@ -1,0 +1,143 @@
+"""The replay buffer's rules (admission, staleness, reuse, eviction, the ledger) and the off-policy PPO loss."""
+
+import pytest
+import torch
+
+from actors.replay_buffer import LedgerConfig, SampleLedger
+from codealign.config import ConfigError, config_from_dict
+from trainers.losses import clipped_policy_loss
+from trainers.offpolicy import off_policy_loss
+
+
+def ids(r: int, n: int = 2) -> list[str]:
+    return [f"r{r}-{k}" for k in range(n)]
+
+
+def balanced(ledger: SampleLedger) -> dict:
+    out = ledger.ledger()
+    assert out["balanced"], out
+    assert out["produced"] == out["trained"] + out["evicted"] + out["dropped"] + out["buffered"]
+    return out
+
+
+def test_admission_counts_samples_in_flight_against_the_bound():
+    ledger = SampleLedger(LedgerConfig(max_staleness=1))
+    assert ledger.admit(0, ids(0)) and ledger.admit(1, ids(1))
+    # round 2 would be two versions ahead of version 0: refused although nothing has been produced yet
+    assert not ledger.admit(2, ids(2))
+    assert balanced(ledger)["in_flight"] == 4
+    ledger.put("r0-0", "ref", 0)
+    assert not ledger.admit(2, ids(2))
+    ledger.advance(1, 1)
+    assert ledger.admit(2, ids(2))
+    with pytest.raises(ValueError, match="admitted twice"):
+        ledger.admit(2, ["r2-0"])
+
+
+def test_synchronous_bound_admits_one_round_at_a_time():
+    ledger = SampleLedger(LedgerConfig(max_staleness=0))
+    assert ledger.admit(0, ids(0)) and not ledger.admit(1, ids(1))
+    for sid in ids(0):
+        ledger.put(sid, sid, 0)
+    assert ledger.round_complete(0)
+    batch = ledger.take_round(0, 0)
+    assert batch["ids"] == ids(0) and batch["staleness"] == [0, 0]
+    ledger.advance(1, 1)
+    assert ledger.admit(1, ids(1))
+    assert balanced(ledger)["trained"] == 2
+
+
+def test_ledger_balances_by_id_through_drops_losses_reuse_and_eviction():
+    ledger = SampleLedger(LedgerConfig(max_staleness=1, reuse=2, capacity=3))
+    ledger.admit(0, ids(0, 3))
+    ledger.put("r0-0", "a", 0)
+    ledger.put("r0-1", "b", 0)
+    ledger.lose("r0-2")  # its execution failed for good: dropped, counted
+    assert ledger.round_complete(0) and not ledger.round_complete(1)
+    batch = ledger.take_round(0, 0)
+    assert batch["refs"] == ["a", "b"]
+    assert ledger.states() == {"r0-0": "buffered", "r0-1": "buffered", "r0-2": "dropped"}  # kept for reuse
+    ledger.advance(1, 1)
+    ledger.admit(1, ids(1, 2))
+    ledger.put("r1-0", "c", 1)
+    ledger.put("r1-1", "d", 1)  # 4 buffered > capacity 3: the oldest leaves; trained once, so counted trained
+    assert ledger.states()["r0-0"] == "trained"
+    batch = ledger.take_round(1, 1)
+    assert batch["ids"] == ["r1-0", "r1-1", "r0-1"] and batch["reused"] == 1 and batch["staleness"] == [0, 0, 1]
+    out = balanced(ledger)
+    assert out["staleness_histogram"] == {0: 4, 1: 1} and out["max_staleness_seen"] == 1
+    ledger.advance(2, 3)  # version 3: r1's samples, kept for reuse, are now beyond the bound
+    assert ledger.states()["r1-0"] == "trained"
+    assert balanced(ledger)["buffered"] == 0
+
+
+def test_a_sample_older_than_the_bound_is_dropped_not_trained():
+    ledger = SampleLedger(LedgerConfig(max_staleness=1))
+    ledger.admit(0, ids(0))
+    ledger.put("r0-0", "a", 0)
+    ledger.put("r0-1", "b", 1)
+    batch = ledger.take_round(0, 2)
+    assert batch["ids"] == ["r0-1"] and batch["dropped"] == ["r0-0"]
+    out = balanced(ledger)
+    assert out["dropped"] == 1 and out["trained"] == 1 and out["max_staleness_seen"] == 1
+
+
+def test_pipeline_config_is_checked_at_load():
+    base = {"model": {}, "train": {}, "loop": {}}
+    assert config_from_dict(base).pipeline.max_staleness == 1
+    for bad, field in [({"max_staleness": -1}, "pipeline.max_staleness"), ({"schedule": "x"}, "pipeline.schedule"),
+                       ({"publish_every": 3, "max_staleness": 1}, "pipeline.publish_every"),
+                       ({"off_policy": "vtrace"}, "pipeline.off_policy"), ({"reuse": 0}, "pipeline.reuse")]:
+        with pytest.raises(ConfigError, match=field):
+            config_from_dict({**base, "pipeline": bad})
+
+
+def test_off_policy_loss_corrects_stale_tokens_and_reduces_to_ppo_on_policy():
+    torch.manual_seed(0)
+    new = torch.randn(6, requires_grad=True)
+    ref = torch.randn(6)
+    behav = new.detach() + 0.3 * torch.randn(6)
+    # on-policy (proximal == behaviour): the decoupled loss is today's clipped loss
+    same = off_policy_loss(new, behav, behav, ref, 0.7, 0.2, 0.05, cap=2.0)
+    assert torch.allclose(same.loss, clipped_policy_loss(new, behav, ref, 0.7, 0.2, 0.05).loss)
+    assert same.iw_mean.item() == pytest.approx(1.0) and same.truncated_fraction.item() == 0.0
+    # a behaviour policy far from the proximal one: weights above the cap are truncated, and counted
+    prox = behav + torch.tensor([3.0, 0.0, 0.0, 0.0, 0.0, -3.0])
+    out = off_policy_loss(new, prox, behav, ref, 1.0, 0.2, 0.0, cap=2.0)
+    assert out.truncated_fraction.item() == pytest.approx(1 / 6) and out.iw_max.item() > 2.0
+    uncapped = off_policy_loss(new, prox, behav, ref, 1.0, 0.2, 0.0, cap=1e9)
+    assert out.loss.item() > uncapped.loss.item()  # the weight of e^3 was cut to 2 (advantage > 0: less reward)
+    out.loss.backward()
+    assert new.grad is not None and torch.isfinite(new.grad).all()
+    tis = off_policy_loss(new, prox, behav, ref, 1.0, 0.2, 0.0, cap=1.1, mode="truncated_is")
+    assert torch.isfinite(tis.loss)
+
+
+def test_ppo_batch_trains_stale_samples_with_the_correction_and_reports_it(tiny_model_path, monkeypatch):
+    """The long-lived learner's PPO batch, in-process on the tiny model (outside a Ray Train session, so the
+    resume point, which asks the session for a checkpoint, is a fresh one)."""
+    from transformers import AutoTokenizer
+
+    import trainers.steps as steps
+    from codealign.config import PipelineConfig, TrainConfig
+    from codealign.records import ExecutionResult, Experience
+    from sandbox import Verdict
+    from trainers.modeling import load_policy
+    from trainers.streaming import ppo_batch
+
+    monkeypatch.setattr(steps, "resume_point", lambda model, optimizer: steps.Position())
+    cfg = TrainConfig(algorithm="ppo", batch_size=2, max_length=128)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    torch.manual_seed(0)
+    policy = load_policy(tiny_model_path, cfg)
+    data = [Experience("ex", "Write add.", "x", "x",
+                       ExecutionResult(Verdict.PASSED if i % 2 else Verdict.FAILED, 4.0 if i % 2 else -0.3, 0.0),
+                       i % 2, [5 + i, 7, 9, 11], [-2.0, -1.5, -3.0, -2.5], f"s{i}") for i in range(4)]
+    # trained at version 1: the samples of version 0 are one version stale, those of version 1 are on-policy
+    m = ppo_batch(policy, policy, None, tokenizer, data, cfg, 0, 1, torch.device("cpu"), 1, PipelineConfig())
+    assert m["ppo/stale_fraction"] == 0.5 and m["ppo/rollouts"] == 4
+    assert 0 < m["ppo/iw_mean"] <= m["ppo/iw_max"] and m["ppo/iw_truncated_fraction"] == 0.0
+    assert m["ppo/loss"] == m["ppo/loss"]  # finite, not NaN
+    on_policy = ppo_batch(policy, policy, None, tokenizer, data, cfg, 0, 1, torch.device("cpu"), 0,
+                          PipelineConfig())
+    assert on_policy["ppo/stale_fraction"] == 0.0 and "ppo/iw_mean" not in on_policy
