@@ -203,7 +203,7 @@ def tensor_parallel_bundles(cfg: GeneratorConfig) -> list[dict]:
 def actor_options(cfg: GeneratorConfig, max_restarts: int = 0) -> dict:
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib)}
     opts = {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus, "runtime_env": {"env_vars": env},
-            "max_restarts": max_restarts, "max_task_retries": 0}
+            "max_restarts": max_restarts, "max_task_retries": 0, "resources": dict(cfg.resources)}
     if cfg.tensor_parallel_size > 1:
         # GPU clusters only: the actor holds no GPU itself; its engine's TP workers take the bundles of a
         # placement group the actor is scheduled into (the OpenRLHF layout).

@@ -58,6 +58,8 @@ class GeneratorConfig:
     max_restarts: int = 3  # a crashed engine is restarted with the latest weights
     enable_lora: bool = False  # serve LoRA adapters hot-loaded per version instead of merged full weights
     max_lora_rank: int = 64
+    # Custom Ray resources each engine requests, so it lands on the node type that offers them (cluster.yaml)
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -65,6 +67,14 @@ class ExecutorConfig:
     num_actors: int = 2
     timeout_s: float = 5.0
     memory_mb: int = 1024
+    # The pool grows from num_actors up to max_actors while judging work queues up and shrinks back to min_actors
+    # once actors have been idle idle_timeout_s; 0 means num_actors (a fixed pool).
+    min_actors: int = 0
+    max_actors: int = 0
+    idle_timeout_s: float = 60.0
+    chunk_size: int = 8  # jobs per actor call: the unit of work that is re-sent when an executor dies
+    num_cpus: float = 0.5
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources (the sandbox node type)
 
 
 @dataclass
@@ -146,6 +156,7 @@ class TrainConfig:
     loss_guard: LossGuardConfig = field(default_factory=LossGuardConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     sft: SftConfig = field(default_factory=SftConfig)
+    resources_per_worker: dict[str, float] = field(default_factory=dict)  # custom Ray resources per train worker
 
 
 @dataclass
@@ -155,6 +166,23 @@ class LoopConfig:
     samples_per_exercise: int = 4
     temperature: float = 0.8
     top_p: float = 0.95
+    # A failed learner round (NaN, crashed workers beyond max_failures, refused weight update) keeps the last good
+    # version serving; "continue" goes on to the next iteration, "stop" ends the loop (the run still evaluates and
+    # writes its summary and report).
+    on_train_failure: str = "continue"
+
+
+@dataclass
+class WandbConfig:
+    project: str = ""  # empty: W&B off
+    entity: str = ""
+    mode: str = "online"  # online, offline (sync later with `wandb sync`), disabled; $WANDB_MODE wins
+
+
+@dataclass
+class MetricsConfig:
+    tensorboard: bool = True  # event files in <run dir>/tensorboard
+    wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 @dataclass
@@ -171,6 +199,10 @@ class RunConfig:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # local runs (no ray_address): the Ray dashboard on 127.0.0.1:<port>; 0 picks a free port
+    ray_dashboard: bool = True
+    ray_dashboard_port: int = 8265
 
     def validate(self) -> None:
         if self.train.algorithm not in ALGORITHMS:
@@ -208,6 +240,21 @@ class RunConfig:
                 raise ConfigError(f"loop.{name}: must be >= 0")
         if self.data.eval_size < 0:
             raise ConfigError("data.eval_size: must be >= 0")
+        self.validate_operations()
+
+    def validate_operations(self) -> None:
+        if self.loop.on_train_failure not in ("continue", "stop"):
+            raise ConfigError(f"loop.on_train_failure: unknown {self.loop.on_train_failure!r}; choose continue or stop")
+        e = self.executor
+        lo, hi = e.min_actors or e.num_actors, e.max_actors or e.num_actors
+        if not 1 <= lo <= e.num_actors <= hi:
+            raise ConfigError(f"executor.min_actors/max_actors: need 1 <= min_actors ({lo}) <= num_actors "
+                              f"({e.num_actors}) <= max_actors ({hi})")
+        if e.chunk_size < 1:
+            raise ConfigError("executor.chunk_size: must be >= 1")
+        if self.metrics.wandb.mode not in ("online", "offline", "disabled"):
+            raise ConfigError(f"metrics.wandb.mode: unknown {self.metrics.wandb.mode!r}; choose online, offline or "
+                              "disabled")
 
     def resolved_data_dir(self) -> Path:
         raw = self.data.data_dir or os.environ.get("CODEALIGN_DATA", "")
@@ -237,6 +284,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return origin(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         return value
+    if origin is dict:  # resources: name -> amount
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        _, inner = typing.get_args(tp)
+        return {str(k): _coerce(v, inner, f"{where}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string

@@ -108,7 +108,7 @@ class Learner:
             scaling_config=ScalingConfig(
                 num_workers=self.cfg.num_workers,
                 use_gpu=self.cfg.use_gpu,
-                resources_per_worker={"CPU": self.cfg.num_cpus_per_worker},
+                resources_per_worker={"CPU": self.cfg.num_cpus_per_worker, **self.cfg.resources_per_worker},
             ),
             torch_config=TorchConfig(backend="nccl" if self.cfg.use_gpu else "gloo"),
             run_config=RunConfig(name=f"round_{self.rounds:03d}", storage_path=str(self.storage_dir),
