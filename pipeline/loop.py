@@ -20,12 +20,12 @@ from actors.replay_buffer import ReplayBuffer
 from codealign.config import RunConfig
 from codealign.models import resolve_model_path
 from codealign.records import Completion, Exercise, Experience, GenerationRequest, SftExample
-from codealign.weights import load_for_generators
 from evaluation.passk import evaluate
 from exercises.extract import as_answer, extract_code
 from exercises.loaders import load_mbpp
 from pipeline.preferences import build_pairs
 from pipeline.report import RunDir
+from pipeline.resilience import RoundOutcome, failure, learn_and_sync
 from sandbox import Verdict
 from trainers.learner import Learner
 
@@ -76,7 +76,9 @@ def init_ray(cfg: RunConfig) -> None:
     if cfg.ray_address:
         ray.init(address=cfg.ray_address)
     else:
-        ray.init(num_cpus=cfg.ray_num_cpus or None, include_dashboard=False, log_to_driver=False)
+        from pipeline.operations import local_ray_options
+
+        ray.init(**local_ray_options(cfg))
 
 
 def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
@@ -128,7 +130,7 @@ def sample_and_judge(system: System, cfg: RunConfig, batch: list[Exercise], vers
         completions = system.generate(requests, f"sample v{version}")
     flat = [(ex, c, extract_code(c.text)) for ex, comps in zip(batch, completions) for c in comps]
     with stages.time("execute"):
-        results = system.executors.run([(code, ex.tests) for ex, _, code in flat])
+        results = system.executors.run([(code, ex.tests) for ex, _, code in flat], f"judge v{version}")
     return [
         Experience(ex.id, ex.prompt, c.text, code, res, c.policy_version, c.token_ids, c.logprobs)
         for (ex, c, code), res in zip(flat, results)
@@ -165,14 +167,18 @@ class RunResult:
     policy_version: int
 
 
-def run(cfg: RunConfig) -> RunResult:
-    """The whole local loop: returns what it wrote and the live actors (the caller may keep using them)."""
+def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
+    """The whole local loop: returns what it wrote and the live actors (the caller may keep using them).
+    With `resume_dir`, continues a run directory from its last completed iteration (pipeline/state.py)."""
+    from pipeline.operations import Operations
+
     data_dir = cfg.resolved_data_dir()
     eval_set = load_mbpp(data_dir, cfg.data.eval_ids)[: cfg.data.eval_size]
     train_set = load_mbpp(data_dir, cfg.data.train_ids)
     model_path = resolve_model_path(cfg.model.path)
-    run_dir = RunDir.create(cfg)
-    stages = Stages()
+    run_dir = RunDir.open(resume_dir) if resume_dir else RunDir.create(cfg)
+    ops = Operations.start(cfg, run_dir)
+    stages = Stages(dict(ops.state.stage_seconds))
     init_ray(cfg)
     with stages.time("startup"):
         system = build_system(cfg, model_path, run_dir)
@@ -184,36 +190,55 @@ def run(cfg: RunConfig) -> RunResult:
 
         corpus = load_corpus(cfg.train.sft)  # continued pre-training: the whole corpus, every round
 
-    before = run_eval(system, cfg, eval_set, "before", stages, run_dir)
+    version = ops.restore(system, rng)
+    before = ops.state.pass_at_1_before
+    if before is None:
+        before = run_eval(system, cfg, eval_set, "before", stages, run_dir)
+        ops.baseline_done(before, stages)
     print(f"pass@1 before: {before:.3f} on {len(eval_set)} MBPP test exercises", flush=True)
-    version = 0
-    for it in range(cfg.loop.iterations):
+    for it in range(ops.state.next_iteration, cfg.loop.iterations):
         iter_stages = Stages()
-        batch = rng.sample(train_set, min(cfg.loop.exercises_per_iteration, len(train_set)))
-        experiences = sample_and_judge(system, cfg, batch, version, iter_stages, seed=cfg.seed + 1000 * it)
-        ref = ray.put(experiences)
-        ray.get(system.buffer.add.remote([ref], version, len(experiences)))
-        data = round_data(system, cfg, batch, experiences, by_id, corpus, it)
-        metrics = {"iteration": it, "policy_version": version, **iteration_metrics(experiences),
-                   "train_items": len(data)}
-        if data:
-            with iter_stages.time("train"):
-                train_metrics, weights_path = system.learner.train_round(data)
-            with iter_stages.time("sync"):
-                version += 1
-                system.generator.update_weights(load_for_generators(weights_path), version)
-            metrics.update(train_metrics)
+        try:
+            batch = rng.sample(train_set, min(cfg.loop.exercises_per_iteration, len(train_set)))
+            experiences = sample_and_judge(system, cfg, batch, version, iter_stages, seed=cfg.seed + 1000 * it)
+            ref = ray.put(experiences)
+            ray.get(system.buffer.add.remote([ref], version, len(experiences)))
+            data = round_data(system, cfg, batch, experiences, by_id, corpus, it)
+            metrics = {"iteration": it, "policy_version": version, **iteration_metrics(experiences),
+                       "train_items": len(data)}
+            outcome = learn_and_sync(system, data, version, iter_stages, it) if data else RoundOutcome(version)
+        except Exception as exc:  # anything else: stop cleanly, still evaluate and report below
+            ops.failed(failure("iteration", exc, it, version))
+            print(f"iteration {it} failed, stopping: {exc}", flush=True)
+            break
+        version = outcome.version
+        metrics.update(outcome.metrics)
         metrics["new_policy_version"] = version
         metrics["seconds"] = dict(iter_stages.seconds)
         for name, secs in iter_stages.seconds.items():
             stages.seconds[name] = stages.seconds.get(name, 0.0) + secs
+        if outcome.failure:
+            metrics["failure"] = outcome.failure
+            ops.failed(outcome.failure)
         run_dir.log_metrics(metrics)
+        ops.iteration_done(it, metrics, experiences, version, rng, system.learner, stages)
         loss = metrics.get(f"{cfg.train.algorithm}/loss", float("nan"))
         print(f"iteration {it}: reward {metrics['reward_mean']:+.2f}, pass rate {metrics['sample_pass_rate']:.2f}, "
               f"{len(data)} {'pairs' if cfg.train.algorithm == 'dpo' else 'training items'}, "
               f"{cfg.train.algorithm} loss {loss:.4f}, policy v{version}", flush=True)
+        if outcome.failure:
+            print(f"iteration {it}: learner round failed at {outcome.failure['stage']} "
+                  f"({outcome.failure['message']}); still serving v{version}", flush=True)
+            if cfg.loop.on_train_failure == "stop":
+                break
 
-    after = run_eval(system, cfg, eval_set, "after", stages, run_dir)
+    try:
+        after = run_eval(system, cfg, eval_set, "after", stages, run_dir)
+    except Exception as exc:  # the summary and report are still written, with the failure in them
+        ops.failed(failure("eval_after", exc, cfg.loop.iterations, version))
+        after = float("nan")
     buffer_stats = ray.get(system.buffer.stats.remote())
-    run_dir.finish(before, after, len(eval_set), stages.seconds, buffer_stats, system.learner.adapter_dir, version)
+    run_dir.finish(before, after, len(eval_set), stages.seconds, buffer_stats, system.learner.adapter_dir, version,
+                   extra=ops.summary_extra())
+    ops.close(before, after)
     return RunResult(run_dir, system, before, after, version)

@@ -29,6 +29,14 @@ class RunDir:
         (path / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         return cls(path)
 
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """An existing run directory, to resume."""
+        path = Path(path).resolve()
+        if not (path / "config.yaml").is_file():
+            raise FileNotFoundError(f"resume: {path} is not a run directory (no config.yaml)")
+        return cls(path)
+
     def log_metrics(self, record: dict) -> None:
         with (self.path / "metrics.jsonl").open("a") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -43,11 +51,12 @@ class RunDir:
         return [json.loads(line) for line in f.read_text().splitlines()] if f.exists() else []
 
     def finish(self, before: float, after: float, n_eval: int, stage_seconds: dict[str, float],
-               buffer_stats: dict, adapter_dir: str | None, policy_version: int) -> str:
+               buffer_stats: dict, adapter_dir: str | None, policy_version: int, extra: dict | None = None) -> str:
         if adapter_dir:
             shutil.copytree(adapter_dir, self.path / "adapter", dirs_exist_ok=True)
         summary = {"pass@1_before": before, "pass@1_after": after, "eval_exercises": n_eval,
-                   "policy_version": policy_version, "stage_seconds": stage_seconds, "replay_buffer": buffer_stats}
+                   "policy_version": policy_version, "stage_seconds": stage_seconds, "replay_buffer": buffer_stats,
+                   **(extra or {})}
         (self.path / "summary.json").write_text(json.dumps(summary, indent=2))
         text = render_report(summary, self.metrics())
         (self.path / "report.md").write_text(text)
@@ -89,5 +98,10 @@ def render_report(summary: dict, iterations: list[dict]) -> str:
             f"{algo} {m.get(f'{algo}/loss', nan):.4f} | "
             f"{m.get(f'{algo}/loss_first', nan):.4f} → {m.get(f'{algo}/loss_last', nan):.4f} |"
         )
+    if summary.get("failures"):
+        out += ["", "## Failures", "", "The last good policy kept serving after each of these.", "",
+                "| iteration | stage | kept version | error |", "|---|---|---|---|"]
+        out += [f"| {f['iteration']} | {f['stage']} | v{f['kept_version']} | {f['error']}: "
+                f"{f['message'].replace('|', '/')} |" for f in summary["failures"]]
     out += ["", f"Replay buffer: {summary['replay_buffer']}", ""]
     return "\n".join(out)
