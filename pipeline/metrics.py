@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from pathlib import Path
 
 from codealign.config import RunConfig, config_to_dict
@@ -45,7 +46,7 @@ class MetricSinks:
             import wandb
 
             id_file = self.run_dir / WANDB_ID_FILE
-            run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+            run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
             id_file.write_text(run_id)
             self.wandb = wandb.init(project=w.project, entity=w.entity or None, name=self.run_dir.name, id=run_id,
                                     resume="allow", dir=str(self.run_dir), config=config_to_dict(cfg),
