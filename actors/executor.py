@@ -37,6 +37,11 @@ class Executor:
         return self.sandbox.run_many(jobs)
 
 
+def executor_options(cfg: ExecutorConfig) -> dict:
+    # Ray does not retry a lost call itself: the pool re-sends the chunk to a live actor at once.
+    return {"num_cpus": cfg.num_cpus, "resources": dict(cfg.resources), "max_restarts": 0, "max_task_retries": 0}
+
+
 class ExecutorPool:
     """Spreads (solution, tests) jobs over executor actors and returns results in order."""
 
@@ -46,9 +51,7 @@ class ExecutorPool:
         self.cfg, self.rewards = cfg, rewards
         self.min_actors = cfg.min_actors or cfg.num_actors
         self.max_actors = max(cfg.max_actors or cfg.num_actors, cfg.num_actors)
-        # Ray does not retry a lost call itself: the pool re-sends the chunk to a live actor at once.
-        self._remote = ray.remote(Executor).options(num_cpus=cfg.num_cpus, resources=dict(cfg.resources),
-                                                    max_restarts=0, max_task_retries=0)
+        self._remote = ray.remote(Executor).options(**executor_options(cfg))
         self.actors: list = []
         self._idle_since: dict = {}  # actor -> monotonic time it last finished work
         self._pings: dict = {}  # ready() ref -> actor, until the actor has started

@@ -197,7 +197,7 @@ def _canonical(name: str) -> str:
 
 def tensor_parallel_bundles(cfg: GeneratorConfig) -> list[dict]:
     """One bundle per tensor-parallel rank: vLLM's Ray executor places its workers in them."""
-    return [{"GPU": 1, "CPU": 1}] * cfg.tensor_parallel_size
+    return [{"GPU": 1, "CPU": 1, **cfg.resources}] * cfg.tensor_parallel_size
 
 
 def actor_options(cfg: GeneratorConfig, max_restarts: int = 0) -> dict:
@@ -211,7 +211,7 @@ def actor_options(cfg: GeneratorConfig, max_restarts: int = 0) -> dict:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         group = ray.util.placement_group(tensor_parallel_bundles(cfg), strategy="PACK")
-        opts.update(num_gpus=0, scheduling_strategy=PlacementGroupSchedulingStrategy(
+        opts.update(num_gpus=0, resources={}, scheduling_strategy=PlacementGroupSchedulingStrategy(
             placement_group=group, placement_group_capture_child_tasks=True))
     return opts
 
