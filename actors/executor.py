@@ -56,6 +56,7 @@ class ExecutorPool:
         self._idle_since: dict = {}  # actor -> monotonic time it last finished work
         self._pings: dict = {}  # ready() ref -> actor, until the actor has started
         self._ready: set = set()
+        self.node_of: dict = {}  # actor -> the node it was placed on (from its ready() ping)
         self.replaced = 0  # actors lost and replaced
         self.peak = 0
         for _ in range(cfg.num_actors):
@@ -76,12 +77,14 @@ class ExecutorPool:
     def _drop(self, actor) -> None:
         self.actors.remove(actor)
         self._idle_since.pop(actor, None)
+        self.node_of.pop(actor, None)
         self._ready.discard(actor)
         self._pings = {ref: a for ref, a in self._pings.items() if a is not actor}
         ray.kill(actor, no_restart=True)
 
-    def node_ids(self) -> list[str]:
-        return ray.get([a.ready.remote() for a in self.actors])
+    def node_ids(self, timeout_s: float | None = None) -> list[str]:
+        """The node of every actor, once all have started (on an autoscaling cluster: once their nodes exist)."""
+        return ray.get([a.ready.remote() for a in self.actors], timeout=timeout_s)
 
     def protections(self) -> dict[str, bool]:
         return ray.get(self.actors[0].protections.remote())
@@ -126,7 +129,7 @@ class ExecutorPool:
                     if ref in self._pings:
                         actor = self._pings.pop(ref)
                         try:
-                            ray.get(ref)
+                            self.node_of[actor] = ray.get(ref)
                             self._ready.add(actor)
                         except LOST:
                             self._replace(actor)

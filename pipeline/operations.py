@@ -22,8 +22,16 @@ def local_ray_options(cfg: RunConfig) -> dict:
     actors, their logs, CPU/memory per process and the Ray Train run while the loop runs."""
     opts: dict = {"num_cpus": cfg.ray_num_cpus or None, "log_to_driver": False, "include_dashboard": cfg.ray_dashboard}
     if cfg.ray_dashboard:
-        opts.update(dashboard_host="127.0.0.1", dashboard_port=cfg.ray_dashboard_port or None)
+        opts.update(dashboard_host="127.0.0.1", dashboard_port=cfg.ray_dashboard_port or free_port())
     return opts
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass

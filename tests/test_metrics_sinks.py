@@ -95,3 +95,26 @@ def test_wandb_offline_run_in_the_run_directory(tmp_path, monkeypatch):
     sinks = MetricSinks(cfg, tmp_path, start_step=2)
     assert sinks.wandb.id == run_id
     sinks.close()
+
+
+def test_a_local_run_serves_the_ray_dashboard(tmp_path):
+    """The options the driver starts a local Ray with: the dashboard answers on 127.0.0.1 (a subprocess, so the
+    session's Ray cluster is not touched)."""
+    import subprocess
+    import sys
+
+    script = """
+import json, urllib.request, ray
+from codealign.config import RunConfig
+from pipeline.operations import local_ray_options
+cfg = RunConfig(ray_num_cpus=1, ray_dashboard_port=0)
+ctx = ray.init(**local_ray_options(cfg))
+url = "http://" + ctx.dashboard_url
+print(json.dumps({"url": url, "version": json.load(urllib.request.urlopen(url + "/api/version", timeout=60))}))
+ray.shutdown()
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env={**__import__("os").environ, "RAY_ADDRESS": ""})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["url"].startswith("http://127.0.0.1:") and out["version"]["ray_version"]
