@@ -77,15 +77,21 @@ def private_head(num_cpus: float = 4, resources: dict | None = None, autoscaling
         extra.update(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1")
     env = head_env(extra)
     try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        if proc.returncode:
-            raise RuntimeError(f"ray start failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        for attempt in range(3):  # Ray gives its raylet 30 s to come up, which a loaded machine can miss
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+            if proc.returncode == 0:
+                break
+            stop(temp_dir, keep=True)
+            errors = [line for line in (proc.stdout + proc.stderr).splitlines()
+                      if "Error" in line or "Exception" in line or "timed out" in line]
+            if attempt == 2:
+                raise RuntimeError(f"ray start failed ({proc.returncode}):\n" + "\n".join(errors[-20:]))
         yield Head(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}", temp_dir, head_env())
     finally:
         stop(temp_dir)
 
 
-def stop(temp_dir: Path) -> None:
+def stop(temp_dir: Path, keep: bool = False) -> None:
     """Kill the processes of this head (their command lines name its temp dir) and everything they started."""
     mine = [p for p in psutil.process_iter(["cmdline"]) if str(temp_dir) in " ".join(p.info["cmdline"] or [])]
     victims = {p.pid: p for p in mine}
@@ -106,4 +112,5 @@ def stop(temp_dir: Path) -> None:
         except psutil.NoSuchProcess:
             pass
     time.sleep(0.5)
-    shutil.rmtree(temp_dir, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(temp_dir, ignore_errors=True)
