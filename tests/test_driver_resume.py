@@ -54,7 +54,10 @@ def kill_after_first_iteration(proc: subprocess.Popen, runs: Path, timeout_s: fl
 
 
 def test_a_killed_driver_resumes_and_ends_like_an_uninterrupted_run(ray_cluster, tiny_model_path, tmp_path):
-    sections = {"loop": {"temperature": 1.0, "top_p": 1e-6}, "train": {"learning_rate": 5e-3, "batch_size": 1}}
+    # SFT on the exercises' reference solutions (verified in the sandbox): training data that does not hang on
+    # what the tiny random model happens to write
+    sections = {"loop": {"temperature": 1.0, "top_p": 1e-6},
+                "train": {"algorithm": "sft", "learning_rate": 5e-3, "batch_size": 1}}
     reference = run(config_from_dict(tiny_run_config(tmp_path / "plain", tiny_model_path, **sections)))
     reference.system.shutdown()
     ref_dir = reference.run_dir.path
@@ -89,10 +92,10 @@ def test_a_killed_driver_resumes_and_ends_like_an_uninterrupted_run(ray_cluster,
     assert [m["iteration"] for m in metrics] == [0, 1]  # each iteration trained once
     for m, r in zip(metrics, ref_metrics):
         assert (m["policy_version"], m["new_policy_version"]) == (r["policy_version"], r["new_policy_version"])
-        assert m["dpo/loss"] == pytest.approx(r["dpo/loss"], rel=1e-3, abs=1e-4)
-        assert m["dpo/loss_first"] == pytest.approx(r["dpo/loss_first"], rel=1e-3, abs=1e-4)
-    # round 2 continued the adapter of round 1 (a fresh adapter starts at exactly ln 2)
-    assert abs(metrics[1]["dpo/loss_first"] - 0.6931) > 1e-3
+        assert m["train_items"] == r["train_items"] > 0
+        # round 2 starts from round 1's adapter: a resume that lost it would start round 2 elsewhere
+        assert m["sft/loss_first"] == pytest.approx(r["sft/loss_first"], rel=1e-3, abs=1e-4)
+        assert m["sft/loss"] == pytest.approx(r["sft/loss"], rel=1e-3, abs=1e-4)
 
     summary = json.loads((run_dir / "summary.json").read_text())
     ref_summary = json.loads((ref_dir / "summary.json").read_text())
