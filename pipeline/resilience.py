@@ -34,7 +34,7 @@ def learn_and_sync(system, data: list, version: int, stages, iteration: int) -> 
     try:
         with stages.time("sync"):
             system.generator.update_weights(load_for_generators(weights_path), version + 1)
-    except (ray.exceptions.RayTaskError, ValueError, TimeoutError, OSError) as exc:
+    except (ray.exceptions.RayError, ValueError, TimeoutError, OSError) as exc:  # refused, or a replica lost
         learner.last_checkpoint = previous  # train on from what the generators serve, not from the refused round
         return RoundOutcome(version, metrics, failure("sync", exc, iteration, version))
     return RoundOutcome(version + 1, metrics)
