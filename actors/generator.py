@@ -233,13 +233,13 @@ def _canonical(name: str) -> str:
 
 def tensor_parallel_bundles(cfg: GeneratorConfig) -> list[dict]:
     """One bundle per tensor-parallel rank: vLLM's Ray executor places its workers in them."""
-    return [{"GPU": 1, "CPU": 1}] * cfg.tensor_parallel_size
+    return [{"GPU": 1, "CPU": 1, **cfg.resources}] * cfg.tensor_parallel_size
 
 
 def actor_options(cfg: GeneratorConfig, max_restarts: int = 0) -> dict:
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib)}
     opts = {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus, "runtime_env": {"env_vars": env},
-            "max_restarts": max_restarts, "max_task_retries": 0}
+            "max_restarts": max_restarts, "max_task_retries": 0, "resources": dict(cfg.resources)}
     if cfg.tensor_parallel_size > 1:
         # GPU clusters only: the actor holds no GPU itself; its engine's TP workers take the bundles of a
         # placement group the actor is scheduled into (the OpenRLHF layout).
@@ -247,7 +247,7 @@ def actor_options(cfg: GeneratorConfig, max_restarts: int = 0) -> dict:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         group = ray.util.placement_group(tensor_parallel_bundles(cfg), strategy="PACK")
-        opts.update(num_gpus=0, scheduling_strategy=PlacementGroupSchedulingStrategy(
+        opts.update(num_gpus=0, resources={}, scheduling_strategy=PlacementGroupSchedulingStrategy(
             placement_group=group, placement_group_capture_child_tasks=True))
     return opts
 

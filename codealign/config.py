@@ -72,6 +72,8 @@ class GeneratorConfig:
     max_lora_rank: int = 64
     # probe sequences scored by the engine and by the trained policy after every round (serve/* metrics); 0: off
     fidelity_probes: int = 4
+    # Custom Ray resources each engine requests, so it lands on the node type that offers them (cluster.yaml)
+    resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,6 +81,14 @@ class ExecutorConfig:
     num_actors: int = 2
     timeout_s: float = 5.0
     memory_mb: int = 1024
+    # The pool grows from num_actors up to max_actors while judging work queues up and shrinks back to min_actors
+    # once actors have been idle idle_timeout_s; 0 means num_actors (a fixed pool).
+    min_actors: int = 0
+    max_actors: int = 0
+    idle_timeout_s: float = 60.0
+    chunk_size: int = 8  # jobs per actor call: the unit of work that is re-sent when an executor dies
+    num_cpus: float = 0.5
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources (the sandbox node type)
 
 
 @dataclass
@@ -185,6 +195,7 @@ class TrainConfig:
     lr_schedule: str = "constant"  # after warm-up, within each round: constant, linear or cosine decay to 0
     carry_optimizer: bool = True  # AdamW's moments continue from the previous round
     num_to_keep: int = 0  # round checkpoints kept on storage (the newest); 0 keeps every round's
+    resources_per_worker: dict[str, float] = field(default_factory=dict)  # custom Ray resources per train worker
 
 
 @dataclass
@@ -194,6 +205,23 @@ class LoopConfig:
     samples_per_exercise: int = 4
     temperature: float = 0.8
     top_p: float = 0.95
+    # A failed learner round (NaN, crashed workers beyond max_failures, refused weight update) keeps the last good
+    # version serving; "continue" goes on to the next iteration, "stop" ends the loop (the run still evaluates and
+    # writes its summary and report).
+    on_train_failure: str = "continue"
+
+
+@dataclass
+class WandbConfig:
+    project: str = ""  # empty: W&B off
+    entity: str = ""
+    mode: str = "online"  # online, offline (sync later with `wandb sync`), disabled; $WANDB_MODE wins
+
+
+@dataclass
+class MetricsConfig:
+    tensorboard: bool = True  # event files in <run dir>/tensorboard
+    wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 EVAL_BENCHMARKS = ("humaneval", "humaneval+", "mbpp", "mbpp-val")  # or a .jsonl file of exercises
@@ -229,6 +257,10 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     oracle: OracleConfig = field(default_factory=lambda: OracleConfig())  # defined below (appended section)
     pipeline: PipelineConfig = field(default_factory=lambda: PipelineConfig())
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    # local runs (no ray_address): the Ray dashboard on 127.0.0.1:<port>; 0 picks a free port
+    ray_dashboard: bool = True
+    ray_dashboard_port: int = 8265
 
     def validate(self) -> None:
         if self.train.algorithm not in ALGORITHMS:
@@ -276,6 +308,7 @@ class RunConfig:
         self.validate_objectives()
         self.validate_eval()
         self.pipeline.validate()
+        self.validate_operations()
 
     def validate_objectives(self) -> None:
         """Enumerated options and cross-field sense, so a bad run fails here and not after Ray and the engines
@@ -343,6 +376,20 @@ class RunConfig:
                 raise ConfigError(f"eval.{name}: must be >= 0")
         if e.limit < -1:
             raise ConfigError("eval.limit: must be >= -1 (-1: data.eval_size, 0: all)")
+
+    def validate_operations(self) -> None:
+        if self.loop.on_train_failure not in ("continue", "stop"):
+            raise ConfigError(f"loop.on_train_failure: unknown {self.loop.on_train_failure!r}; choose continue or stop")
+        e = self.executor
+        lo, hi = e.min_actors or e.num_actors, e.max_actors or e.num_actors
+        if not 1 <= lo <= e.num_actors <= hi:
+            raise ConfigError(f"executor.min_actors/max_actors: need 1 <= min_actors ({lo}) <= num_actors "
+                              f"({e.num_actors}) <= max_actors ({hi})")
+        if e.chunk_size < 1:
+            raise ConfigError("executor.chunk_size: must be >= 1")
+        if self.metrics.wandb.mode not in ("online", "offline", "disabled"):
+            raise ConfigError(f"metrics.wandb.mode: unknown {self.metrics.wandb.mode!r}; choose online, offline or "
+                              "disabled")
 
     def resolved_data_dir(self) -> Path:
         raw = self.data.data_dir or os.environ.get("CODEALIGN_DATA", "")
@@ -413,6 +460,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return origin(_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         return value
+    if origin is dict:  # resources: name -> amount
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        _, inner = typing.get_args(tp)
+        return {str(k): _coerce(v, inner, f"{where}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string

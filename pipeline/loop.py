@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import ray
 from tqdm import tqdm
@@ -27,6 +28,7 @@ from exercises.loaders import load_mbpp
 from pipeline.evaluate import LoopEvaluator
 from pipeline.preferences import build_pairs, references_to_check
 from pipeline.report import RunDir
+from pipeline.resilience import RoundOutcome, failure, learn_and_sync
 from pipeline.schedule import plan_rounds
 from pipeline.serving import ServingProbe, send_policy
 from pipeline.stream import ledger_config, stream_job
@@ -81,7 +83,9 @@ def init_ray(cfg: RunConfig) -> None:
     if cfg.ray_address:
         ray.init(address=cfg.ray_address)
     else:
-        ray.init(num_cpus=cfg.ray_num_cpus or None, include_dashboard=False, log_to_driver=False)
+        from pipeline.operations import local_ray_options
+
+        ray.init(**local_ray_options(cfg))
 
 
 def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
@@ -139,7 +143,7 @@ def sample_and_judge(system: System, cfg: RunConfig, batch: list[Exercise], vers
         completions = system.generate(requests, f"sample v{version}")
     flat = [(ex, c, extract_code(c.text)) for ex, comps in zip(batch, completions) for c in comps]
     with stages.time("execute"):
-        results = system.executors.run([(code, ex.tests) for ex, _, code in flat])
+        results = system.executors.run([(code, ex.tests) for ex, _, code in flat], f"judge v{version}")
     return [
         Experience(ex.id, ex.prompt, c.text, code, res, c.policy_version, c.token_ids, c.logprobs)
         for (ex, c, code), res in zip(flat, results)
@@ -176,17 +180,24 @@ class RunResult:
     policy_version: int
 
 
-def run(cfg: RunConfig) -> RunResult:
-    """The whole local loop: returns what it wrote and the live actors (the caller may keep using them)."""
+def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
+    """The whole local loop: returns what it wrote and the live actors (the caller may keep using them).
+    With `resume_dir`, continues a run directory from its last completed iteration (pipeline/state.py)."""
     if cfg.oracle.exercise_source == "oracle":  # the oracle's game: generated exercises and a curriculum
         from pipeline.adversarial import run_adversarial
 
         return run_adversarial(cfg)
+    from pipeline.operations import Operations
+
+    if resume_dir and cfg.pipeline.schedule == "stream":
+        raise ValueError("--resume: resuming is implemented for the round-by-round schedule; "
+                         "set pipeline.schedule: rounds for a resumable run")
     data_dir = cfg.resolved_data_dir()
     train_set = load_mbpp(data_dir, cfg.data.train_ids)
     model_path = resolve_model(cfg.model.path)  # embedded, local (.safetensors or .bin) or downloaded once
-    run_dir = RunDir.create(cfg)
-    stages = Stages()
+    run_dir = RunDir.open(resume_dir) if resume_dir else RunDir.create(cfg)
+    ops = Operations.start(cfg, run_dir)
+    stages = Stages(dict(ops.state.stage_seconds))
     init_ray(cfg)
     with stages.time("startup"):
         system = build_system(cfg, model_path, run_dir)
@@ -202,50 +213,71 @@ def run(cfg: RunConfig) -> RunResult:
     if probe is not None:
         probe.record_base(system.generator)
     evaluator = LoopEvaluator.create(cfg, run_dir.path, system.generate, system.executors.run)
-    with stages.time("eval_before"):
-        before = evaluator.test_benchmarks("before")
-        evaluator.validate(-1)
-    version, adapter_dir = 0, None
+    version = ops.restore(system, rng)
+    before = ops.state.pass_at_1_before
+    if before is None:
+        with stages.time("eval_before"):
+            before = evaluator.test_benchmarks("before")
+            evaluator.validate(-1)
+        ops.baseline_done(before, stages)
+    adapter_dir = None
     if cfg.pipeline.schedule == "stream":  # generation, execution and training overlap (pipeline/stream.py)
         version, adapter_dir = stream_job(
             system, cfg, plan_rounds(cfg, train_set, rng), model_path=model_path, run_dir=run_dir, stages=stages,
             make_data=lambda plan, exps: round_data(system, cfg, plan.exercises, exps, by_id, corpus, plan.round),
             round_metrics=iteration_metrics)
-    for it in range(cfg.loop.iterations if cfg.pipeline.schedule == "rounds" else 0):
+    for it in range(ops.state.next_iteration, cfg.loop.iterations if cfg.pipeline.schedule == "rounds" else 0):
         iter_stages = Stages()
-        batch = rng.sample(train_set, min(cfg.loop.exercises_per_iteration, len(train_set)))
-        experiences = sample_and_judge(system, cfg, batch, version, iter_stages, seed=cfg.seed + 1000 * it)
-        ref = ray.put(experiences)
-        ray.get(system.buffer.add.remote([ref], version, len(experiences)))
-        data = round_data(system, cfg, batch, experiences, by_id, corpus, it)
-        metrics = {"iteration": it, "policy_version": version, **iteration_metrics(experiences),
-                   "train_items": len(data)}
-        if data:
-            with iter_stages.time("train"):
-                train_metrics, weights_path = system.learner.train_round(data)
-            with iter_stages.time("sync"):
-                version += 1
-                metrics["served_as"] = send_policy(system.generator, cfg, weights_path.parent, version)
-            metrics.update(train_metrics)
-            if probe is not None:  # served-versus-trained fidelity of this round (pipeline/serving.py)
-                metrics.update(probe.measure(system.generator, weights_path.parent))
+        try:
+            batch = rng.sample(train_set, min(cfg.loop.exercises_per_iteration, len(train_set)))
+            experiences = sample_and_judge(system, cfg, batch, version, iter_stages, seed=cfg.seed + 1000 * it)
+            ref = ray.put(experiences)
+            ray.get(system.buffer.add.remote([ref], version, len(experiences)))
+            data = round_data(system, cfg, batch, experiences, by_id, corpus, it)
+            metrics = {"iteration": it, "policy_version": version, **iteration_metrics(experiences),
+                       "train_items": len(data)}
+            send = partial(send_policy, system.generator, cfg)  # the adapter or the merged weights
+            outcome = learn_and_sync(system, data, version, iter_stages, it, send) if data else RoundOutcome(version)
+            if probe is not None and outcome.version != version:  # served-versus-trained fidelity of this round
+                outcome.metrics.update(probe.measure(system.generator, system.learner.last_checkpoint))
+        except Exception as exc:  # anything else: stop cleanly, still evaluate and report below
+            ops.failed(failure("iteration", exc, it, version))
+            print(f"iteration {it} failed, stopping: {exc}", flush=True)
+            break
+        version = outcome.version
+        metrics.update(outcome.metrics)
         metrics["new_policy_version"] = version
         with iter_stages.time("validate"):
             metrics.update(evaluator.validate(it))
         metrics["seconds"] = dict(iter_stages.seconds)
         for name, secs in iter_stages.seconds.items():
             stages.seconds[name] = stages.seconds.get(name, 0.0) + secs
+        if outcome.failure:
+            metrics["failure"] = outcome.failure
+            ops.failed(outcome.failure)
         run_dir.log_metrics(metrics)
+        ops.iteration_done(it, metrics, experiences, version, rng, system.learner, stages)
         loss = metrics.get(f"{cfg.train.algorithm}/loss", float("nan"))
         print(f"iteration {it}: reward {metrics['reward_mean']:+.2f}, pass rate {metrics['sample_pass_rate']:.2f}, "
               f"{len(data)} {'pairs' if cfg.train.algorithm == 'dpo' else 'training items'}, "
               f"{cfg.train.algorithm} loss {loss:.4f}, policy v{version}", flush=True)
+        if outcome.failure:
+            print(f"iteration {it}: learner round failed at {outcome.failure['stage']} "
+                  f"({outcome.failure['message']}); still serving v{version}", flush=True)
+            if cfg.loop.on_train_failure == "stop":
+                break
 
-    with stages.time("eval_after"):
-        after = evaluator.test_benchmarks("after")
+    try:
+        with stages.time("eval_after"):
+            after = evaluator.test_benchmarks("after")
+    except Exception as exc:  # the summary and report are still written, with the failure in them
+        ops.failed(failure("eval_after", exc, cfg.loop.iterations, version))
+        after = float("nan")
     buffer_stats = ray.get(system.buffer.stats.remote())
     buffer_stats["ledger"] = ray.get(system.buffer.ledger.remote())
     run_dir.finish(before, after, len(evaluator.tests[evaluator.primary]), stages.seconds, buffer_stats,
-                   adapter_dir or system.learner.adapter_dir, version, extra_summary=evaluator.summary(),
+                   adapter_dir or system.learner.adapter_dir, version,
+                   extra_summary={**evaluator.summary(), **ops.summary_extra()},
                    extra_report=evaluator.report_section(run_dir.metrics()))
+    ops.close(before, after)
     return RunResult(run_dir, system, before, after, version)

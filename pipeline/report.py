@@ -29,6 +29,14 @@ class RunDir:
         (path / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         return cls(path)
 
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """An existing run directory, to resume."""
+        path = Path(path).resolve()
+        if not (path / "config.yaml").is_file():
+            raise FileNotFoundError(f"resume: {path} is not a run directory (no config.yaml)")
+        return cls(path)
+
     def log_metrics(self, record: dict) -> None:
         with (self.path / "metrics.jsonl").open("a") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -91,5 +99,10 @@ def render_report(summary: dict, iterations: list[dict]) -> str:
             f"{algo} {m.get(f'{algo}/loss', nan):.4f} | "
             f"{m.get(f'{algo}/loss_first', nan):.4f} → {m.get(f'{algo}/loss_last', nan):.4f} |"
         )
+    if summary.get("failures"):
+        out += ["", "## Failures", "", "The last good policy kept serving after each of these.", "",
+                "| iteration | stage | kept version | error |", "|---|---|---|---|"]
+        out += [f"| {f['iteration']} | {f['stage']} | v{f['kept_version']} | {f['error']}: "
+                f"{f['message'].replace('|', '/')} |" for f in summary["failures"]]
     out += ["", f"Replay buffer: {summary['replay_buffer']}", ""]
     return "\n".join(out)

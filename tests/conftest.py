@@ -38,7 +38,14 @@ def ray_cluster():
     import ray
 
     # Logical CPUs above the 2 real cores: the actors of a run take turns rather than compute at once.
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):  # Ray gives its raylet 30 s to start, which a loaded machine can miss
+        try:
+            ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield ray
     ray.shutdown()
 

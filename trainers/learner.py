@@ -58,6 +58,11 @@ def fit_with_progress(trainer, progress, desc: str):
         return future.result()
 
 
+def worker_resources(cfg: TrainConfig) -> dict[str, float]:
+    """What each Ray Train worker asks for besides its GPU (custom resources steer it to the learner nodes)."""
+    return {"CPU": cfg.num_cpus_per_worker, **cfg.resources_per_worker}
+
+
 class Learner:
     def __init__(self, cfg: TrainConfig, model_path: str, storage_dir: Path, teacher_path: str = "",
                  sampling: Sampling | None = None, served_dtype: str = "bfloat16"):
@@ -134,7 +139,7 @@ class Learner:
             scaling_config=ScalingConfig(
                 num_workers=self.cfg.num_workers,
                 use_gpu=self.cfg.use_gpu,
-                resources_per_worker={"CPU": self.cfg.num_cpus_per_worker},
+                resources_per_worker=worker_resources(self.cfg),
             ),
             torch_config=TorchConfig(backend="nccl" if self.cfg.use_gpu else "gloo"),
             run_config=RunConfig(name=f"round_{self.rounds:03d}", storage_path=str(self.storage_dir),

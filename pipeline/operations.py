@@ -1,0 +1,109 @@
+"""What the loop needs to run for real, kept out of the loop itself: resumable state written after every
+iteration (pipeline/state.py), metric sinks (pipeline/metrics.py), failures recorded for the summary, and the
+options of a local Ray instance (dashboard on)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import ray
+
+from codealign.config import RunConfig
+from codealign.weights import load_for_generators
+from pipeline.metrics import MetricSinks
+from pipeline.report import RunDir
+from pipeline.state import DriverState, load_experiences, save_experiences, truncate_metrics
+from trainers.modeling import MERGED_FILE
+
+
+def local_ray_options(cfg: RunConfig) -> dict:
+    """A local Ray instance; the dashboard (http://127.0.0.1:<ray_dashboard_port>, default 8265) shows the
+    actors, their logs, CPU/memory per process and the Ray Train run while the loop runs."""
+    opts: dict = {"num_cpus": cfg.ray_num_cpus or None, "log_to_driver": False, "include_dashboard": cfg.ray_dashboard}
+    if cfg.ray_dashboard:
+        opts.update(dashboard_host="127.0.0.1", dashboard_port=cfg.ray_dashboard_port or free_port())
+    return opts
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Operations:
+    cfg: RunConfig
+    run_dir: RunDir
+    state: DriverState
+    sinks: MetricSinks
+    resumed: bool
+    # name -> (save() -> JSON-able, load(saved)): parts whose state must survive a driver crash (the curriculum)
+    components: dict[str, tuple[Callable[[], object], Callable[[object], None]]] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, cfg: RunConfig, run_dir: RunDir) -> Operations:
+        state = DriverState.load(run_dir.path)
+        resumed = state is not None
+        if state is None:
+            state = DriverState()
+        else:
+            truncate_metrics(run_dir.path, state.next_iteration)
+            print(f"resuming {run_dir.path} at iteration {state.next_iteration} (policy v{state.policy_version})",
+                  flush=True)
+        return cls(cfg, run_dir, state, MetricSinks(cfg, run_dir.path, state.next_iteration), resumed)
+
+    def register(self, name: str, save: Callable[[], object], load: Callable[[object], None]) -> None:
+        """A component with state to persist; call before `restore` (e.g. the oracle's curriculum)."""
+        self.components[name] = (save, load)
+
+    def restore(self, system, rng) -> int:
+        """Bring the fresh actors to the last completed iteration; returns the policy version serving."""
+        if not self.resumed:
+            return 0
+        s = self.state
+        s.restore_rng(rng)
+        checkpoint = s.restore_learner(system.learner, self.run_dir.path)
+        for payload in load_experiences(self.run_dir.path, s.next_iteration):
+            ref = ray.put(payload["experiences"])
+            ray.get(system.buffer.add.remote([ref], payload["policy_version"], len(payload["experiences"])))
+        if s.policy_version and checkpoint is not None:
+            system.generator.update_weights(load_for_generators(checkpoint / MERGED_FILE), s.policy_version)
+        for name, (_, load) in self.components.items():
+            if name in s.components:
+                load(s.components[name])
+        return s.policy_version
+
+    def baseline_done(self, pass_at_1: float, stages) -> None:
+        self.state.pass_at_1_before = pass_at_1
+        self.state.stage_seconds = dict(stages.seconds)
+        self.state.save(self.run_dir.path)
+
+    def failed(self, failure: dict) -> None:
+        self.state.failures.append(failure)
+
+    def iteration_done(self, iteration: int, metrics: dict, experiences: list, version: int, rng, learner,
+                       stages) -> None:
+        """The commit point: after this, a killed driver resumes at iteration + 1."""
+        s = self.state
+        save_experiences(self.run_dir.path, iteration, metrics["policy_version"], experiences)
+        s.next_iteration = iteration + 1
+        s.policy_version = version
+        s.capture_rng(rng)
+        s.capture_learner(learner, self.run_dir.path)
+        s.stage_seconds = dict(stages.seconds)
+        s.components.update({name: save() for name, (save, _) in self.components.items()})
+        s.save(self.run_dir.path)
+        self.sinks.log(metrics, step=iteration)
+
+    def summary_extra(self) -> dict:
+        return {"iterations_done": self.state.next_iteration, "failed_rounds": len(self.state.failures),
+                "failures": self.state.failures, "resumed": self.resumed}
+
+    def close(self, before: float, after: float) -> None:
+        self.sinks.summary({"pass@1_before": before, "pass@1_after": after,
+                            "failed_rounds": len(self.state.failures)})
+        self.sinks.close()

@@ -1,0 +1,138 @@
+"""The driver's resumable state, written atomically after every completed iteration.
+
+A run directory holds everything a killed driver needs to go on (`launch.py run --resume runs/<dir>`):
+`driver_state.json` (next iteration, policy version, the sampling RNG, the learner's last good round checkpoint,
+stage seconds, failures, and the state of pluggable components such as the curriculum) and
+`experience/iter_NNNN.pkl` (each iteration's judged samples: what the replay buffer held). Anything written after
+the last state file (a half-done iteration, a Ray Train round that never finished, its metrics line) is discarded
+on resume, so no experience is lost or trained twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "driver_state.json"
+EXPERIENCE_DIR = "experience"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a crash at any instant leaves the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a power cut
+    finally:
+        os.close(dir_fd)
+
+
+@dataclass
+class DriverState:
+    next_iteration: int = 0  # iterations [0, next_iteration) are complete
+    policy_version: int = 0
+    pass_at_1_before: float | None = None  # the baseline evaluation, done once
+    rng_state: list | None = None  # random.Random.getstate() of the exercise sampler
+    learner_rounds: int = 0
+    learner_checkpoint: str = ""  # the last good round's Ray Train checkpoint, relative to the run directory
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    failures: list[dict] = field(default_factory=list)
+    # name -> JSON-able state of a pluggable part (the oracle branch's curriculum saves here: "curriculum")
+    components: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, run_dir: Path) -> None:
+        atomic_write(Path(run_dir) / STATE_FILE, json.dumps(asdict(self), indent=1).encode())
+
+    @classmethod
+    def load(cls, run_dir: Path) -> DriverState | None:
+        path = Path(run_dir) / STATE_FILE
+        if not path.is_file():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+    # the exercise sampler's RNG
+    def capture_rng(self, rng: random.Random) -> None:
+        version, internal, gauss = rng.getstate()
+        self.rng_state = [version, list(internal), gauss]
+
+    def restore_rng(self, rng: random.Random) -> None:
+        if self.rng_state is not None:
+            version, internal, gauss = self.rng_state
+            rng.setstate((version, tuple(internal), gauss))
+
+    # the learner's last good round
+    def capture_learner(self, learner, run_dir: Path) -> None:
+        self.learner_rounds = learner.rounds
+        ckpt = learner.last_checkpoint
+        self.learner_checkpoint = str(Path(ckpt).resolve().relative_to(Path(run_dir).resolve())) if ckpt else ""
+
+    def restore_learner(self, learner, run_dir: Path) -> Path | None:
+        """Point the learner at its last good round and remove rounds that started after it (a killed round's
+        partial Ray Train directory would otherwise be taken for a run to restore)."""
+        learner.rounds = self.learner_rounds
+        for round_dir in Path(learner.storage_dir).glob("round_*"):
+            if int(round_dir.name.split("_")[1]) > self.learner_rounds:
+                shutil.rmtree(round_dir, ignore_errors=True)
+        if not self.learner_checkpoint:
+            return None
+        ckpt = Path(run_dir) / self.learner_checkpoint
+        if not ckpt.is_dir():
+            raise FileNotFoundError(f"resume: the learner checkpoint {ckpt} recorded in {STATE_FILE} is missing")
+        learner.last_checkpoint = ckpt
+        return ckpt
+
+
+def sample_ids(iteration: int, experiences: list) -> list[str]:
+    """A stable id per judged sample: iteration, exercise and the sample's index among that exercise's."""
+    seen: dict[str, int] = {}
+    out = []
+    for e in experiences:
+        k = seen.get(e.exercise_id, 0)
+        seen[e.exercise_id] = k + 1
+        out.append(f"{iteration}/{e.exercise_id}/{k}")
+    return out
+
+
+def save_experiences(run_dir: Path, iteration: int, version: int, experiences: list) -> None:
+    payload = {"iteration": iteration, "policy_version": version, "sample_ids": sample_ids(iteration, experiences),
+               "experiences": experiences}
+    atomic_write(Path(run_dir) / EXPERIENCE_DIR / f"iter_{iteration:04d}.pkl", pickle.dumps(payload))
+
+
+def load_experiences(run_dir: Path, below: int) -> list[dict]:
+    """Every completed iteration's experience, in order (iterations >= `below` were not completed)."""
+    out = []
+    for path in sorted((Path(run_dir) / EXPERIENCE_DIR).glob("iter_*.pkl")):
+        payload = pickle.loads(path.read_bytes())
+        if payload["iteration"] < below:
+            out.append(payload)
+        else:
+            path.unlink()
+    return out
+
+
+def truncate_metrics(run_dir: Path, next_iteration: int) -> None:
+    """Drop metrics lines of iterations that did not complete (written before the crash, after the last state)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("iteration", -1) < next_iteration]
+    atomic_write(path, "".join(line + "\n" for line in keep).encode())
