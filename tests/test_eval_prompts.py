@@ -1,16 +1,11 @@
-"""The chat and completion prompt formats, how an answer becomes the judged program, and code extraction on real
-SmolLM2-135M-Instruct answers (tests/data/smollm2_chat_answers.jsonl, greedy, chat prompt, recorded with
-`launch.py eval`)."""
-
-from pathlib import Path
+"""The chat and completion prompt formats and how an answer becomes the judged program. (Extraction on recorded
+real SmolLM2 answers is not covered yet.)"""
 
 import pytest
 
 from evaluation.benchmarks import load_benchmark
 from evaluation.prompts import STUB_STOPS, PromptFormat, defines, entry_point_of
 from sandbox import Sandbox
-
-ANSWERS = Path(__file__).parent / "data" / "smollm2_chat_answers.jsonl"
 
 
 @pytest.fixture(scope="module")
