@@ -175,7 +175,7 @@ def make_learner(cfg: RunConfig, round_learner, model_path: str, storage_dir):
 
     t = cfg.train
     if cfg.pipeline.learner == "long_lived" and t.algorithm in ("dpo", "ppo") and not t.critic:
-        return StreamingLearner(t, cfg.pipeline, model_path, storage_dir)
+        return StreamingLearner(t, cfg.pipeline, model_path, storage_dir, sampling=round_learner.sampling)
     return PerRoundLearner(round_learner)
 
 

@@ -29,6 +29,7 @@ import torch
 from codealign.config import PipelineConfig, TrainConfig
 from trainers.learner import Learner, TrainingFailed
 from trainers.modeling import ADAPTER_DIR, MERGED_FILE, bf16_compute, frozen_reference, save_for_generators
+from trainers.scoring import Sampling
 
 POLL_S = 0.05
 
@@ -98,13 +99,13 @@ def dpo_batch(model, policy, ref_model, tokenizer, pairs, cfg: TrainConfig, rank
                          int(batch["attention_mask"].sum()))
 
     params = [p for p in model.parameters() if p.requires_grad]
-    metrics, _ = run_steps(model, params, batches, micro_step, cfg, name="dpo", rank=rank)
+    metrics, _, _ = run_steps(model, params, batches, micro_step, cfg, name="dpo", rank=rank)
     metrics.update({"dpo/pairs": len(batches), "dpo/workers": world})
     return metrics
 
 
 def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank: int, world: int, device,
-              train_version: int, pipe: PipelineConfig) -> dict:
+              train_version: int, pipe: PipelineConfig, sampling) -> dict:
     """One batch of judged samples, as `ppo.ppo_train_loop` trains a round (critic-free); a sample made by an
     older policy than `train_version` is trained with the off-policy correction of `pipe.off_policy`."""
     from trainers.losses import clipped_policy_loss
@@ -126,16 +127,16 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
     correct = pipe.off_policy != "none"
     with torch.no_grad():
         if ref_model is not None:
-            ref = [forward_tokens(ref_model, b, autocast, critic=False)[0] for b in batches]
+            ref = [forward_tokens(ref_model, b, autocast, False, sampling)[0] for b in batches]
         else:
             with frozen_reference(policy) if cfg.reference == "frozen" else _null():
-                ref = [forward_tokens(policy, b, autocast, critic=False)[0] for b in batches]
+                ref = [forward_tokens(policy, b, autocast, False, sampling)[0] for b in batches]
         for b in batches:  # the proximal policy: these weights, before this batch's updates
             if correct and b["staleness"] > 0:
-                b["prox_logps"] = forward_tokens(policy, b, autocast, critic=False)[0]
+                b["prox_logps"] = forward_tokens(policy, b, autocast, False, sampling)[0]
 
     def micro_step(b, i: int) -> MicroStep:
-        new, entropy, _ = forward_tokens(model, b, autocast, False)
+        new, entropy, _ = forward_tokens(model, b, autocast, False, sampling)
         if "prox_logps" in b:
             out = off_policy_loss(new, b["prox_logps"], b["old_logps"], ref[i], b["adv"], cfg.clip_eps, cfg.kl_coef,
                                   pipe.importance_cap, pipe.off_policy)
@@ -145,7 +146,7 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
         return MicroStep(out.loss, metrics, b["input_ids"].shape[1])
 
     params = [p for p in model.parameters() if p.requires_grad]
-    metrics, _ = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank)
+    metrics, _, _ = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank)
     rewards = [e.result.reward for e in data]
     verdicts = Counter(e.result.verdict.value for e in data)
     stale = [b["staleness"] for b in batches]
@@ -213,7 +214,7 @@ def streaming_train_loop(config: dict) -> None:
                                 payload["version"])
         else:
             metrics = ppo_batch(model, policy, ref_model, tokenizer, data, cfg, rank, world, device,
-                                payload["version"], pipe)
+                                payload["version"], pipe, config["sampling"])
         step += 1
         weights = None
         if rank == 0:
@@ -232,7 +233,7 @@ def streaming_train_loop(config: dict) -> None:
 class StreamingLearner:
     """Driver side of the long-lived run: `submit` a batch, `poll` for finished steps, `close` at the end."""
 
-    def __init__(self, cfg: TrainConfig, pipe: PipelineConfig, model_path: str, storage_dir: Path):
+    def __init__(self, cfg: TrainConfig, pipe: PipelineConfig, model_path: str, storage_dir: Path, sampling=None):
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -246,7 +247,8 @@ class StreamingLearner:
         trainer = TorchTrainer(
             train_loop_per_worker=streaming_train_loop,
             train_loop_config={"train": cfg, "pipeline": pipe, "mailbox": self.mailbox, "model_path": model_path,
-                               "storage_dir": str(self.storage_dir), "num_threads": int(cfg.num_cpus_per_worker)},
+                               "storage_dir": str(self.storage_dir), "num_threads": int(cfg.num_cpus_per_worker),
+                               "sampling": sampling or Sampling()},
             scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                          resources_per_worker={"CPU": cfg.num_cpus_per_worker}),
             torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
