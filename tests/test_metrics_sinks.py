@@ -118,3 +118,38 @@ ray.shutdown()
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["url"].startswith("http://127.0.0.1:") and out["version"]["ray_version"]
+
+
+def _gather_on_rank(rank: int, world: int, port: int, out) -> None:
+    import torch.distributed as dist
+
+    from trainers.steps import with_rank_metrics
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        metrics = {"dpo/loss": 0.5 + rank, "dpo/steps": 4, "dpo/tokens": 100 * (rank + 1), "note": "x"}
+        out.put((rank, with_rank_metrics(metrics)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_every_ranks_numbers_where_they_differ():
+    """Two real gloo ranks (the collective Ray Train's workers run at report time): rank 0's report gains each
+    rank's value of the numbers that differ, and only of those."""
+    import torch.multiprocessing as mp
+
+    from pipeline.operations import free_port
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_gather_on_rank, args=(r, 2, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    got = dict(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    report = got[0]
+    assert report["dpo/loss@rank0"] == 0.5 and report["dpo/loss@rank1"] == 1.5
+    assert report["dpo/tokens@rank1"] == 200 and "dpo/steps@rank1" not in report  # equal on every rank
+    assert report["dpo/loss"] == 0.5 and report["note"] == "x"

@@ -290,12 +290,30 @@ def report_checkpoint(metrics: dict, rank: int, write: Callable[[Path], None]) -
     ranks report the metrics alone (every rank must call report)."""
     import ray.train
 
+    metrics = with_rank_metrics(metrics)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
             write(Path(tmp))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def with_rank_metrics(metrics: dict) -> dict:
+    """Ray Train keeps rank 0's metrics only: add every rank's value as `<key>@rank<r>` for the numbers that differ
+    between ranks (each rank's own loss, tokens, seconds). A collective call: every rank must make it."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return metrics
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, metrics)
+    out = dict(metrics)
+    for key, value in metrics.items():
+        values = [g.get(key) for g in gathered]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and any(v != value for v in values):
+            out.update({f"{key}@rank{r}": v for r, v in enumerate(values)})
+    return out
 
 
 def report_resumable(model, optimizer, pos: Position, rank: int, metrics: dict) -> None:
