@@ -19,7 +19,7 @@ def test_ray_job_submit_runs_the_loop_on_a_ray_start_head(tiny_model_path, data_
 
     raw = tiny_run_config(tmp_path / "runs", tiny_model_path, loop={"iterations": 1}, name="job")
     overrides = [f"{section}.{key}={json.dumps(value)}" for section in ("model", "data", "generator", "executor",
-                                                                        "train", "loop")
+                                                                        "train", "loop", "eval", "pipeline")
                  for key, value in raw[section].items() if not isinstance(value, dict)]
     overrides += [f"output_dir={tmp_path / 'runs'}", "name=job"]
     entrypoint = "python launch.py run --config configs/local.yaml --address auto " + " ".join(
