@@ -33,3 +33,12 @@ def test_num_to_keep_is_checked_at_load():
 def test_the_cluster_recipe_does_not_claim_object_storage():
     # round checkpoints are read back by path (learner workers, generators): only a shared file system works
     assert "s3://" not in (ROOT / "configs" / "cluster.yaml").read_text()
+
+
+def test_an_adapter_above_the_engines_lora_rank_is_refused_at_load():
+    raw = {"model": {}, "generator": {"enable_lora": True, "max_lora_rank": 8}, "train": {"lora": {"r": 16}},
+           "loop": {}}
+    with pytest.raises(ConfigError, match=r"generator.max_lora_rank: 8 is below train.lora.r \(16\)"):
+        config_from_dict(raw)
+    raw["generator"]["max_lora_rank"] = 16
+    assert config_from_dict(raw).generator.enable_lora

@@ -117,7 +117,8 @@ def test_probe_log_probs_match_a_plain_forward(tiny_model_path, probe):
     seqs, lens = probe
     model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
     ids = torch.tensor([seqs[0]])
-    logp = model(input_ids=ids).logits[0].log_softmax(-1)
+    with torch.no_grad():
+        logp = model(input_ids=ids).logits[0].log_softmax(-1)
     expected = [float(logp[i - 1, seqs[0][i]]) for i in range(lens[0], len(seqs[0]))]
     got = trained_logprobs(tiny_model_path, None, seqs[:1], lens[:1])[0]
     assert got == pytest.approx(expected, abs=1e-5)
