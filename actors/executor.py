@@ -12,7 +12,7 @@ from sandbox import RewardTable, Sandbox
 class Executor:
     def __init__(self, cfg: ExecutorConfig, rewards: RewardTable, parallelism: int = 1):
         self.sandbox = Sandbox(timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, parallelism=parallelism,
-                               rewards=rewards)
+                               rewards=rewards, in_process=cfg.in_process)
 
     def protections(self) -> dict[str, bool]:
         return self.sandbox.protections

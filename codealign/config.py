@@ -65,6 +65,10 @@ class ExecutorConfig:
     num_actors: int = 2
     timeout_s: float = 5.0
     memory_mb: int = 1024
+    # Tests that can only run beside the solution (they use its classes or constants) are judged in a process that
+    # ran model code, which could forge the verdict. "refuse": such runs are not run and get Verdict.REFUSED (its
+    # reward is reward.refused); "allow": they run, and Result.mode says "in_process".
+    in_process: str = "refuse"
 
 
 @dataclass
@@ -208,6 +212,8 @@ class RunConfig:
                 raise ConfigError(f"loop.{name}: must be >= 0")
         if self.data.eval_size < 0:
             raise ConfigError("data.eval_size: must be >= 0")
+        if self.executor.in_process not in ("allow", "refuse"):
+            raise ConfigError(f"executor.in_process: unknown {self.executor.in_process!r}; choose allow or refuse")
 
     def resolved_data_dir(self) -> Path:
         raw = self.data.data_dir or os.environ.get("CODEALIGN_DATA", "")

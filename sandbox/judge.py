@@ -1,24 +1,16 @@
-"""The judge: a long-lived process that runs the tests. Every function of the solution the tests use is a proxy
-that sends plain arguments to the solution's process and gets a plain value back, so the expected values never
-exist where model code runs, and what is compared is a real built-in. It decides the verdict and answers the
-caller. Nothing is ever forked from it, so the tests it has seen reach no other process."""
+"""The judge's test runner: every function of the solution the tests use is a proxy that sends plain arguments to
+the solution's process and gets a plain value back, so the expected values never exist where model code runs, and
+what is compared is a real built-in. The judge's process (a fresh one per run) is sandbox.judge_process."""
 
 import ast
 import builtins
 import functools
 import importlib
-import json
-import os
-import select
-import signal
-import socket
+import sys
+import types
 
 from sandbox import codec, frames
 from sandbox.solution_side import DETAIL_MAX, MESSAGE_LIMIT, describe
-
-
-class Deadline(BaseException):
-    pass
 
 
 class Unsupported(Exception):
@@ -105,7 +97,12 @@ def free_names(tree) -> frozenset[str]:
 
 
 def test_namespace(free: frozenset[str], names: dict, channel: Channel) -> dict:
-    ns = {"__name__": "__tests__", "__builtins__": builtins}
+    # The tests run as the main module, as `python tests.py` would: `if __name__ == "__main__":` blocks run, and
+    # unittest.main() finds their test cases in sys.modules["__main__"].
+    main = types.ModuleType("__main__")
+    sys.modules["__main__"] = main
+    ns = main.__dict__
+    ns["__builtins__"] = builtins
     for name in sorted(free & set(names)):
         kind = names[name]
         if kind == "function":
@@ -145,75 +142,5 @@ def run_split(tests: str, names: dict, channel: Channel) -> dict:
     except Exception as exc:
         return {"verdict": "runtime_error", "detail": describe(exc)}
     return {"verdict": "passed", "detail": ""}
-
-
-def judge(mode: str, tests: str, channel: Channel) -> dict:
-    try:
-        first = frames.read_frame(channel.replies, MESSAGE_LIMIT)
-    except (frames.FrameTooLarge, ValueError):
-        first = None
-    if not isinstance(first, dict):
-        return {"verdict": "runtime_error", "detail": "solution process ended while loading", "died": True}
-    if not first.get("ok"):
-        return {"verdict": "runtime_error", "detail": str(first.get("exc", ""))[:DETAIL_MAX]}
-    if mode != "in_process":
-        return {**run_split(tests, first.get("names", {}), channel), "mode": "split"}
-    # In-process, the verdict comes from the solution's own process. Two checks make forging it harder (not
-    # impossible: that is why the mode is reported): nothing may be waiting on the channel before the tests are
-    # sent, and the answer must carry a nonce the solution could not know while it was loading.
-    if select.select([channel.replies], [], [], 0)[0]:
-        return {"verdict": "runtime_error", "detail": "solution wrote to the verdict channel", "mode": "in_process"}
-    nonce = os.urandom(16).hex()
-    try:
-        result = channel.call({"op": "exec_tests", "tests": tests, "nonce": nonce})
-    except SolutionDied as exc:
-        return {"verdict": "runtime_error", "detail": str(exc), "died": True, "mode": "in_process"}
-    verdict = result.get("verdict") if result.get("nonce") == nonce else "runtime_error"
-    if verdict not in ("passed", "failed", "runtime_error"):
-        verdict = "runtime_error"
-    return {"verdict": verdict, "detail": str(result.get("detail", ""))[:DETAIL_MAX], "mode": "in_process"}
-
-
-def on_alarm(signum, frame):
-    raise Deadline()
-
-
-def judge_loop(control: socket.socket, tests_fd: int, verdict_fd: int) -> None:
-    """One job per control message from the server: [header, (requests, replies) fds]."""
-    signal.signal(signal.SIGALRM, on_alarm)
-    while True:
-        raw, fds, _, _ = socket.recv_fds(control, 1 << 16, 2)
-        if not raw:
-            return
-        job = json.loads(raw)
-        tests = frames.read_frame(tests_fd, MESSAGE_LIMIT)["tests"]
-        reply = {"verdict": "runtime_error", "detail": "", "mode": job["mode"]}
-        if "syntax_error" in job:
-            reply.update(verdict="syntax_error", detail=job["syntax_error"], mode="")
-        else:
-            requests, replies = fds
-            try:
-                signal.setitimer(signal.ITIMER_REAL, job["timeout"])
-                reply.update(judge(job["mode"], tests, Channel(requests, replies)))
-            except Deadline:
-                reply.update(verdict="timeout", detail=f"wall time limit of {job['timeout']:g}s")
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-            try:
-                os.kill(job["pid"], signal.SIGKILL)  # PID 1 of its namespace: all it started goes with it
-            except ProcessLookupError:
-                pass
-            if reply.pop("died", False):  # the server reaps it and tells how it ended
-                control.sendall(b'{"op": "status"}')
-                status = json.loads(control.recv(4096))
-                sig = status.get("signal")
-                if sig == signal.SIGXCPU:
-                    reply.update(verdict="timeout", detail="CPU time limit")
-                elif sig and sig != signal.SIGKILL:
-                    reply["detail"] = f"solution process killed by {signal.Signals(sig).name}"
-        for fd in fds:
-            os.close(fd)
-        frames.write_frame(verdict_fd, reply)
-        control.sendall(b'{"op": "done"}')
 
 
