@@ -172,8 +172,8 @@ class Sandbox:
         max_processes: int = 64,
         in_process: str = "allow",
     ):
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        if not 0 < timeout_s < float("inf"):
+            raise ValueError(f"timeout_s must be positive and finite, got {timeout_s}")
         if in_process not in IN_PROCESS_POLICIES:
             raise ValueError(f"in_process must be one of {IN_PROCESS_POLICIES}, got {in_process!r}")
         self.in_process = in_process
@@ -208,8 +208,8 @@ class Sandbox:
         if not isinstance(solution, str) or not isinstance(tests, str):
             raise TypeError("solution and tests must be str")
         timeout = self.timeout_s if timeout_s is None else float(timeout_s)
-        if not timeout > 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout}")
+        if not 0 < timeout < float("inf"):
+            raise ValueError(f"timeout_s must be positive and finite, got {timeout}")
         start = time.monotonic()
         verdict, detail, mode = self._submit(solution, tests, timeout)
         return Result(verdict, self.rewards(verdict), time.monotonic() - start, detail, mode)

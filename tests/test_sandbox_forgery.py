@@ -171,3 +171,21 @@ def test_in_process_tests_run_as_main_too(sb):
     tests = "if __name__ == '__main__':\n    assert Box(3).v == 4\n"
     res = sb.run(solution, tests)
     assert res.verdict is Verdict.FAILED and res.mode == "in_process", res
+
+
+def test_the_executor_applies_its_in_process_policy():
+    from actors.executor import Executor
+    from codealign.config import ExecutorConfig
+
+    job = ("class Box:\n    pass\n", "assert Box() is not None\n")
+    refusing = Executor(ExecutorConfig(timeout_s=3.0), RewardTable(), parallelism=1)
+    allowing = Executor(ExecutorConfig(timeout_s=3.0, in_process="allow"), RewardTable(), parallelism=1)
+    try:
+        assert refusing.protections()["in_process_refused"]
+        [refused] = refusing.run_batch([job])
+        [allowed] = allowing.run_batch([job])
+    finally:
+        refusing.sandbox.close()
+        allowing.sandbox.close()
+    assert (refused.verdict, refused.mode) == (Verdict.REFUSED, "in_process")
+    assert (allowed.verdict, allowed.mode) == (Verdict.PASSED, "in_process")

@@ -205,3 +205,23 @@ def test_a_fork_bomb_does_not_starve_a_parallel_run():
         worker.join(30)
         assert res.verdict is Verdict.PASSED, res
         assert bombed and bombed[0].verdict is Verdict.TIMEOUT
+
+
+def test_hostile_tests_are_contained_like_hostile_solutions(sb, tmp_path):
+    target = tmp_path / "from-the-tests.txt"
+    os.chmod(tmp_path, 0o777)
+    tests = (
+        "import os, socket\n"
+        f"for p in ({str(target)!r}, '/tmp/escape', '/var/tmp/escape', '/dev/shm/escape'):\n"
+        "    try:\n        open(p, 'w').write('x')\n    except OSError:\n        pass\n"
+        "s = socket.socket()\ns.settimeout(1)\n"
+        "try:\n    s.connect(('127.0.0.1', 22))\n    raise SystemExit(7)\nexcept OSError:\n    pass\n"
+        "assert [p for p in os.listdir('/proc') if p.isdigit()] == ['1']\n"  # alone in its PID namespace
+        "assert os.getuid() != 0 or not os.path.exists('/work')\n"
+        + TESTS
+    )
+    res = sb.run(SQUARE, tests)
+    assert res.verdict is Verdict.PASSED, res
+    assert not target.exists()
+    res = sb.run(SQUARE, "x = bytearray(64 * 2**30)\n" + TESTS)  # the judge has a memory limit too
+    assert res.verdict is Verdict.RUNTIME_ERROR, res
