@@ -142,5 +142,3 @@ def run_split(tests: str, names: dict, channel: Channel) -> dict:
     except Exception as exc:
         return {"verdict": "runtime_error", "detail": describe(exc)}
     return {"verdict": "passed", "detail": ""}
-
-
