@@ -99,7 +99,7 @@ class _Server:
     def run(self, solution: str, tests: str, timeout: float, mode: str) -> dict:
         try:
             frames.write_frame(self.proc.stdin.fileno(), {"solution": solution, "timeout": timeout, "mode": mode})
-            frames.write_frame(self.tests_w, {"tests": tests})
+            frames.write_frame(self.tests_w, {"tests": tests, "solution": solution})  # the judge reads its source
         except OSError as exc:
             self.kill()
             raise ServerLost(f"sandbox server is gone: {exc}") from exc
