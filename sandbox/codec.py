@@ -16,12 +16,15 @@ object `{tag: body}`, rebuilt bottom-up by json's C parser calling `Decoder.hook
 
 from __future__ import annotations
 
+import array
+import base64
 import builtins
 import collections
 import dataclasses
 import datetime
 import decimal
 import fractions
+import itertools
 import json
 import math
 import re
@@ -35,6 +38,7 @@ BUILTIN_TYPES = frozenset(v for v in vars(builtins).values() if isinstance(v, ty
 BUILTIN_FUNCS = frozenset("abs all any ascii bin chr divmod hash hex id len max min oct ord pow repr round sorted "
                           "sum".split())
 STR_LIMIT = 32 << 20
+ARRAY_MIN = 64
 MUTABLE = (list, dict, set, bytearray, collections.deque)
 
 
@@ -98,8 +102,14 @@ class Encoder:
                 raise NotPlain(f"a string of {len(v)} characters is too large to cross")
             return self.scalar(v) if self.careful else v
         if t is list:
-            if not self.careful and all(type(x) in SCALARS for x in v):
-                return v
+            if not self.careful:
+                kinds = set(map(type, v))
+                if kinds <= SCALARS:
+                    return self.numbers(v, kinds) if len(v) >= ARRAY_MIN and len(kinds) == 1 else v
+                if kinds == {tuple} and set(map(type, itertools.chain.from_iterable(v))) <= SCALARS:
+                    return {"LT": v}  # a list of plain tuples, taken whole by json (the common big result)
+                if kinds == {list} and set(map(type, itertools.chain.from_iterable(v))) <= SCALARS:
+                    return v
             return [self.enc(x) for x in v]
         if t is tuple:
             if not self.careful and all(type(x) in SCALARS for x in v):
@@ -113,6 +123,21 @@ class Encoder:
         if fn is not None:
             return fn(self, v)
         return self.other(v)
+
+    def numbers(self, v: list, kinds: set):
+        """A long list of only floats or only (64-bit) ints crosses as packed machine numbers."""
+        kind = next(iter(kinds))
+        try:
+            if kind is float:
+                packed = array.array("d", v)
+                if any(map(math.isnan, packed)):  # nan identity (math.nan) needs the careful path
+                    return v
+                return {"AF": base64.b64encode(packed.tobytes()).decode()}
+            if kind is int:
+                return {"AI": base64.b64encode(array.array("q", v).tobytes()).decode()}
+        except OverflowError:
+            pass
+        return v
 
     def scalar(self, v):
         t = type(v)
@@ -477,6 +502,9 @@ def _check_int(v):
 
 DECODERS = {
     "T": lambda d, b: tuple(b),
+    "LT": lambda d, b: list(map(tuple, b)),
+    "AF": lambda d, b: array.array("d", base64.b64decode(b, validate=True)).tolist(),
+    "AI": lambda d, b: array.array("q", base64.b64decode(b, validate=True)).tolist(),
     "D": lambda d, b: dict(b),
     "S": lambda d, b: set(b),
     "FS": lambda d, b: frozenset(b),
