@@ -103,3 +103,23 @@ def mutants(body: str) -> dict[str, str]:
     out["generator_instead"] = (f"{ind}def _inner():\n{inner}\n{ind}_r = _inner()\n"
                                 f"{ind}yield from (_r if isinstance(_r, (list, tuple)) else [_r])\n")
     return out
+
+
+def wrapped_mutants(code: str, name: str) -> dict[str, str]:
+    """Wrong variants of a whole program: its function `name` wrapped to return the wrong kind of thing, and
+    operator mutations of the program text."""
+    out = {}
+    for kind, fn in MUTATIONS.items():
+        new = fn(code)
+        if new is not None and new != code:
+            out[kind] = new
+    head = f"\n_original_{name} = {name}\ndef {name}(*a, **k):\n    r = _original_{name}(*a, **k)\n"
+    out["return_none"] = code + head + "    return None\n"
+    out["wrong_type"] = code + head + "    return str(r)\n"
+    out["generator_instead"] = code + head + "    yield from (r if isinstance(r, (list, tuple)) else [r])\n"
+    return out
+
+
+def tested_name(tests: str) -> str | None:
+    m = re.search(r"assert\s+\(?\s*(?:set\(|sorted\(|math\.isclose\()?\s*([A-Za-z_]\w*)\(", tests)
+    return m.group(1) if m else None

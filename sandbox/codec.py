@@ -386,6 +386,8 @@ def _dec_exception(d: Decoder, body):
         exc = cls.__new__(cls, *args)
         exc.args = args
     for k, v in attrs.items():
+        if not isinstance(k, str) or k.startswith("__"):
+            continue
         try:
             setattr(exc, k, v)
         except Exception:

@@ -59,7 +59,8 @@ def read_msg(fd: int, limit: int = MESSAGE_LIMIT) -> bytes | None:
 
 
 def write_msg(fd: int, data: bytes) -> None:
-    for part in (HEADER.pack(len(data)), data):
+    # one write for a small message; a large one is not copied just to prepend its length
+    for part in ((HEADER.pack(len(data)) + data,) if len(data) < 1 << 16 else (HEADER.pack(len(data)), data)):
         view = memoryview(part)
         while view:
             view = view[os.write(fd, view):]

@@ -404,6 +404,30 @@ CASES = {
         assert helper() == 3
         assert f(2) == 3
         """), P),
+    "more_value_kinds": (d(r"""
+        import collections, re, datetime
+        import numpy as np
+        TWO = datetime.timezone(datetime.timedelta(hours=2))
+        def many():
+            return (collections.deque([1, 2], maxlen=3), re.compile(r'a+', re.I), bytearray(b'xy'), 1 - 2j,
+                    frozenset({1}), {(1, 2)}, datetime.time(1, 2, tzinfo=TWO),
+                    [0.5] * 100, list(range(100)), [2**64] * 70, {'k': [None, True]})
+        def arr(n):
+            return np.arange(n) * 0.5
+        def npsum(n):
+            return np.int64(n).sum()
+        """), d(r"""
+        import collections, re, datetime
+        import numpy as np
+        dq, rx, ba, c, fs, st, t, fl, it, big, dd = many()
+        assert dq == collections.deque([1, 2]) and dq.maxlen == 3
+        assert rx.match('AAa').group() == 'AAa' and rx.flags & re.I
+        assert ba == bytearray(b'xy') and c == 1 - 2j and fs == frozenset({1}) and st == {(1, 2)}
+        assert t.utcoffset() == datetime.timedelta(hours=2)
+        assert fl == [0.5] * 100 and it == list(range(100)) and big == [2**64] * 70 and dd == {'k': [None, True]}
+        assert np.allclose(arr(4), [0, 0.5, 1, 1.5]) and arr(3).dtype == np.float64
+        assert npsum(3) == 3 and isinstance(npsum(3), np.int64)
+        """), P),
     "large_return_value": ("def pairs(n):\n    return [(i, i * 2) for i in range(n)]\n",
                            "r = pairs(92000)\nassert len(r) == 92000 and r[-1] == (91999, 183998)\n", P),
 }
