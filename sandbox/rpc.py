@@ -117,6 +117,9 @@ class Session:
 
     # -- messages ----------------------------------------------------------------------------------------
     def send(self, msg: dict) -> None:
+        value = msg.get("v")
+        if isinstance(value, (str, bytes)) and len(value) > codec.STR_LIMIT:  # not worth encoding to refuse it
+            msg = {"ok": False, "np": f"a value of {len(value)} characters is too large to cross"}
         try:
             data = self.encoder.dumps(msg)
         except codec.NotPlain as exc:
@@ -372,8 +375,13 @@ class Session:
         """Solution side, after the program has loaded: `input()` and `sys.stdin` read what the tests give
         (their own `input`, possibly patched, and their `sys.stdin`)."""
         self.base_stdout, self.base_stderr = sys.stdout, sys.stderr
+        self.base_input, self.base_stdin = builtins.input, sys.stdin
         builtins.input = self.remote_input
         sys.stdin = RemoteStdin(self)
+
+    def restore_streams(self) -> None:
+        """Before the tests run in this process (in-process mode): nobody serves callbacks any more."""
+        builtins.input, sys.stdin = self.base_input, self.base_stdin
 
     def remote_input(self, prompt=None):
         return self.io("input", None if prompt is None else str(prompt))

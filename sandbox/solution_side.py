@@ -91,6 +91,7 @@ def solution_process(code, requests, replies, opts):
         except rpc.ChannelClosed:
             os._exit(0)
         if req.get("op") == "exec_tests":
+            session.restore_streams()
             session.send({**run_in_process(str(req["tests"]), namespace), "nonce": req["nonce"]})
             os._exit(0)
         session.send(session.serve(req))
