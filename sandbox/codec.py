@@ -17,10 +17,9 @@ object `{tag: body}`, rebuilt bottom-up by json's C parser calling `Decoder.hook
 from __future__ import annotations
 
 import array
-import base64
+import binascii
 import builtins
 import collections
-import dataclasses
 import datetime
 import decimal
 import fractions
@@ -58,7 +57,13 @@ def is_namedtuple_class(cls) -> bool:
     return isinstance(cls, type) and issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple)
 
 
+def is_dataclass_instance(v) -> bool:
+    return hasattr(type(v), "__dataclass_fields__") and not isinstance(v, type)
+
+
 def dataclass_spec(cls) -> dict:
+    import dataclasses  # not at module level: the fork server (every solution's parent) stays small
+
     params = cls.__dataclass_params__
     return {"fields": [f.name for f in dataclasses.fields(cls)], "eq": params.eq, "order": params.order,
             "frozen": params.frozen}
@@ -132,9 +137,9 @@ class Encoder:
                 packed = array.array("d", v)
                 if any(map(math.isnan, packed)):  # nan identity (math.nan) needs the careful path
                     return v
-                return {"AF": base64.b64encode(packed.tobytes()).decode()}
+                return {"AF": binascii.b2a_base64(packed.tobytes(), newline=False).decode()}
             if kind is int:
-                return {"AI": base64.b64encode(array.array("q", v).tobytes()).decode()}
+                return {"AI": binascii.b2a_base64(array.array("q", v).tobytes(), newline=False).decode()}
         except OverflowError:
             pass
         return v
@@ -171,7 +176,9 @@ class Encoder:
         if is_namedtuple_class(t):
             items = self.items(v)
             return {"NT": self.class_ref(t, lambda c: list(c._fields)) + [items]}
-        if dataclasses.is_dataclass(t) and not isinstance(v, type):
+        if is_dataclass_instance(v):
+            import dataclasses
+
             values = [self.enc(getattr(v, f.name)) for f in dataclasses.fields(t)]
             return {"DC": self.class_ref(t, dataclass_spec) + [values]}
         if isinstance(v, type) and getattr(builtins, v.__name__, None) is v:
@@ -273,7 +280,7 @@ class Decoder:
         except BadMessage:
             raise
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError,
-                decimal.InvalidOperation, ZeroDivisionError, re.error) as exc:
+                decimal.InvalidOperation, ZeroDivisionError, re.error, binascii.Error) as exc:
             raise BadMessage(f"undecodable value: {type(exc).__name__}: {str(exc)[:200]}") from None
 
     def hook(self, pairs):
@@ -313,8 +320,10 @@ class Decoder:
         return self.classes["NT", key]
 
     def dataclass_class(self, key: str, spec: dict, defaults: dict | None = None) -> type:
+        import dataclasses
+
         cls = self.own_class(key)
-        if dataclasses.is_dataclass(cls) and isinstance(cls, type) and dataclass_spec(cls) == spec:
+        if isinstance(cls, type) and hasattr(cls, "__dataclass_fields__") and dataclass_spec(cls) == spec:
             return cls
         if ("DC", key) not in self.classes:
             module, _, qualname = key.partition(":")
@@ -505,8 +514,8 @@ def _check_int(v):
 DECODERS = {
     "T": lambda d, b: tuple(b),
     "LT": lambda d, b: list(map(tuple, b)),
-    "AF": lambda d, b: array.array("d", base64.b64decode(b, validate=True)).tolist(),
-    "AI": lambda d, b: array.array("q", base64.b64decode(b, validate=True)).tolist(),
+    "AF": lambda d, b: array.array("d", binascii.a2b_base64(b, strict_mode=True)).tolist(),
+    "AI": lambda d, b: array.array("q", binascii.a2b_base64(b, strict_mode=True)).tolist(),
     "D": lambda d, b: dict(b),
     "S": lambda d, b: set(b),
     "FS": lambda d, b: frozenset(b),

@@ -18,8 +18,8 @@ import os
 import random
 import struct
 import sys
-import threading
 import types
+from _thread import RLock  # not threading: the fork server, every solution's parent, stays small
 
 from sandbox import codec, frames
 
@@ -111,7 +111,7 @@ class Session:
         self.proxy_ids: dict[int, int] = {}  # id(proxy) -> their handle
         self.encoder = codec.Encoder(handle=self.export)
         self.decoder = codec.Decoder(namespace.get("__name__", ""), self.find_class, self.import_handle)
-        self.lock = threading.RLock()
+        self.lock = RLock()
         self.synced: dict = {}
         self.source = None  # judge side: sandbox.introspect.SourceInfo of the solution
 

@@ -3,7 +3,6 @@ serves calls from the judge with plain values. It never sees the tests in split 
 memory it was forked from)."""
 
 import builtins
-import dataclasses
 import os
 import types
 
@@ -30,7 +29,7 @@ def kind_of(value) -> list:
                           for c in value.__mro__ if c is not object]]
         if codec.is_namedtuple_class(value) and not own_methods(value):
             return ["NT", codec.class_key(value), list(value._fields)]
-        if dataclasses.is_dataclass(value) and not own_methods(value):
+        if hasattr(value, "__dataclass_fields__") and not own_methods(value):
             defaults = dataclass_defaults(value)
             if defaults is not None:
                 return ["DC", codec.class_key(value), codec.dataclass_spec(value), defaults]
@@ -42,6 +41,8 @@ def kind_of(value) -> list:
 
 def dataclass_defaults(cls) -> dict | None:
     """{field: ["v", value] or ["f", builtin type]} for a mirror's constructor; None if one cannot cross."""
+    import dataclasses  # loaded already: the program made a dataclass
+
     out = {}
     for f in dataclasses.fields(cls):
         if f.default is not dataclasses.MISSING:
