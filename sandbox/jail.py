@@ -141,7 +141,8 @@ def is_run_uid(uid: int) -> bool:
     return uid == NOBODY or uid >= RUN_UID_BASE
 
 
-def confine_run(memory_mb: int, cpu_s: int, file_mb: int, nproc: int, uid: int | None, seccomp=None) -> None:
+def confine_run(memory_mb: int, cpu_s: int, file_mb: int, nproc: int, uid: int | None, seccomp=None,
+                writable: bool = True) -> None:
     """In a run's process (solution or judge; PID 1 of its own PID namespace): its own /proc, IPC namespace (no
     System V object outlives the run or reaches another), a fresh tmpfs at WORKDIR that vanishes with it (its
     working directory; the rest of /tmp, /var/tmp and /dev/shm are read-only), limits, its own uid, no
@@ -150,7 +151,10 @@ def confine_run(memory_mb: int, cpu_s: int, file_mb: int, nproc: int, uid: int |
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     owner = f",uid={uid},gid={uid}" if uid is not None else ""
-    mount("tmpfs", WORKDIR, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,size={4 * file_mb}m{owner}")
+    # writable=False (the judge): the tmpfs is read-only, so tests that write a file for the solution fail at once
+    # (EROFS) and run beside it instead, where the file is where the solution looks.
+    ro = 0 if writable else MS_RDONLY
+    mount("tmpfs", WORKDIR, "tmpfs", MS_NOSUID | MS_NODEV | ro, f"mode=0755,size={4 * file_mb}m{owner}")
     os.setsid()  # its own session and process group: killpg(0) reaches nothing else
     confine(WORKDIR, memory_mb, cpu_s, file_mb, nproc, uid)
     if seccomp is not None:

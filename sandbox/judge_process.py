@@ -14,9 +14,9 @@ import os
 import select
 import sys
 
-from sandbox import frames, jail, plan
-from sandbox.judge import Channel, SolutionDied, compile_tests, run_split
-from sandbox.solution_side import DETAIL_MAX, MESSAGE_LIMIT, describe
+from sandbox import frames, jail, plan, proxies, rpc
+from sandbox.judge import compile_tests, run_split
+from sandbox.solution_side import DETAIL_MAX, describe
 
 COMPILE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError)
 
@@ -33,13 +33,16 @@ def judge_process(fds: list[int], opts: dict, seccomp) -> None:
     os.close(source_fd)
     os.close(tests_fd)
     uid = opts["uids"][1]
-    jail.confine_run(opts["memory_mb"] + 1024, opts["cpu_s"], opts["file_mb"], opts["nproc"], uid, seccomp)
+    jail.confine_run(opts["memory_mb"] + 1024, opts["cpu_s"], opts["file_mb"], opts["nproc"], uid, seccomp,
+                     writable=False)  # tests that write files for the solution run beside it (proxies.writes_files)
     sys.argv = ["tests"]  # as `python tests.py`: unittest.main() parses these
+    import random
     import socket
 
+    random.seed()  # not the state the solution's process was forked with: it cannot foresee the tests' draws
     control = socket.socket(fileno=control_fd)
     try:
-        reply = decide(solution, tests, Channel(requests, replies), control, opts["refuse"])
+        reply = decide(solution, tests, (requests, replies), control, opts["refuse"])
     except BaseException as exc:  # whatever the tests broke in here, the answer is not a pass
         reply = {"verdict": "runtime_error", "detail": "judge: " + describe(exc)}
     if reply.pop("died", False):
@@ -64,7 +67,7 @@ def _tell(control, msg: dict) -> None:
         pass
 
 
-def decide(solution: str, tests: str, channel: Channel, control, refuse: bool) -> dict:
+def decide(solution: str, tests: str, pipes: tuple[int, int], control, refuse: bool) -> dict:
     import ast
 
     try:
@@ -80,15 +83,17 @@ def decide(solution: str, tests: str, channel: Channel, control, refuse: bool) -
         return {"verdict": "runtime_error", "detail": "tests do not compile: " + describe(exc), "mode": "split"}
     how = plan.decide(free, tree)
     _tell(control, {"op": "mode", "mode": how.mode})
+    requests, replies = pipes
+    session, ns = proxies.new_session(requests, replies, solution)
     if how.mode == "in_process":
         if refuse:
             return {"verdict": "refused", "detail": how.reason, "mode": "in_process"}
-        return in_process(tests, channel)
-    loaded = _loaded(channel)
+        return in_process(tests, session)
+    first, loaded = _loaded(session)
     if loaded is not None:
         return {**loaded, "mode": "split"}
     try:
-        result = run_split(tests, how.names, channel)
+        result = run_split(tests, how.names, first, session, ns, how.star)
     except SystemExit as exc:  # sys.exit(), unittest.main(): judged by the exit status, as under plain Python
         code = exc.code
         if code is None or code is False or code == 0:
@@ -97,8 +102,9 @@ def decide(solution: str, tests: str, channel: Channel, control, refuse: bool) -
             result = {"verdict": "failed", "detail": f"the tests exited with status {code!r}"}
     if result.get("verdict") != "retry":
         return {**result, "mode": "split"}
-    # A test passed the solution something that is not a plain value: these tests run beside the solution, in a
-    # fresh process the server forks (it marks the run in_process itself), on the same clock.
+    # The tests need something that cannot cross (an object of their own, a file they write, a class of the
+    # program with methods): they run beside the solution, in a fresh process the server forks (it marks the
+    # run in_process itself), on the same clock.
     _tell(control, {"op": "respawn", "fork": not refuse})
     if refuse:
         return {"verdict": "refused", "detail": result.get("detail", ""), "mode": "in_process"}
@@ -107,35 +113,36 @@ def decide(solution: str, tests: str, channel: Channel, control, refuse: bool) -
     _, fds, _, _ = socket.recv_fds(control, 64, 2)
     if len(fds) != 2:
         return {"verdict": "runtime_error", "detail": "no fresh solution process", "mode": "in_process"}
-    return in_process(tests, Channel(*fds))
+    return in_process(tests, rpc.Session(fds[1], fds[0], {}, "j"))
 
 
-def _loaded(channel: Channel) -> dict | None:
-    """The solution's first message: None once its program has run; otherwise the verdict."""
+def _loaded(session: rpc.Session) -> tuple[dict, dict | None]:
+    """(the solution's first message, None once its program has run; otherwise the verdict)."""
     try:
-        first = frames.read_frame(channel.replies, MESSAGE_LIMIT)
-    except (frames.FrameTooLarge, ValueError):
+        first = proxies.hello(session)
+    except rpc.ChannelClosed:
         first = None
     if not isinstance(first, dict):
-        return {"verdict": "runtime_error", "detail": "solution process ended while loading", "died": True}
+        return {}, {"verdict": "runtime_error", "detail": "solution process ended while loading", "died": True}
     if not first.get("ok"):
-        return {"verdict": "runtime_error", "detail": str(first.get("exc", ""))}
-    return None
+        return first, {"verdict": "runtime_error", "detail": str(first.get("exc", ""))}
+    return first, None
 
 
-def in_process(tests: str, channel: Channel) -> dict:
+def in_process(tests: str, session: rpc.Session) -> dict:
     """The verdict comes from the solution's own process, which could forge it: that is why the mode is reported
     (and can be refused). Two checks make a forgery harder: nothing may be waiting on the channel before the
     tests are sent, and the answer must carry a nonce the solution could not know while it was loading."""
-    loaded = _loaded(channel)
+    _, loaded = _loaded(session)
     if loaded is not None:
         return {**loaded, "mode": "in_process"}
-    if select.select([channel.replies], [], [], 0)[0]:
+    if select.select([session.rfd], [], [], 0)[0]:
         return {"verdict": "runtime_error", "detail": "solution wrote to the verdict channel", "mode": "in_process"}
     nonce = os.urandom(16).hex()
     try:
-        result = channel.call({"op": "exec_tests", "tests": tests, "nonce": nonce})
-    except SolutionDied as exc:
+        session.send({"op": "exec_tests", "tests": tests, "nonce": nonce})
+        result = session.recv()
+    except (rpc.ChannelClosed, OSError) as exc:
         return {"verdict": "runtime_error", "detail": str(exc), "died": True, "mode": "in_process"}
     verdict = result.get("verdict") if result.get("nonce") == nonce else "runtime_error"
     if verdict not in ("passed", "failed", "runtime_error"):

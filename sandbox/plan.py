@@ -2,10 +2,12 @@
 solution's code has run: a solution cannot steer it by what it does at run time.
 
 - every name the tests use that the solution binds only with `def` (or `name = lambda ...`) becomes a proxy that
-  calls into the solution's process with plain values; a name bound only by `import m` is the module `m`;
-- if the tests use any other name of the solution (a class, a constant, an imported name, anything bound by an
-  assignment whose value is not known before it runs), they cannot be judged apart from it: the run is
-  "in_process", which the result says and which a sandbox configured with `in_process="refuse"` does not run.
+  calls into the solution's process; a name bound only by `import m` is the module `m`; what the program later
+  reports about these names (sandbox.solution_side.kind_of) is not consulted;
+- a name it binds any other way (a class, a constant, an imported name...) is shown as the loaded program reports
+  it, but only as data or as a class the judge builds itself (sandbox.proxies); one that cannot be shown so sends
+  the tests beside the solution, through the server, which marks the run "in_process" (refused under
+  `in_process="refuse"`). So the program chooses that path only by what its source binds, and never unmarked.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from dataclasses import dataclass, field
 @dataclass
 class Plan:
     mode: str  # "split" | "in_process"
-    names: dict[str, str] = field(default_factory=dict)  # name -> "function" | "module:<dotted name>"
+    names: dict[str, str] = field(default_factory=dict)  # name -> "function" | "module:<dotted name>" | "other"
     reason: str = ""
+    star: bool = False  # the solution imports with *: names it binds are known only once it has run
 
 
 def solution_bindings(tree: ast.Module) -> dict[str, str]:
@@ -74,16 +77,8 @@ def solution_bindings(tree: ast.Module) -> dict[str, str]:
 
 
 def decide(tests_free: frozenset[str], solution_tree: ast.Module) -> Plan:
-    """`tests_free`: the names the tests use without binding them (sandbox.judge.free_names)."""
-    bound = solution_bindings(solution_tree)
-    if any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in ast.walk(solution_tree)):
-        star = "the solution imports with *, so the names it binds are not known before it runs"
-        if any(name not in bound for name in tests_free):
-            return Plan("in_process", reason=star)
-    names = {}
-    for name in sorted(tests_free & set(bound)):
-        kind = bound[name]
-        if kind == "other":
-            return Plan("in_process", reason=f"the tests use {name!r}, which the solution does not bind with def")
-        names[name] = kind
-    return Plan("split", names)
+    """`tests_free`: the names the tests use without binding them (sandbox.judge.free_names). Every name the
+    solution binds is in `names`: its functions are offered to tests that reach them by `eval` or `globals()`."""
+    star = any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)
+               for n in ast.walk(solution_tree))
+    return Plan("split", solution_bindings(solution_tree), star=star)

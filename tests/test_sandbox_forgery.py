@@ -62,8 +62,12 @@ def test_a_class_that_replaces_the_runner_is_marked_and_refused(sb, strict):
 
 
 def test_a_non_plain_argument_falls_back_marked_and_is_refused(sb, strict):
-    tests = "assert apply(lambda v: v + 1, 2) == 3\n"
-    solution = "def apply(f, x):\n    return f(x)\n"
+    # an object of the tests' own class, with methods: neither data nor a callable (a lambda crosses as a handle
+    # the solution calls back, sandbox.rpc)
+    tests = ("class Acc:\n    def __init__(self):\n        self.total = 0\n"
+             "    def add(self, v):\n        self.total += v\n        return self.total\n"
+             "assert apply(Acc(), 2) == 2\n")
+    solution = "def apply(acc, x):\n    return acc.add(x)\n"
     res = sb.run(solution, tests)
     assert res.verdict is Verdict.PASSED and res.mode == "in_process", res
     res = strict.run(solution, tests)
@@ -189,3 +193,84 @@ def test_the_executor_applies_its_in_process_policy():
         allowing.sandbox.close()
     assert (refused.verdict, refused.mode) == (Verdict.REFUSED, "in_process")
     assert (allowed.verdict, allowed.mode) == (Verdict.PASSED, "in_process")
+
+
+# -- values and requests from the solution cannot steer the judge ------------------------------------------------
+# The solution's process holds one end of the calls (sandbox.rpc.Session): model code can reach it and send the
+# judge whatever it likes. Each forgery below is followed by REPLACE_RUNNER: if the run were pushed in-process, the
+# replaced runner would forge the pass.
+SESSION = (
+    "import sys\n"
+    "def _session():\n"
+    "    f = sys._getframe(1)\n"
+    "    while f is not None and not hasattr(f.f_locals.get('self'), 'request'):\n"
+    "        f = f.f_back\n"
+    "    return f.f_locals['self']\n"
+)
+
+
+@pytest.mark.parametrize("request_", [
+    "{'op': 'get', 'n': 'EXPECTED'}",
+    "{'op': 'call', 'n': 'answer', 'a': [], 'k': {}}",
+], ids=["read-a-global", "call-by-name"])
+def test_the_judge_serves_no_name_of_the_tests(sb, request_):
+    solution = SESSION + (
+        "def square(x):\n"
+        f"    reply = _session().request({request_})\n"
+        "    return reply['v'] if reply.get('ok') else x + x\n"
+    )
+    tests = "EXPECTED = 9\ndef answer():\n    return 9\nassert square(3) == EXPECTED\n"
+    res = sb.run(solution + REPLACE_RUNNER, tests)
+    assert res.verdict is Verdict.FAILED and res.mode == "split", res
+
+
+def test_the_judge_never_adopts_the_solutions_random_state(sb):
+    # the program seeds `random` and knows which numbers that seed draws; the tests draw their inputs unseeded
+    solution = (
+        "import random\nrandom.seed(1234)\nKNOWN = {random.randint(3, 10**9) for _ in range(3)}\nrandom.seed(1234)\n"
+        "def square(x):\n    return x * x if x in KNOWN else x + x\n"
+    )
+    tests = "import random\nfor _ in range(3):\n    x = random.randint(3, 10**9)\n    assert square(x) == x * x\n"
+    res = sb.run(solution, tests)
+    assert res.verdict is Verdict.FAILED and res.mode == "split", res
+
+
+def test_the_judge_never_adopts_the_solutions_decimal_context(sb):
+    solution = "import decimal\ndecimal.getcontext().prec = 2\ndef third():\n    return decimal.Decimal('0.33')\n"
+    tests = "from decimal import Decimal\nassert third() == Decimal(1) / Decimal(3)\n"
+    res = sb.run(solution, tests)
+    assert res.verdict is Verdict.FAILED and res.mode == "split", res
+
+
+def test_a_value_the_judge_could_not_send_back_does_not_push_the_tests_in_process(sb):
+    # a 600-deep list: the program raised its own recursion limit to encode it; passed back by the tests, the judge
+    # could not encode it, and before, that sent the tests beside the solution (where the runner is replaced)
+    solution = (
+        "import sys\nsys.setrecursionlimit(20000)\n"
+        "def encode(s):\n    v = [s]\n    for _ in range(600):\n        v = [v]\n    return v\n"
+        "def decode(v):\n    return 'wrong'\n"
+    )
+    res = sb.run(solution + REPLACE_RUNNER, "assert decode(encode('abc')) == 'abc'\n")
+    assert res.verdict is not Verdict.PASSED and res.mode == "split", res
+
+
+def test_an_oserror_from_the_solution_does_not_push_the_tests_in_process(sb):
+    # the judge's file system is read-only and tests that write files run beside the solution; the solution
+    # raising the same error (EROFS) must not count as the tests writing
+    solution = "def square(x):\n    raise OSError(30, 'Read-only file system')\n"
+    res = sb.run(solution + REPLACE_RUNNER, TESTS)
+    assert res.verdict is Verdict.RUNTIME_ERROR and res.mode == "split", res
+
+
+def test_the_functions_code_cannot_be_run_in_the_judge(sb):
+    # `__code__` answers from the source (introspection works), but the tests cannot turn it into a function of
+    # their own process: no code of the program ever runs beside the expected values
+    solution = "import sys\ndef where():\n    return sys.modules['__main__'].__dict__.get('MARK')\n"
+    tests = (
+        "import types\nMARK = 'judge'\n"
+        "assert where.__code__.co_name == 'where' and 'sys' in where.__code__.co_names\n"
+        "try:\n    local = types.FunctionType(where.__code__, globals())\nexcept TypeError:\n    local = where\n"
+        "assert local() is None\n"
+    )
+    res = sb.run(solution, tests)
+    assert res.verdict is Verdict.PASSED and res.mode == "split", res

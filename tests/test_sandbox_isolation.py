@@ -92,8 +92,9 @@ def test_in_process_fallback_keeps_the_runs_single_deadline(sb):
     # The split run spends most of the budget, then a non-plain argument sends the tests beside the solution:
     # there the same calls start again. Before, the fallback got a fresh clock and passed after ~2x the timeout.
     solution = (f"import time\ndef slow(x):\n    time.sleep({0.7 * TIMEOUT})\n    return x\n"
-                "def apply(f, x):\n    return f(x)\n")
-    tests = "assert slow(1) == 1\nassert apply(lambda v: v, 2) == 2\n"
+                "def apply(box, x):\n    return box.get(x)\n")
+    tests = ("class Box:\n    def get(self, v):\n        return v\n"  # not data, not a callable: cannot cross
+             "assert slow(1) == 1\nassert apply(Box(), 2) == 2\n")
     res, took = timed(sb, solution, tests)
     assert res.verdict is Verdict.TIMEOUT and res.mode == "in_process", res
     assert took < BOUND
