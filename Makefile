@@ -14,6 +14,8 @@ export RAY_AUTH_MODE ?= disabled
 setup: $(STAMP) $(MODEL)
 
 $(STAMP): pyproject.toml
+	# the sandbox's seccomp filter needs the system's libseccomp (present on Debian; installed where it is not)
+	ldconfig -p | grep -q libseccomp.so.2 || (apt-get update && apt-get install -y libseccomp2)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e ".[cpu,dev]"

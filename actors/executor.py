@@ -25,7 +25,7 @@ MAX_ATTEMPTS = 3  # per chunk: a chunk that kills three executors is not retried
 class Executor:
     def __init__(self, cfg: ExecutorConfig, rewards: RewardTable, parallelism: int = 1):
         self.sandbox = Sandbox(timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, parallelism=parallelism,
-                               rewards=rewards)
+                               rewards=rewards, in_process=cfg.in_process)
 
     def ready(self) -> str:
         return ray.get_runtime_context().get_node_id()

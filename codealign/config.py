@@ -89,6 +89,10 @@ class ExecutorConfig:
     chunk_size: int = 8  # jobs per actor call: the unit of work that is re-sent when an executor dies
     num_cpus: float = 0.5
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources (the sandbox node type)
+    # Tests that can only run beside the solution (they use its classes or constants) are judged in a process that
+    # ran model code, which could forge the verdict. "refuse": such runs are not run and get Verdict.REFUSED (its
+    # reward is reward.refused); "allow": they run, and Result.mode says "in_process".
+    in_process: str = "refuse"
 
 
 @dataclass
@@ -305,6 +309,8 @@ class RunConfig:
             raise ConfigError("data.eval_size: must be >= 0")
         if self.oracle.exercise_source == "oracle" and self.train.algorithm != "dpo":
             raise ConfigError("oracle.exercise_source: the oracle's game trains by DPO; set train.algorithm: dpo")
+        if self.executor.in_process not in ("allow", "refuse"):
+            raise ConfigError(f"executor.in_process: unknown {self.executor.in_process!r}; choose allow or refuse")
         self.validate_objectives()
         self.validate_eval()
         self.pipeline.validate()

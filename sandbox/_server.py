@@ -1,16 +1,17 @@
-"""The sandbox fork server. Trusted code only; model code runs in its children.
+"""The sandbox fork server. Trusted code only: it never runs, compiles or even reads model code or tests.
 
-    python -I -B _server.py PROJECT_ROOT OPTIONS_JSON TESTS_FD VERDICT_FD
+    python -I -B _server.py PROJECT_ROOT OPTIONS_JSON CONTROL_FD
 
-Three roles:
-- server (this process): pre-imported, in its own network/mount/IPC namespaces with a read-only view of the host.
-  Per job it reads the solution (never the tests), checks its syntax, and forks the solution's process as PID 1 of
-  a fresh PID namespace; it hands the judge the two pipe ends that reach that process, and reaps it afterwards.
-- judge (forked once at start-up, see sandbox.judge): reads the tests from the caller, runs them, calls into the
-  solution through plain values, decides the verdict and answers the caller.
-- solution process (see sandbox.solution_side): runs the program, then serves calls.
-One fork per job: the judge is long-lived and nothing is forked from it, so the tests it has seen reach no
-model code.
+Per job the caller sends, over the control socket, a header and three descriptors: the solution's source and the
+tests (sealed memfds) and the write end of a fresh verdict pipe. The server forks, each as PID 1 of a new PID
+namespace, with its own mount and IPC namespaces, uid, rlimits and seccomp filter:
+- the solution's process (sandbox.solution_side), given the solution's source only: it runs the program, then
+  serves calls with plain values;
+- a fresh judge (sandbox.judge_process), given both sources, the two pipe ends that reach the solution and the
+  verdict pipe: it decides how to judge from the sources alone, runs the tests, and writes the verdict to the
+  caller directly, so neither the tests nor the verdict's detail ever pass through the server.
+The server owns the clock: at the run's deadline it kills both (and with them everything they started), reaps
+them, and answers the caller with the run's mode and how the processes ended. Nothing outlives the job.
 """
 
 import gc
@@ -21,120 +22,169 @@ import select
 import signal
 import socket
 import sys
+import time
 
 # What solutions commonly import, loaded once and shared by every fork. Kept short on purpose: a larger server
 # makes every fork dearer, and anything else still imports (the interpreter's files are readable).
 PRELOAD = (
     "array bisect cmath collections copy datetime decimal fractions functools hashlib heapq itertools math "
-    "operator random re statistics string struct time typing"
+    "operator random re statistics string struct time typing ast"
 ).split()
+MODES = ("split", "in_process", "")
 
 
-def start_judge(opts: dict, tests_fd: int, verdict_fd: int) -> socket.socket:
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    if os.fork() == 0:
-        try:
-            from sandbox import judge  # imported here: the server (which every solution forks from) stays small
-
-            mine.close()
-            devnull = os.open(os.devnull, os.O_RDWR)
-            os.dup2(devnull, 0)
-            jail.confine("/", 4096, 1 << 30, opts["file_mb"], opts["nproc"], opts["drop_user"])
-            judge.judge_loop(theirs, tests_fd, verdict_fd)
-        finally:
-            os._exit(0)
-    theirs.close()
-    os.close(tests_fd)
-    os.close(verdict_fd)
-    return mine
-
-
-def fork_solution(code, opts: dict, own_pid_ns: int) -> tuple[int, int, int]:
-    """The solution's process, PID 1 of a new PID namespace. Returns (pid, requests fd, replies fd)."""
-    req_r, req_w = os.pipe()
-    rep_r, rep_w = os.pipe()
+def fork_run_process(own_pid_ns: int, body) -> int:
+    """Fork `body()` as PID 1 of a new PID namespace: when it dies, everything it started dies with it."""
     jail.new_pid_namespace_for_children(own_pid_ns)
     pid = os.fork()
     if pid == 0:
         try:
-            os.close(req_w)
-            os.close(rep_r)
-            solution_side.solution_process(code, req_r, rep_w, opts)
+            body()
         finally:
             os._exit(0)
+    return pid
+
+
+def fork_solution(source_fd: int, opts: dict, cpu_s: int, own_pid_ns: int) -> tuple[int, int, int]:
+    """The solution's process. Returns (pid, requests fd, replies fd)."""
+    req_r, req_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+
+    def body():
+        os.close(req_w)
+        os.close(rep_r)
+        solution_side.solution_process(source_fd, req_r, rep_w, {**opts, "cpu_s": cpu_s}, FILTER)
+
+    pid = fork_run_process(own_pid_ns, body)
     os.close(req_r)
     os.close(rep_w)
     return pid, req_w, rep_r
 
 
-def serve(opts: dict, control: socket.socket) -> None:
-    own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY)
+def run_job(job: dict, fds: list[int], opts: dict, own_pid_ns: int) -> dict:
+    source_fd, tests_fd, verdict_fd = fds
+    timeout = float(job["timeout"])
+    deadline = time.monotonic() + timeout
+    cpu_s = int(timeout) + 1  # the CPU limit follows this run's timeout, not the constructor's
+    solutions = [fork_solution(source_fd, opts, cpu_s, own_pid_ns)]
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    _, requests, replies = solutions[0]
+    run_fds = [theirs.fileno(), source_fd, tests_fd, verdict_fd, requests, replies]
+    judge_pid = fork_run_process(own_pid_ns, lambda: judge_process.judge_process(
+        run_fds, {**opts, "cpu_s": cpu_s, "refuse": bool(job.get("refuse"))}, FILTER))
+    theirs.close()
+    for fd in (tests_fd, verdict_fd, requests, replies):
+        os.close(fd)
+    judge_done = os.pidfd_open(judge_pid)
+    mode, timed_out, respawned, died = None, False, False, False
+    watch = [mine, judge_done]
     while True:
-        job = frames.read_frame(0)
-        if job is None:
-            return
-        header = {"mode": job["mode"], "timeout": job["timeout"]}
-        try:
-            code = compile(job["solution"], "<solution>", "exec")
-        except (SyntaxError, ValueError) as exc:  # ValueError: NUL bytes
-            socket.send_fds(control, [json.dumps({**header, "syntax_error": solution_side.describe(exc)}).encode()],
-                            [])
-            await_judge(control, None, job["timeout"])
-            continue
-        pid, requests, replies = fork_solution(code, opts, own_pid_ns)
-        socket.send_fds(control, [json.dumps({**header, "pid": pid}).encode()], [requests, replies])
-        os.close(requests)
-        os.close(replies)
-        await_judge(control, pid, job["timeout"])
+        left = deadline - time.monotonic()
+        if left <= 0:
+            timed_out = True
+            break
+        ready, _, _ = select.select(watch, [], [], left)
+        if mine not in ready and judge_done in ready:  # what it said before it ended is read first
+            break
+        if mine in ready:
+            try:
+                msg = json.loads(mine.recv(512) or b"null")
+            except (OSError, ValueError):
+                msg = None
+            if not isinstance(msg, dict):  # the judge closed its end (or sent garbage): only wait for its exit
+                watch = [judge_done]
+                continue
+            if msg.get("op") == "died":  # the judge saw the solution's process end: find out how, below
+                died = True
+            elif msg.get("op") == "mode" and mode is None and msg.get("mode") in MODES:
+                mode = msg["mode"]  # the first announcement stands: it is made before any test runs
+            elif msg.get("op") == "respawn" and not respawned:
+                # Tests the split judge could not run (a non-plain argument) run again beside the solution, in a
+                # fresh process that has served no calls; on the same clock.
+                respawned, mode = True, "in_process"
+                if not msg.get("fork", True):
+                    continue
+                _end(solutions[-1][0])
+                solutions.append(fork_solution(source_fd, opts, cpu_s, own_pid_ns))
+                _, requests, replies = solutions[-1]
+                try:
+                    socket.send_fds(mine, [b"{}"], [requests, replies])
+                except OSError:
+                    pass
+                os.close(requests)
+                os.close(replies)
+    judge_signal = _end(judge_pid)  # first: a judge still running must not see the solution end and judge that
+    for pid, *_ in solutions[:-1]:
+        _end(pid)
+    if died and not timed_out:  # it is ending by itself: let it, so that its own signal is seen (SIGXCPU...)
+        last = os.pidfd_open(solutions[-1][0])
+        select.select([last], [], [], max(0.0, min(1.0, deadline - time.monotonic())))
+        os.close(last)
+    solution_signal = _end(solutions[-1][0])
+    os.close(judge_done)
+    os.close(source_fd)
+    mine.close()
+    return {"mode": mode if mode is not None else "", "timed_out": timed_out, "solution_signal": solution_signal,
+            "judge_signal": judge_signal}
 
 
-def await_judge(control: socket.socket, pid: int | None, timeout: float) -> None:
-    """Wait for the judge to finish the job; reap the solution's process; answer the judge's status question."""
-    status = None
-    deadline_s = timeout + 5.0
-    while True:
-        ready, _, _ = select.select([control], [], [], deadline_s)
-        if not ready:  # the judge is stuck: end everything; the caller sees the server gone and starts anew
-            if pid:
-                os.kill(pid, signal.SIGKILL)
-            os.killpg(0, signal.SIGKILL)
-        msg = json.loads(control.recv(4096) or b'{"op": "gone"}')
-        if msg["op"] == "status" and pid:
-            _, status = os.waitpid(pid, 0)
-            sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
-            control.sendall(json.dumps({"signal": sig}).encode())
-            continue
-        if msg["op"] == "gone":
-            sys.exit(1)
-        break
-    if pid and status is None:
+def _end(pid: int) -> int:
+    """Kill and reap a run process (a no-op on one already dead); the signal that ended it on its own, or 0.
+    Killing PID 1 of a namespace kills all of it; the reap returns once every process in there is gone."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # reaped already
+        return 0
+    if not done:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         os.waitpid(pid, 0)
+        return 0
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+
+
+def serve(opts: dict, control: socket.socket) -> None:
+    own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY)
+    while True:
+        raw, fds, _, _ = socket.recv_fds(control, 4096, 3)
+        if not raw:
+            return
+        if len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            control.send(json.dumps({"error": "job without its three descriptors"}).encode())
+            continue
+        control.send(json.dumps(run_job(json.loads(raw), fds, opts, own_pid_ns)).encode())
 
 
 def main() -> None:
-    root, raw_opts, tests_fd, verdict_fd = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    root, raw_opts, control_fd = sys.argv[1], sys.argv[2], int(sys.argv[3])
     sys.path.insert(0, root)
-    global frames, jail, solution_side
-    from sandbox import frames, jail, solution_side
+    global jail, solution_side, judge_process, FILTER
+    from sandbox import jail, judge_process, solution_side, syscall_filter
 
     for name in PRELOAD:
         importlib.import_module(name)
+    control = socket.socket(fileno=control_fd)
     opts = json.loads(raw_opts)
     os.chdir("/")
     try:
         active = jail.isolate_server([sys.base_prefix, sys.prefix, os.path.join(root, "sandbox")])
     except OSError as exc:
         active = ["isolation_failed: " + str(exc)]
-    opts["drop_user"] = os.geteuid() == 0 and "mount_namespace" in active and "user_namespace" not in active
-    if opts["drop_user"]:
-        active.append("unprivileged_user")
-    active += ["pid_namespace", "rlimits", "no_new_privs"] if "mount_namespace" in active else ["rlimits"]
-    control = start_judge(opts, tests_fd, verdict_fd)
-    frames.write_frame(1, {"ready": True, "active": active})
+    drop_user = os.geteuid() == 0 and "mount_namespace" in active and "user_namespace" not in active
+    opts["uids"] = jail.run_uids(os.getpid()) if drop_user else (None, None)
+    if drop_user:
+        active += ["unprivileged_user", "per_run_uid"]
+    if "mount_namespace" in active:
+        active += ["pid_namespace", "per_run_ipc_namespace", "no_new_privs"]
+    active.append("rlimits")
+    FILTER = syscall_filter.build() if "mount_namespace" in active else None
+    if FILTER is not None:
+        active.append("seccomp")
+    control.send(json.dumps({"ready": True, "active": active}).encode())
     # Everything so far is shared with every forked child. Frozen, the collector in a child never walks (and so
     # never writes to, and never copies) those pages: forks get cheaper.
     gc.collect()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import enum
+import fcntl
 import json
 import os
 import queue
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,17 +30,22 @@ class Verdict(str, enum.Enum):
     RUNTIME_ERROR = "runtime_error"
     SYNTAX_ERROR = "syntax_error"
     TIMEOUT = "timeout"
+    # Tests that can only be judged beside the solution (mode "in_process"), under in_process="refuse": not run,
+    # since a process that ran the solution could forge its verdict.
+    REFUSED = "refused"
 
 
 @dataclass
 class RewardTable:
-    """Reward per verdict; the defaults are the seed paper's."""
+    """Reward per verdict; the defaults are the seed paper's. `refused` defaults to the reward of a wrong answer:
+    a program gains nothing over failing by pushing its tests off the split path."""
 
     timeout: float = -2.0
     syntax_error: float = -1.0
     runtime_error: float = -0.6
     failed: float = -0.3
     passed: float = 4.0
+    refused: float = -0.3
 
     def __call__(self, verdict: Verdict) -> float:
         return float(getattr(self, verdict.value))
@@ -50,8 +57,10 @@ class Result:
     reward: float
     duration_s: float
     detail: str = ""
-    # "split": the tests ran outside the solution's process, calling it through plain values;
-    # "in_process": they ran beside the solution, with a strict comparator; "": nothing ran (syntax error)
+    # "split": the tests ran in a fresh judge, calling the solution through plain values: nothing the solution did
+    # could touch the verdict. "in_process": they ran beside the solution (a strict comparator, a nonce), in a
+    # process that ran model code and so could have forged the verdict; under in_process="refuse" such runs are
+    # not run and get Verdict.REFUSED. "": nothing ran (syntax error).
     mode: str = ""
 
     @property
@@ -63,66 +72,91 @@ class ServerLost(RuntimeError):
     pass
 
 
+IN_PROCESS_POLICIES = ("allow", "refuse")
+SLACK_S = 10.0  # the server answers within the run's timeout plus its own bookkeeping; past this it is lost
+VERDICTS = {v.value for v in Verdict}
+
+
+def _sealed_memfd(name: str, text: str) -> int:
+    """The text in an anonymous file nobody can change once sealed: the solution's process and the judge read the
+    very same bytes, and the server passes it on without reading it."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    data = memoryview(text.encode("utf-8", errors="surrogateescape"))
+    while data:
+        data = data[os.write(fd, data):]
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+    return fd
+
+
 class _Server:
     """One fork server process; runs one job at a time."""
 
     def __init__(self, opts: dict):
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
                "OPENBLAS_NUM_THREADS": "1", "HOME": "/tmp/work", "TMPDIR": "/tmp/work"}
-        tests_r, self.tests_w = os.pipe()  # caller -> judge: the tests never pass through the server
-        self.verdict_r, verdict_w = os.pipe()  # judge -> caller
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-B", SERVER, PROJECT_ROOT, json.dumps(opts), str(tests_r), str(verdict_w)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd="/",
-            start_new_session=True, pass_fds=(tests_r, verdict_w),
+            [sys.executable, "-I", "-B", SERVER, PROJECT_ROOT, json.dumps(opts), str(theirs.fileno())],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd="/",
+            start_new_session=True, pass_fds=(theirs.fileno(),),
         )
-        os.close(tests_r)
-        os.close(verdict_w)
-        hello = self._read(self.proc.stdout.fileno(), 30.0)
-        self.active: list[str] = hello["active"]
+        theirs.close()
+        hello = self._recv(30.0)
+        self.active: list[str] = hello.get("active", [])
 
-    def _read(self, fd: int, timeout: float) -> dict:
-        ready, _, _ = select.select([fd], [], [], timeout)
+    def _recv(self, timeout: float) -> dict:
+        ready, _, _ = select.select([self.sock], [], [], timeout)
         if not ready:
             self.kill()
             raise ServerLost("sandbox server did not answer in time")
         try:
-            msg = frames.read_frame(fd)
+            msg = json.loads(self.sock.recv(1 << 16) or b"null")
         except (OSError, ValueError) as exc:
             self.kill()
             raise ServerLost(f"sandbox server sent garbage: {exc}") from exc
-        if msg is None:
+        if not isinstance(msg, dict):
             self.kill()
             raise ServerLost("sandbox server exited")
         return msg
 
-    def run(self, solution: str, tests: str, timeout: float, mode: str) -> dict:
+    def run(self, solution: str, tests: str, timeout: float, refuse: bool) -> tuple[dict, dict | None]:
+        """(the server's account of the run, the judge's verdict frame or None)."""
+        verdict_r, verdict_w = os.pipe()
+        fds = [_sealed_memfd("solution", solution), _sealed_memfd("tests", tests), verdict_w]
         try:
-            frames.write_frame(self.proc.stdin.fileno(), {"solution": solution, "timeout": timeout, "mode": mode})
-            frames.write_frame(self.tests_w, {"tests": tests})
+            socket.send_fds(self.sock, [json.dumps({"timeout": timeout, "refuse": refuse}).encode()], fds)
         except OSError as exc:
+            os.close(verdict_r)
             self.kill()
             raise ServerLost(f"sandbox server is gone: {exc}") from exc
-        return self._read(self.verdict_r, timeout + 10.0)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            status = self._recv(timeout + SLACK_S)
+            # Every writer of the pipe is dead by now (the server reaped the judge's whole PID namespace), so this
+            # reads what the judge wrote, then the end of the pipe.
+            frame = None
+            if select.select([verdict_r], [], [], 1.0)[0]:
+                try:
+                    frame = frames.read_frame(verdict_r, 1 << 16)
+                except (OSError, ValueError):
+                    frame = None
+        finally:
+            os.close(verdict_r)
+        return status, frame if isinstance(frame, dict) else None
 
     def kill(self) -> None:
         if self.proc.poll() is None:
-            try:  # the server leads its own process group: its supervisors go with it
+            try:  # the server leads its own process group; its run processes die with it (parent-death signal)
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        for fd in (self.tests_w, self.verdict_r):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.tests_w = self.verdict_r = -1
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
 
 class Sandbox:
@@ -136,14 +170,17 @@ class Sandbox:
         parallelism: int | None = None,
         rewards: RewardTable | None = None,
         max_processes: int = 64,
+        in_process: str = "allow",
     ):
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        if not 0 < timeout_s < float("inf"):
+            raise ValueError(f"timeout_s must be positive and finite, got {timeout_s}")
+        if in_process not in IN_PROCESS_POLICIES:
+            raise ValueError(f"in_process must be one of {IN_PROCESS_POLICIES}, got {in_process!r}")
+        self.in_process = in_process
         self.timeout_s = timeout_s
         self.parallelism = parallelism or os.cpu_count() or 1
         self.rewards = rewards or RewardTable()
-        self._opts = {"memory_mb": memory_mb, "file_mb": file_size_mb, "nproc": max_processes,
-                      "cpu_s": int(timeout_s) + 1}
+        self._opts = {"memory_mb": memory_mb, "file_mb": file_size_mb, "nproc": max_processes}
         self._idle: queue.SimpleQueue[_Server] = queue.SimpleQueue()
         self._all: list[_Server] = []
         self._lock = threading.Lock()
@@ -159,28 +196,34 @@ class Sandbox:
         finally:
             self._release(server)
         names = ["network_namespace", "mount_namespace", "pid_namespace", "ipc_namespace", "user_namespace",
-                 "unprivileged_user", "minimal_root", "read_only_host", "private_tmp", "rlimits", "no_new_privs"]
+                 "unprivileged_user", "minimal_root", "read_only_host", "private_tmp", "rlimits", "no_new_privs",
+                 "per_run_ipc_namespace", "per_run_uid", "seccomp"]
         report = {name: name in active for name in names}
-        report.update(own_process_per_run=True, wall_timeout=True, minimal_environment=True,
-                      out_of_band_verdict=True, split_tests=True)
+        report.update(own_process_per_run=True, fresh_judge_per_run=True, wall_timeout=True,
+                      minimal_environment=True, out_of_band_verdict=True, split_tests=True,
+                      in_process_refused=self.in_process == "refuse")
         return report
 
     def run(self, solution: str, tests: str, timeout_s: float | None = None) -> Result:
         if not isinstance(solution, str) or not isinstance(tests, str):
             raise TypeError("solution and tests must be str")
         timeout = self.timeout_s if timeout_s is None else float(timeout_s)
-        if timeout <= 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout}")
+        if not 0 < timeout < float("inf"):
+            raise ValueError(f"timeout_s must be positive and finite, got {timeout}")
         start = time.monotonic()
-        reply = self._submit(solution, tests, timeout, "split")
-        if reply.get("verdict") == "retry":
-            reply = self._submit(solution, tests, timeout, "in_process")
+        verdict, detail, mode = self._submit(solution, tests, timeout)
+        return Result(verdict, self.rewards(verdict), time.monotonic() - start, detail, mode)
+
+    def _submit(self, solution: str, tests: str, timeout: float) -> tuple[Verdict, str, str]:
+        refuse = self.in_process == "refuse"
+        server = self._acquire()
         try:
-            verdict = Verdict(reply.get("verdict"))
-        except ValueError:
-            verdict = Verdict.RUNTIME_ERROR
-        mode = "" if verdict is Verdict.SYNTAX_ERROR else str(reply.get("mode", ""))
-        return Result(verdict, self.rewards(verdict), time.monotonic() - start, str(reply.get("detail", "")), mode)
+            status, frame = server.run(solution, tests, timeout, refuse)
+        except ServerLost as exc:
+            self._forget(server)
+            return Verdict.RUNTIME_ERROR, str(exc), ""
+        self._release(server)
+        return _verdict(status, frame, timeout, refuse)
 
     def run_many(self, jobs: list[tuple[str, str]], timeout_s: float | None = None) -> list[Result]:
         if self._pool is None:
@@ -210,16 +253,6 @@ class Sandbox:
             pass
 
     # -- servers ----------------------------------------------------------------------------------------
-    def _submit(self, solution: str, tests: str, timeout: float, mode: str) -> dict:
-        server = self._acquire()
-        try:
-            reply = server.run(solution, tests, timeout, mode)
-        except ServerLost as exc:
-            self._forget(server)
-            return {"verdict": "runtime_error", "detail": str(exc), "mode": mode}
-        self._release(server)
-        return reply
-
     def _acquire(self) -> _Server:
         if self._closed:
             raise RuntimeError("Sandbox is closed")
@@ -243,3 +276,29 @@ class Sandbox:
         with self._lock:
             if server in self._all:
                 self._all.remove(server)
+
+
+def _verdict(status: dict, frame: dict | None, timeout: float, refuse: bool) -> tuple[Verdict, str, str]:
+    """The run's verdict from the server's account (trusted: it never runs model code) and the judge's frame.
+    The mode is the server's: the judge announces it before any test runs, and a fallback to in-process goes
+    through the server, so no test and no solution can pass an in-process run off as a split one."""
+    if "error" in status:
+        return Verdict.RUNTIME_ERROR, str(status["error"]), ""
+    mode = str(status.get("mode", ""))
+    if mode == "in_process" and refuse:
+        return Verdict.REFUSED, "the tests need the solution's own process, refused by in_process=refuse", mode
+    if frame is not None and frame.get("verdict") in VERDICTS - {"refused"}:
+        verdict, detail = Verdict(frame["verdict"]), str(frame.get("detail", ""))
+        if verdict is Verdict.SYNTAX_ERROR:
+            return verdict, detail, ""
+        sig = status.get("solution_signal") or 0
+        if verdict is Verdict.RUNTIME_ERROR and sig == signal.SIGXCPU:
+            return Verdict.TIMEOUT, "CPU time limit", mode
+        if verdict is Verdict.RUNTIME_ERROR and sig and sig != signal.SIGKILL:
+            detail = f"{detail} (solution process killed by {signal.Signals(sig).name})".strip()
+        return verdict, detail, mode
+    if status.get("timed_out"):
+        return Verdict.TIMEOUT, f"wall time limit of {timeout:g}s", mode
+    sig = status.get("judge_signal") or 0
+    how = f"killed by {signal.Signals(sig).name}" if sig else "without a verdict"
+    return Verdict.RUNTIME_ERROR, f"the judge ended {how}", mode

@@ -127,33 +127,53 @@ def new_pid_namespace_for_children(own_pid_ns_fd: int) -> None:
     unshare(CLONE_NEWPID)
 
 
-def confine_solution(memory_mb: int, cpu_s: int, file_mb: int, nproc: int, drop_user: bool) -> None:
-    """In the solution process (PID 1 of its namespace): its own /proc, a fresh tmpfs at WORKDIR that vanishes
-    with it (its working directory; the rest of /tmp, /var/tmp and /dev/shm are read-only), limits, no
-    privileges."""
-    unshare(CLONE_NEWNS)
+# Each server's runs get their own pair of uids (solution, judge), taken from the server's host pid, so no two live
+# servers share one: RLIMIT_NPROC counts processes per uid, and one run's fork bomb must not starve another.
+RUN_UID_BASE = 1_000_000
+
+
+def run_uids(server_pid: int) -> tuple[int, int]:
+    uid = RUN_UID_BASE + 2 * server_pid
+    return uid, uid + 1
+
+
+def is_run_uid(uid: int) -> bool:
+    return uid == NOBODY or uid >= RUN_UID_BASE
+
+
+def confine_run(memory_mb: int, cpu_s: int, file_mb: int, nproc: int, uid: int | None, seccomp=None,
+                writable: bool = True) -> None:
+    """In a run's process (solution or judge; PID 1 of its own PID namespace): its own /proc, IPC namespace (no
+    System V object outlives the run or reaches another), a fresh tmpfs at WORKDIR that vanishes with it (its
+    working directory; the rest of /tmp, /var/tmp and /dev/shm are read-only), limits, its own uid, no
+    privileges, and the seccomp filter (built once in the server) last."""
+    unshare(CLONE_NEWNS | CLONE_NEWIPC)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    owner = f",uid={NOBODY},gid={NOBODY}" if drop_user and os.geteuid() == 0 else ""
-    mount("tmpfs", WORKDIR, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,size={4 * file_mb}m{owner}")
-    workdir = WORKDIR
+    owner = f",uid={uid},gid={uid}" if uid is not None else ""
+    # writable=False (the judge): the tmpfs is read-only, so tests that write a file for the solution fail at once
+    # (EROFS) and run beside it instead, where the file is where the solution looks.
+    ro = 0 if writable else MS_RDONLY
+    mount("tmpfs", WORKDIR, "tmpfs", MS_NOSUID | MS_NODEV | ro, f"mode=0755,size={4 * file_mb}m{owner}")
     os.setsid()  # its own session and process group: killpg(0) reaches nothing else
-    confine(workdir, memory_mb, cpu_s, file_mb, nproc, drop_user)
+    confine(WORKDIR, memory_mb, cpu_s, file_mb, nproc, uid)
+    if seccomp is not None:
+        seccomp.load()
+    # Changing credentials clears the parent-death signal, so it is set here, last: if the server dies (or is
+    # killed when the sandbox closes), this process dies too, and its PID namespace with it.
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def confine(workdir: str, memory_mb: int, cpu_s: int, file_mb: int, nproc: int, drop_user: bool) -> None:
+def confine(workdir: str, memory_mb: int, cpu_s: int, file_mb: int, nproc: int, uid: int | None) -> None:
     os.chdir(workdir)
     limit(resource.RLIMIT_AS, memory_mb * 2**20)
     limit(resource.RLIMIT_CPU, cpu_s)
     limit(resource.RLIMIT_FSIZE, file_mb * 2**20)
     limit(resource.RLIMIT_CORE, 0)
     limit(resource.RLIMIT_NOFILE, 64)
-    if drop_user and os.geteuid() == 0:
+    if uid is not None:
         os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
+        os.setgid(uid)
+        os.setuid(uid)
         limit(resource.RLIMIT_NPROC, nproc)
     prctl(PR_SET_NO_NEW_PRIVS, 1)
-    # Changing credentials clears the parent-death signal, so it is set here, last: if the process that forked
-    # this one dies (or is killed when the sandbox closes), this one dies too.
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -1,120 +1,27 @@
-"""The judge: a long-lived process that runs the tests. Every function of the solution the tests use is a proxy
-that sends plain arguments to the solution's process and gets a plain value back, so the expected values never
-exist where model code runs, and what is compared is a real built-in. It decides the verdict and answers the
-caller. Nothing is ever forked from it, so the tests it has seen reach no other process."""
+"""The judge's test runner: every function of the solution the tests use is a proxy (`rpc.RemoteFunction`) that
+sends its arguments to the solution's process as data and gets data back, so the expected values never exist where
+model code runs, and what is compared is rebuilt from data alone, as a type the judge trusts. The judge's process
+(a fresh one per run) is sandbox.judge_process."""
 
 import ast
-import builtins
 import functools
-import importlib
-import json
-import os
-import select
-import signal
-import socket
 
-from sandbox import codec, frames
-from sandbox.solution_side import DETAIL_MAX, MESSAGE_LIMIT, describe
-
-
-class Deadline(BaseException):
-    pass
-
-
-class Unsupported(Exception):
-    """The tests need something that cannot cross the process boundary: run them in-process."""
-
-
-class RemoteError(Exception):
-    pass
-
-
-class SolutionDied(Exception):
-    pass
-
-
-class NotPlainResult(Exception):
-    pass
-
-
-class Channel:
-    def __init__(self, requests: int, replies: int):
-        self.requests, self.replies = requests, replies
-
-    def call(self, msg: dict) -> dict:
-        try:
-            frames.write_frame(self.requests, msg)
-            reply = frames.read_frame(self.replies, MESSAGE_LIMIT)
-        except (BrokenPipeError, frames.FrameTooLarge, ValueError) as exc:
-            raise SolutionDied(describe(exc)) from None
-        if not isinstance(reply, dict):
-            raise SolutionDied("the solution process ended")
-        return reply
-
-
-def copy_back(original, updated) -> None:
-    if type(original) is list and type(updated) is list:
-        original[:] = updated
-    elif type(original) is dict and type(updated) is dict:
-        original.clear()
-        original.update(updated)
-    elif type(original) is set and type(updated) is set:
-        original.clear()
-        original.update(updated)
-
-
-def make_proxy(name: str, channel: Channel):
-    def proxy(*args, **kwargs):
-        try:
-            enc_args = [codec.encode(a) for a in args]
-            enc_kwargs = {k: codec.encode(v) for k, v in kwargs.items()}
-        except codec.NotPlain as exc:
-            raise Unsupported(f"argument to {name}: {exc}") from None
-        reply = channel.call({"op": "call", "fn": name, "args": enc_args, "kwargs": enc_kwargs})
-        if reply.get("ok"):
-            for original, updated in zip(args, reply.get("args") or []):
-                copy_back(original, codec.decode(updated))
-            return codec.decode(reply["v"])
-        if reply.get("not_plain"):
-            raise NotPlainResult(reply["exc"])
-        exc_type = getattr(builtins, str(reply.get("exc_type")), None)
-        if isinstance(exc_type, type) and issubclass(exc_type, Exception) and exc_type is not AssertionError:
-            try:
-                error = exc_type(str(reply.get("msg", "")))
-            except Exception:
-                error = None
-            if error is not None:
-                raise error  # tests that expect, say, a ValueError still see one
-        raise RemoteError(str(reply.get("exc", "")))
-
-    proxy.__name__ = name
-    return proxy
+from sandbox import proxies, rpc
+from sandbox.proxies import Unsupported
+from sandbox.solution_side import DETAIL_MAX, describe
 
 
 def free_names(tree) -> frozenset[str]:
+    """Names the tests read that their own top level does not define or import. A name bound only inside a
+    function (a local with the solution function's name) still counts: elsewhere it means the solution's."""
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
     bound = set()
-    used = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            (used if isinstance(node.ctx, ast.Load) else bound).add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
             bound.add(node.name)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             bound.update((a.asname or a.name).split(".")[0] for a in node.names)
     return frozenset(used - bound)
-
-
-def test_namespace(free: frozenset[str], names: dict, channel: Channel) -> dict:
-    ns = {"__name__": "__tests__", "__builtins__": builtins}
-    for name in sorted(free & set(names)):
-        kind = names[name]
-        if kind == "function":
-            ns[name] = make_proxy(name, channel)
-        elif kind.startswith("module:"):
-            ns[name] = importlib.import_module(kind[len("module:"):])
-        else:
-            raise Unsupported(f"the tests use {name!r}, which is not a function of the solution")
-    return ns
 
 
 @functools.lru_cache(maxsize=512)
@@ -124,96 +31,31 @@ def compile_tests(tests: str):
     return compile(tree, "<tests>", "exec"), free_names(tree)
 
 
-def run_split(tests: str, names: dict, channel: Channel) -> dict:
+def run_split(tests: str, static: dict, first: dict, session: rpc.Session, ns: dict, star: bool = False) -> dict:
+    """`static`: how the solution binds each name, from its source (sandbox.plan); `first`: its hello message."""
     try:
         code, free = compile_tests(tests)
     except (SyntaxError, ValueError) as exc:
         return {"verdict": "runtime_error", "detail": "tests do not compile: " + describe(exc)}
     try:
-        ns = test_namespace(free, names, channel)
+        proxies.fill_namespace(ns, session, static, first.get("names", {}), free, star)
         exec(code, ns)
-    except Unsupported as exc:
+    except (Unsupported, rpc.CannotCross) as exc:
         return {"verdict": "retry", "detail": str(exc)}
     except AssertionError as exc:
         return {"verdict": "failed", "detail": describe(exc) if str(exc) else "AssertionError"}
-    except NotPlainResult as exc:
+    except rpc.NotPlainResult as exc:
         return {"verdict": "failed", "detail": str(exc)[:DETAIL_MAX]}
-    except SolutionDied as exc:
+    except rpc.ChannelClosed as exc:
         return {"verdict": "runtime_error", "detail": str(exc)[:DETAIL_MAX], "died": True}
-    except RemoteError as exc:
+    except rpc.RemoteError as exc:
         return {"verdict": "runtime_error", "detail": str(exc)[:DETAIL_MAX]}
+    except OSError as exc:
+        # Only the tests' own writes: an OSError the solution raised (and the tests let through) is its error,
+        # not a reason to leave the split path.
+        if proxies.writes_files(exc) and not session.is_remote(exc):
+            return {"verdict": "retry", "detail": "the tests write files: " + describe(exc)}
+        return {"verdict": "runtime_error", "detail": describe(exc)}
     except Exception as exc:
         return {"verdict": "runtime_error", "detail": describe(exc)}
     return {"verdict": "passed", "detail": ""}
-
-
-def judge(mode: str, tests: str, channel: Channel) -> dict:
-    try:
-        first = frames.read_frame(channel.replies, MESSAGE_LIMIT)
-    except (frames.FrameTooLarge, ValueError):
-        first = None
-    if not isinstance(first, dict):
-        return {"verdict": "runtime_error", "detail": "solution process ended while loading", "died": True}
-    if not first.get("ok"):
-        return {"verdict": "runtime_error", "detail": str(first.get("exc", ""))[:DETAIL_MAX]}
-    if mode != "in_process":
-        return {**run_split(tests, first.get("names", {}), channel), "mode": "split"}
-    # In-process, the verdict comes from the solution's own process. Two checks make forging it harder (not
-    # impossible: that is why the mode is reported): nothing may be waiting on the channel before the tests are
-    # sent, and the answer must carry a nonce the solution could not know while it was loading.
-    if select.select([channel.replies], [], [], 0)[0]:
-        return {"verdict": "runtime_error", "detail": "solution wrote to the verdict channel", "mode": "in_process"}
-    nonce = os.urandom(16).hex()
-    try:
-        result = channel.call({"op": "exec_tests", "tests": tests, "nonce": nonce})
-    except SolutionDied as exc:
-        return {"verdict": "runtime_error", "detail": str(exc), "died": True, "mode": "in_process"}
-    verdict = result.get("verdict") if result.get("nonce") == nonce else "runtime_error"
-    if verdict not in ("passed", "failed", "runtime_error"):
-        verdict = "runtime_error"
-    return {"verdict": verdict, "detail": str(result.get("detail", ""))[:DETAIL_MAX], "mode": "in_process"}
-
-
-def on_alarm(signum, frame):
-    raise Deadline()
-
-
-def judge_loop(control: socket.socket, tests_fd: int, verdict_fd: int) -> None:
-    """One job per control message from the server: [header, (requests, replies) fds]."""
-    signal.signal(signal.SIGALRM, on_alarm)
-    while True:
-        raw, fds, _, _ = socket.recv_fds(control, 1 << 16, 2)
-        if not raw:
-            return
-        job = json.loads(raw)
-        tests = frames.read_frame(tests_fd, MESSAGE_LIMIT)["tests"]
-        reply = {"verdict": "runtime_error", "detail": "", "mode": job["mode"]}
-        if "syntax_error" in job:
-            reply.update(verdict="syntax_error", detail=job["syntax_error"], mode="")
-        else:
-            requests, replies = fds
-            try:
-                signal.setitimer(signal.ITIMER_REAL, job["timeout"])
-                reply.update(judge(job["mode"], tests, Channel(requests, replies)))
-            except Deadline:
-                reply.update(verdict="timeout", detail=f"wall time limit of {job['timeout']:g}s")
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-            try:
-                os.kill(job["pid"], signal.SIGKILL)  # PID 1 of its namespace: all it started goes with it
-            except ProcessLookupError:
-                pass
-            if reply.pop("died", False):  # the server reaps it and tells how it ended
-                control.sendall(b'{"op": "status"}')
-                status = json.loads(control.recv(4096))
-                sig = status.get("signal")
-                if sig == signal.SIGXCPU:
-                    reply.update(verdict="timeout", detail="CPU time limit")
-                elif sig and sig != signal.SIGKILL:
-                    reply["detail"] = f"solution process killed by {signal.Signals(sig).name}"
-        for fd in fds:
-            os.close(fd)
-        frames.write_frame(verdict_fd, reply)
-        control.sendall(b'{"op": "done"}')
-
-

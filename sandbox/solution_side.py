@@ -1,15 +1,16 @@
 """The solution process: PID 1 of a fresh PID namespace, unprivileged, rlimited. It runs the model's program, then
-serves calls from the judge with plain values. It never sees the tests in split mode (they do not exist in the
-memory it was forked from)."""
+serves calls from the judge (sandbox.rpc). It never sees the tests in split mode (they do not exist in the memory it
+was forked from). What it reports about its names (`kind_of`) only tells the judge how to show names its source
+does not bind with `def` or `import` (sandbox.proxies): it cannot turn a `def` into anything else."""
 
 import builtins
 import os
 import types
 
-from sandbox import codec, frames, jail
+from sandbox import codec, jail, rpc
 
 DETAIL_MAX = 400
-MESSAGE_LIMIT = 16 << 20
+MESSAGE_LIMIT = rpc.MESSAGE_LIMIT
 
 
 def describe(exc: BaseException) -> str:
@@ -17,57 +18,92 @@ def describe(exc: BaseException) -> str:
     return text if len(text) <= DETAIL_MAX else text[: DETAIL_MAX - 3] + "..."
 
 
-def kind_of(value) -> str:
+def kind_of(value) -> list:
+    """How the judge offers a name of the program to the tests: ["f"] a function (a proxy), ["m", name] a module,
+    ["E"|"NT"|"DC", ...] a class that crosses as a mirror, ["v"] a value (fetched if the tests use it), ["o"]
+    something that cannot cross (tests that use it run in-process)."""
     if isinstance(value, types.ModuleType):
-        return "module:" + value.__name__
-    if callable(value) and not isinstance(value, type):
-        return "function"
-    return "other"
+        return ["m", value.__name__]
+    if isinstance(value, type):
+        if issubclass(value, BaseException):
+            return ["E", [[codec.class_key(c), [codec.class_key(b) for b in c.__bases__ if b is not object]]
+                          for c in value.__mro__ if c is not object]]
+        if codec.is_namedtuple_class(value) and not own_methods(value):
+            return ["NT", codec.class_key(value), list(value._fields)]
+        if hasattr(value, "__dataclass_fields__") and not own_methods(value):
+            defaults = dataclass_defaults(value)
+            if defaults is not None:
+                return ["DC", codec.class_key(value), codec.dataclass_spec(value), defaults]
+        return ["o"]
+    if callable(value):
+        return ["f"]
+    return ["v"]
 
 
-def solution_process(code, requests, replies, opts):
+def dataclass_defaults(cls) -> dict | None:
+    """{field: ["v", value] or ["f", builtin type]} for a mirror's constructor; None if one cannot cross."""
+    import dataclasses  # loaded already: the program made a dataclass
+
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            if rpc.snapshot(f.default) is None:
+                return None
+            out[f.name] = ["v", f.default]
+        elif f.default_factory is not dataclasses.MISSING:
+            if f.default_factory not in codec.BUILTIN_TYPES:
+                return None
+            out[f.name] = ["f", f.default_factory]
+    return out
+
+
+def own_methods(cls) -> bool:
+    """Whether the class has behaviour a mirror would not have: methods written in the program's own source
+    (generated ones, by dataclasses or namedtuple, come from elsewhere)."""
+    for attr in vars(cls).values():
+        for fn in (attr, getattr(attr, "__func__", None), getattr(attr, "fget", None)):
+            code = getattr(fn, "__code__", None)
+            if code is not None and code.co_filename == "<solution>":
+                return True
+    return False
+
+
+def solution_process(source_fd, requests, replies, opts, seccomp=None):
+    size = os.fstat(source_fd).st_size
+    source = os.pread(source_fd, size, 0).decode("utf-8", errors="surrogateescape") if size else ""
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.closerange(3, min(requests, replies))
     os.closerange(max(requests, replies) + 1, 4096)
     os.closerange(min(requests, replies) + 1, max(requests, replies))
-    jail.confine_solution(opts["memory_mb"], opts["cpu_s"], opts["file_mb"], opts["nproc"], opts["drop_user"])
+    jail.confine_run(opts["memory_mb"], opts["cpu_s"], opts["file_mb"], opts["nproc"], opts["uids"][0], seccomp)
+    import random
+
+    random.seed()  # as a fresh interpreter: not the state every fork of the server shares
     namespace = {"__name__": "__solution__", "__builtins__": builtins}
+    session = rpc.Session(requests, replies, namespace, "s")
     try:
+        code = compile(source, "<solution>", "exec")  # here, not in the server: a hostile program is contained
+        del source
         exec(code, namespace)
     except BaseException as exc:  # SystemExit, KeyboardInterrupt: not a pass either
-        frames.write_frame(replies, {"ok": False, "exc": describe(exc)})
+        session.send({"ok": False, "exc": describe(exc)})
         os._exit(0)
     names = {k: kind_of(v) for k, v in list(namespace.items()) if not k.startswith("__")}
-    frames.write_frame(replies, {"ok": True, "names": names})
+    session.install_streams()
+    session.synced = rpc.shared_state()
+    session.send({"ok": True, "names": names, "st": session.synced})
     while True:
-        req = frames.read_frame(requests, MESSAGE_LIMIT)
-        if req is None:
+        try:
+            req = session.recv()
+        except rpc.ChannelClosed:
             os._exit(0)
-        if req["op"] == "exec_tests":
-            frames.write_frame(replies, {**run_in_process(req["tests"], namespace), "nonce": req["nonce"]})
+        if req.get("op") == "exec_tests":
+            session.restore_streams()
+            session.send({**run_in_process(str(req["tests"]), namespace), "nonce": req["nonce"]})
             os._exit(0)
-        frames.write_frame(replies, serve_call(namespace, req))
-
-
-def serve_call(namespace, req) -> dict:
-    try:
-        fn = namespace[req["fn"]]
-        args = [codec.decode(a) for a in req["args"]]
-        kwargs = {k: codec.decode(v) for k, v in req["kwargs"].items()}
-        result = fn(*args, **kwargs)
-    except BaseException as exc:
-        return {"ok": False, "exc_type": type(exc).__name__, "exc": describe(exc), "msg": str(exc)[:DETAIL_MAX]}
-    try:
-        value = codec.encode(result)
-    except codec.NotPlain as exc:
-        return {"ok": False, "not_plain": True, "exc": f"{req['fn']} returned {exc}"}
-    try:  # arguments the function changed in place travel back, so tests of in-place behaviour still work
-        after = [codec.encode(a) for a in args]
-    except codec.NotPlain:
-        after = None
-    return {"ok": True, "v": value, "args": after}
+        session.send(session.serve(req))
 
 
 def strict_asserts(tree):
@@ -85,8 +121,8 @@ def strict_asserts(tree):
 
 def strict_eq(a, b) -> bool:
     try:
-        return codec.decode(codec.encode(a)) == codec.decode(codec.encode(b))
-    except codec.NotPlain:
+        return codec.strict_value(a) == codec.strict_value(b)
+    except (codec.NotPlain, codec.BadMessage):
         return False
 
 
@@ -96,13 +132,25 @@ def run_in_process(tests: str, namespace: dict) -> dict:
 
         tree = strict_asserts(ast.parse(tests))
         code = compile(tree, "<tests>", "exec")
-    except (SyntaxError, ValueError) as exc:
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         return {"verdict": "runtime_error", "detail": "tests do not compile: " + describe(exc)}
     namespace["__strict_eq__"] = strict_eq
+    # the tests run as the main module, as `python tests.py` would (unittest.main() looks for them there)
+    import sys
+
+    main = types.ModuleType("__main__")
+    main.__dict__.update(namespace)
+    main.__dict__["__name__"] = "__main__"
+    sys.modules["__main__"] = main
+    sys.argv = ["tests"]
     try:
-        exec(code, namespace)
+        exec(code, main.__dict__)
     except AssertionError as exc:
         return {"verdict": "failed", "detail": describe(exc)}
+    except SystemExit as exc:
+        if exc.code is None or exc.code is False or exc.code == 0:
+            return {"verdict": "passed", "detail": ""}
+        return {"verdict": "failed", "detail": f"the tests exited with status {exc.code!r}"}
     except BaseException as exc:
         return {"verdict": "runtime_error", "detail": describe(exc)}
     return {"verdict": "passed", "detail": ""}

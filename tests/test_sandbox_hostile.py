@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from sandbox import Sandbox, Verdict
+from sandbox import Sandbox, Verdict, jail
 
 SQUARE = "def square(x):\n    return x * x\n"
 TESTS = "assert square(3) == 9\nassert square(-2) == 4\n"
@@ -254,19 +254,28 @@ def test_nothing_survives_the_run(sb, how):
 
 
 def _sandbox_procs() -> set[int]:
-    """Live processes running as the sandbox's unprivileged user, seen from the host (a zombie is dead already;
-    whether it is reaped is up to the host's init)."""
+    """Live processes of the sandboxes this test process started, seen from the host (a zombie is dead already;
+    whether it is reaped is up to the host's init). Their per-run uids encode their server's pid, so sandboxes of
+    other programs on a shared machine are not counted; processes whose server is gone are."""
     out = set()
     for pid in os.listdir("/proc"):
         if pid.isdigit() and not _zombie(int(pid)):
             try:
                 with open(f"/proc/{pid}/status") as fh:
-                    uid = next(line for line in fh if line.startswith("Uid:")).split()[1]
-            except (OSError, StopIteration):
+                    uid = int(next(line for line in fh if line.startswith("Uid:")).split()[1])
+            except (OSError, StopIteration, ValueError):
                 continue
-            if uid == "65534":
+            if uid >= jail.RUN_UID_BASE and _ours_or_orphan((uid - jail.RUN_UID_BASE) // 2):
                 out.add(int(pid))
     return out
+
+
+def _ours_or_orphan(server: int) -> bool:
+    try:
+        with open(f"/proc/{server}/stat") as fh:
+            return int(fh.read().split(")")[-1].split()[1]) == os.getpid()
+    except OSError:
+        return True
 
 
 def test_fork_bomb_is_contained_and_the_next_run_works(sb):

@@ -1,0 +1,483 @@
+"""Correct programs pass as under plain Python, and values keep their meaning when they cross (issue 9, section 2
+and the value forgeries of section 1). Every case runs twice, in the real sandbox and as one plain `python`
+process of program + tests (the way HumanEval runs them): the verdicts must agree, and each case states the
+verdict it must have."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import pytest
+
+from sandbox import Sandbox, Verdict
+
+P, F, R = Verdict.PASSED, Verdict.FAILED, Verdict.RUNTIME_ERROR
+
+
+def plain_verdict(solution: str, tests: str, cwd) -> Verdict:
+    """One plain `python` process running the program, then the tests, in one namespace (from a file, so that
+    inspect.getsource works as it does for a real program)."""
+    with tempfile.TemporaryDirectory() as where:
+        path = os.path.join(where, "program.py")
+        with open(path, "w") as fh:
+            fh.write(solution + "\n" + tests)
+        proc = subprocess.run([sys.executable, path], cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=60)
+    if proc.returncode == 0:
+        return P
+    last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
+    return F if last.startswith("AssertionError") else R
+
+
+def d(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")
+
+
+CASES = {
+    "generator": (d("""
+        def evens(n):
+            for i in range(n):
+                if i % 2 == 0:
+                    yield i
+        def naturals():
+            i = 0
+            while True:
+                yield i
+                i += 1
+        """), d("""
+        import itertools
+        assert list(evens(7)) == [0, 2, 4, 6]
+        g = evens(5)
+        assert next(g) == 0 and next(g) == 2
+        assert list(itertools.islice(naturals(), 4)) == [0, 1, 2, 3]
+        assert sum(x for x in evens(10)) == 20
+        """), P),
+    "map_and_range": (d("""
+        def squares(xs):
+            return map(lambda x: x * x, xs)
+        def upto(n):
+            return range(1, n + 1)
+        def keys(d):
+            return d.keys()
+        """), d("""
+        assert list(squares([1, 2, 3])) == [1, 4, 9]
+        assert upto(3) == range(1, 4) and len(upto(10)) == 10 and 5 in upto(5)
+        assert keys({'a': 1}) == {'a'}
+        """), P),
+    "closure": (d("""
+        def adder(n):
+            def add(x):
+                return x + n
+            return add
+        def apply(f, x):
+            return f(x)
+        """), d("""
+        add3 = adder(3)
+        assert add3(4) == 7
+        assert list(map(adder(1), [1, 2])) == [2, 3]
+        assert apply(add3, 1) == 4
+        assert apply(lambda v: v * 10, 2) == 20
+        assert sorted([3, 1, 2], key=adder(-1)) == [1, 2, 3]
+        """), P),
+    "namedtuple": (d("""
+        from collections import namedtuple
+        from typing import NamedTuple
+        Point = namedtuple('Point', 'x y')
+        class Pair(NamedTuple):
+            a: int
+            b: int = 0
+        def origin():
+            return Point(0, 0)
+        def pair(a):
+            return Pair(a)
+        def norm1(p):
+            return abs(p.x) + abs(p.y)
+        """), d("""
+        p = origin()
+        assert p == (0, 0) and p.x == 0 and p == Point(0, 0)
+        assert p._replace(x=2) == Point(2, 0)
+        assert pair(1) == Pair(1, 0) and pair(1).b == 0
+        assert norm1(Point(-1, 2)) == 3
+        """), P),
+    "fraction_decimal_dates": (d("""
+        from fractions import Fraction
+        from decimal import Decimal
+        import datetime
+        def half():
+            return Fraction(1, 2)
+        def price():
+            return Decimal('1.10')
+        def day():
+            return datetime.date(2024, 2, 29)
+        def when():
+            return datetime.datetime(2024, 1, 1, 12, 30, tzinfo=datetime.timezone.utc)
+        def span(d1, d2):
+            return d2 - d1
+        """), d("""
+        from fractions import Fraction
+        from decimal import Decimal
+        import datetime
+        assert half() == Fraction(1, 2) and isinstance(half(), Fraction)
+        assert str(price()) == '1.10' and price() == Decimal('1.1')
+        assert day().weekday() == 3
+        assert when().hour == 12 and when().utcoffset() == datetime.timedelta(0)
+        assert span(datetime.date(2024, 1, 1), datetime.date(2024, 1, 3)).days == 2
+        """), P),
+    "dataclass": (d("""
+        from dataclasses import dataclass, field
+        @dataclass(frozen=True)
+        class Item:
+            name: str
+            qty: int = 1
+        @dataclass(order=True)
+        class Version:
+            major: int
+            minor: int
+        def make(n):
+            return Item(n, 2)
+        def latest(vs):
+            return max(vs)
+        """), d("""
+        assert make('a') == Item('a', 2)
+        assert make('a') != Item('a')
+        assert {make('a')} == {Item('a', 2)}
+        assert latest([Version(1, 2), Version(1, 10)]) == Version(1, 10)
+        """), P),
+    "redirect_stdout": (d("""
+        import sys
+        def greet(name):
+            print(f'Hello, {name}!')
+        def warn():
+            print('careful', file=sys.stderr)
+        """), d("""
+        import io, contextlib
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            greet('Ann')
+            greet('Bo')
+        assert buf.getvalue() == 'Hello, Ann!\\nHello, Bo!\\n'
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            warn()
+        assert err.getvalue() == 'careful\\n'
+        """), P),
+    "custom_exceptions": (d("""
+        import statistics
+        class InvalidInput(ValueError):
+            def __init__(self, value):
+                super().__init__(f'bad value {value}')
+                self.value = value
+        def check(x):
+            if x < 0:
+                raise InvalidInput(x)
+            return x
+        def mean(xs):
+            return statistics.mean(xs)
+        """), d("""
+        import statistics
+        class raises:
+            def __init__(self, expected):
+                self.expected = expected
+            def __enter__(self):
+                return self
+            def __exit__(self, et, ev, tb):
+                assert et is not None and issubclass(et, self.expected), et
+                self.value = ev
+                return True
+        with raises(InvalidInput) as r:
+            check(-1)
+        assert str(r.value) == 'bad value -1' and r.value.value == -1
+        assert type(r.value).__name__ == 'InvalidInput' and isinstance(r.value, ValueError)
+        with raises(ValueError):
+            check(-2)
+        with raises(statistics.StatisticsError):
+            mean([])
+        """), P),
+    "unicode_decode_error": (d("""
+        def dec(b):
+            return b.decode('utf-8')
+        """), d("""
+        try:
+            dec(b'\\xff')
+        except UnicodeDecodeError as e:
+            assert e.start == 0 and e.reason == 'invalid start byte' and e.object == b'\\xff'
+        else:
+            raise RuntimeError('no error')
+        """), P),
+    "expected_assertion_error": (d("""
+        def positive(x):
+            assert x > 0, 'must be positive'
+            return x
+        """), d("""
+        try:
+            positive(-1)
+        except AssertionError as e:
+            assert str(e) == 'must be positive'
+        else:
+            raise RuntimeError('no assertion')
+        """), P),
+    "keyerror_args": (d("""
+        def get(d, k):
+            return d[k]
+        """), d("""
+        try:
+            get({}, 'x')
+        except KeyError as e:
+            assert e.args == ('x',) and str(e) == "'x'"
+        """), P),
+    "counter_defaultdict": (d("""
+        from collections import Counter, defaultdict
+        def count(s):
+            return Counter(s)
+        def group(words):
+            d = defaultdict(list)
+            for w in words:
+                d[len(w)].append(w)
+            return d
+        def labels():
+            return defaultdict(lambda: 'none', {'a': 'x'})
+        """), d("""
+        from collections import Counter
+        c = count('aab')
+        assert c['z'] == 0 and c.most_common(1) == [('a', 2)] and isinstance(c, Counter)
+        g = group(['a', 'bb'])
+        assert g[3] == [] and 3 in g and g == {1: ['a'], 2: ['bb'], 3: []}
+        assert labels()['q'] == 'none'
+        """), P),
+    "ordered_dict_order_right": (d("""
+        from collections import OrderedDict
+        def od():
+            return OrderedDict([('a', 1), ('b', 2)])
+        """), "from collections import OrderedDict\nassert od() == OrderedDict([('a', 1), ('b', 2)])\n", P),
+    "ordered_dict_order_wrong": (d("""
+        from collections import OrderedDict
+        def od():
+            return OrderedDict([('b', 2), ('a', 1)])
+        """), "from collections import OrderedDict\nassert od() == OrderedDict([('a', 1), ('b', 2)])\n", F),
+    "surrogate_pair_is_not_the_character": ("def smile():\n    return '\\ud83d\\ude00'\n",
+                                            "assert smile() == '\\U0001F600'\n", F),
+    "astral_and_lone_surrogates_cross": ("def s():\n    return ['\\U0001F600', '\\ud800', 'x\\udfff']\n",
+                                         "assert s() == ['\\U0001F600', '\\ud800', 'x\\udfff']\n", P),
+    "shadowed_valueerror_is_not_the_builtin": (d("""
+        class ValueError(Exception):
+            pass
+        def parse(s):
+            raise ValueError('bad')
+        """), d("""
+        import builtins
+        try:
+            parse('x')
+        except builtins.ValueError:
+            pass
+        """), R),
+    "getsource_reads_the_real_source": (d("""
+        def total(xs):
+            s = 0
+            for x in xs:
+                s += x
+            return s
+        """), d("""
+        import inspect
+        src = inspect.getsource(total)
+        assert 'sum(' not in src and 'for x in xs' in src, src
+        assert total([1, 2]) == 3
+        """), P),
+    "getsource_ban_catches_the_banned_construct": ("def total(xs):\n    return sum(xs)\n", d("""
+        import inspect
+        assert 'sum(' not in inspect.getsource(total)
+        assert total([1, 2]) == 3
+        """), F),
+    "in_place_changes": (d("""
+        def push(stack, item=None, *, log):
+            stack.append(item)
+            log.append(item)
+        def extend_self(a, b):
+            b.extend(a)
+        def bump(grid):
+            grid[0][0] += 1
+        def fill(d, s):
+            d['k'] = 1
+            s.add(2)
+        """), d("""
+        s, log = [], []
+        push(s, 1, log=log)
+        assert s == [1] and log == [1]
+        x = [1]
+        extend_self(x, x)
+        assert x == [1, 1]
+        g = [[0], [5]]
+        row = g[0]
+        bump(g)
+        assert row == [1] and g == [[1], [5]]
+        d, st = {}, set()
+        fill(d, st)
+        assert d == {'k': 1} and st == {2}
+        """), P),
+    "eval_and_globals": ("def f(x):\n    return x + 1\n",
+                         "assert eval('f')(1) == 2\nassert globals()['f'](2) == 3\nname = 'f'\n"
+                         "assert eval(name + '(3)') == 4\n", P),
+    "random_seed": (d("""
+        import random
+        def roll():
+            return random.randint(1, 10**9)
+        """), d("""
+        import random
+        random.seed(7)
+        a = roll()
+        random.seed(7)
+        assert roll() == a
+        random.seed(7)
+        assert random.randint(1, 10**9) == a
+        b = roll()
+        random.seed(7)
+        random.randint(1, 10**9)
+        assert random.randint(1, 10**9) == b
+        """), P),
+    "decimal_context": ("from decimal import Decimal\ndef third():\n    return Decimal(1) / Decimal(3)\n",
+                        "import decimal\ndecimal.getcontext().prec = 5\nassert str(third()) == '0.33333'\n", P),
+    "patched_input": ("def ask():\n    return int(input('n? ')) * 2\n", d("""
+        import builtins
+        builtins.input = lambda prompt='': '21'
+        assert ask() == 42
+        """), P),
+    "mock_patched_input": ("def ask():\n    return int(input('n? ')) * 2\n", d("""
+        from unittest import mock
+        with mock.patch('builtins.input', return_value='4'):
+            assert ask() == 8
+        """), P),
+    "stdin_replaced": (d("""
+        import sys
+        def total():
+            n = int(input())
+            return sum(int(sys.stdin.readline()) for _ in range(n))
+        """), "import sys, io\nsys.stdin = io.StringIO('2\\n3\\n4\\n')\nassert total() == 7\n", P),
+    "calls_from_threads": ("def sq(x):\n    return x * x\n", d("""
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(4) as ex:
+            assert list(ex.map(sq, range(200))) == [x * x for x in range(200)]
+        out = []
+        ts = [threading.Thread(target=lambda i=i: out.append(sq(i))) for i in range(8)]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        assert sorted(out) == [i * i for i in range(8)]
+        """), P),
+    "introspection": (d('''
+        def area(w, h=2, *, unit: str = 'm'):
+            """Area of a rectangle."""
+            return w * h
+        '''), d("""
+        import inspect
+        assert area.__doc__ == 'Area of a rectangle.' and area.__name__ == 'area'
+        assert area.__code__.co_argcount == 2 and area.__code__.co_varnames[:2] == ('w', 'h')
+        sig = inspect.signature(area)
+        assert list(sig.parameters) == ['w', 'h', 'unit'] and sig.parameters['h'].default == 2
+        assert sig.parameters['unit'].annotation is str
+        assert area.__defaults__ == (2,)
+        assert area(3) == 6
+        """), P),
+    "nan_identity": ("import math\ndef vals():\n    return [math.nan, 1.0]\n",
+                     "import math\nassert vals() == [math.nan, 1.0]\n", P),
+    "fresh_nan_is_not_equal": ("def vals():\n    return [float('nan')]\n",
+                               "import math\nassert vals() == [math.nan]\n", F),
+    "re_match": (d(r"""
+        import re
+        def find(s):
+            return re.search(r'(\d+)-(?P<b>\d+)', s)
+        def every(s):
+            return list(re.finditer(r'\d', s))
+        """), d("""
+        import re
+        m = find('a 12-34 b')
+        assert m.group(1) == '12' and m.group('b') == '34' and m.span() == (2, 7)
+        assert isinstance(m, re.Match) and m[0] == '12-34'
+        assert find('none') is None
+        assert [x.start() for x in every('a1b22')] == [1, 3, 4]
+        """), P),
+    "huge_int": ("def big():\n    return 7 ** 20000\n", "assert big() == 7 ** 20000\nassert big() % 10 == 1\n", P),
+    "local_with_the_function_name": ("def f(x):\n    return x + 1\n", d("""
+        def helper():
+            f = 3
+            return f
+        assert helper() == 3
+        assert f(2) == 3
+        """), P),
+    "more_value_kinds": (d(r"""
+        import collections, re, datetime
+        import numpy as np
+        TWO = datetime.timezone(datetime.timedelta(hours=2))
+        def many():
+            return (collections.deque([1, 2], maxlen=3), re.compile(r'a+', re.I), bytearray(b'xy'), 1 - 2j,
+                    frozenset({1}), {(1, 2)}, datetime.time(1, 2, tzinfo=TWO),
+                    [0.5] * 100, list(range(100)), [2**64] * 70, {'k': [None, True]})
+        def arr(n):
+            return np.arange(n) * 0.5
+        def npsum(n):
+            return np.int64(n).sum()
+        """), d(r"""
+        import collections, re, datetime
+        import numpy as np
+        dq, rx, ba, c, fs, st, t, fl, it, big, dd = many()
+        assert dq == collections.deque([1, 2]) and dq.maxlen == 3
+        assert rx.match('AAa').group() == 'AAa' and rx.flags & re.I
+        assert ba == bytearray(b'xy') and c == 1 - 2j and fs == frozenset({1}) and st == {(1, 2)}
+        assert t.utcoffset() == datetime.timedelta(hours=2)
+        assert fl == [0.5] * 100 and it == list(range(100)) and big == [2**64] * 70 and dd == {'k': [None, True]}
+        assert np.allclose(arr(4), [0, 0.5, 1, 1.5]) and arr(3).dtype == np.float64
+        assert npsum(3) == 3 and isinstance(npsum(3), np.int64)
+        """), P),
+    "large_return_value": ("def pairs(n):\n    return [(i, i * 2) for i in range(n)]\n",
+                           "r = pairs(92000)\nassert len(r) == 92000 and r[-1] == (91999, 183998)\n", P),
+}
+
+
+@pytest.fixture(scope="module")
+def sb():
+    with Sandbox(timeout_s=10, parallelism=2) as box:
+        yield box
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_verdict_is_plain_pythons(sb, name, tmp_path):
+    solution, tests, expected = CASES[name]
+    assert plain_verdict(solution, tests, tmp_path) is expected, "the case itself is wrong under plain python"
+    res = sb.run(solution, tests)
+    assert res.verdict is expected, res.detail
+    assert res.mode == "split", res.mode
+
+
+def test_fixture_file_written_by_the_tests_runs_beside_the_solution(sb, tmp_path):
+    """The judge's file system is read-only: tests that write a file for the solution run in its process, and
+    the result says so."""
+    solution = "def words(path):\n    with open(path) as fh:\n        return len(fh.read().split())\n"
+    tests = "with open('data.txt', 'w') as fh:\n    fh.write('a b c')\nassert words('data.txt') == 3\n"
+    assert plain_verdict(solution, tests, tmp_path) is P
+    res = sb.run(solution, tests)
+    assert res.verdict is P and res.mode == "in_process", res
+
+
+def test_dataclass_with_methods_compares_in_process(sb, tmp_path):
+    solution = d("""
+        from dataclasses import dataclass
+        @dataclass
+        class V:
+            x: int
+            def norm(self):
+                return abs(self.x)
+        def mk():
+            return V(-2)
+        """)
+    tests = "assert mk() == V(-2)\nassert mk().norm() == 2\nassert mk() != V(3)\n"
+    assert plain_verdict(solution, tests, tmp_path) is P
+    res = sb.run(solution, tests)
+    assert res.verdict is P and res.mode == "in_process", res
+
+
+def test_plain_reference_runner_sees_what_it_should(tmp_path):
+    # the comparison above is only as good as this runner
+    assert plain_verdict("x = 1\n", "assert x == 1\n", tmp_path) is P
+    assert plain_verdict("x = 1\n", "assert x == 2\n", tmp_path) is F
+    assert plain_verdict("x = 1\n", "x.foo\n", tmp_path) is R
+    assert os.listdir(tmp_path) == []
