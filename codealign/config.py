@@ -362,7 +362,7 @@ class RunConfig:
             raise ConfigError(f"generator.max_tokens: {self.generator.max_tokens} leaves no room for the prompt in "
                               f"model.max_model_len {self.model.max_model_len}")
         r = self.reward
-        others = {k: getattr(r, k) for k in ("timeout", "syntax_error", "runtime_error", "failed")}
+        others = {k: getattr(r, k) for k in ("timeout", "syntax_error", "runtime_error", "failed", "refused")}
         if any(v >= r.passed for v in others.values()):
             worst = max(others, key=others.get)
             raise ConfigError(f"reward.passed: {r.passed} must be the largest reward; reward.{worst} is "
