@@ -225,7 +225,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
         version, adapter_dir = stream_job(
             system, cfg, plan_rounds(cfg, train_set, rng), model_path=model_path, run_dir=run_dir, stages=stages,
             make_data=lambda plan, exps: round_data(system, cfg, plan.exercises, exps, by_id, corpus, plan.round),
-            round_metrics=iteration_metrics)
+            round_metrics=iteration_metrics, after_round=evaluator.validate)
     for it in range(ops.state.next_iteration, cfg.loop.iterations if cfg.pipeline.schedule == "rounds" else 0):
         iter_stages = Stages()
         try:

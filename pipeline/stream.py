@@ -180,14 +180,17 @@ def make_learner(cfg: RunConfig, round_learner, model_path: str, storage_dir):
 
 
 def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_path: str, run_dir, stages,
-               round_metrics) -> tuple[int, str | None]:
+               round_metrics, after_round=None) -> tuple[int, str | None]:
     """The training part of `pipeline.loop.run` when `pipeline.schedule` is stream: returns (final policy
-    version, the adapter directory to keep)."""
+    version, the adapter directory to keep). `after_round(iteration) -> dict` adds to each round's record before it
+    is logged (the validation split, evaluated on the version served at that moment)."""
     from codealign.weights import load_for_generators
 
     learner = make_learner(cfg, system.learner, model_path, run_dir.path / "train")
 
     def on_round(record: dict) -> None:
+        if after_round is not None:
+            record.update(after_round(record["iteration"]))
         run_dir.log_metrics(record)
         loss = record.get(f"{cfg.train.algorithm}/loss", float("nan"))
         print(f"round {record['iteration']}: reward {record.get('reward_mean', 0.0):+.2f}, "

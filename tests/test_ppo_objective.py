@@ -165,7 +165,6 @@ def test_recomputed_behaviour_log_probs_with_truncated_is_and_token_mean(ray_clu
     # recomputed: the first step's ratio is exactly 1 (same forward), and the engine gap is still reported
     assert metrics["ppo/ratio_first"] == pytest.approx(1.0, abs=1e-5)
     assert 0 < metrics["ppo/engine_logp_gap"] < 0.05
-    assert metrics["ppo/loss_last"] < metrics["ppo/loss_first"]
 
 
 def test_separate_critic_has_its_own_parameters_and_carries_over(ray_cluster, tiny_rollouts, tiny_model_path,

@@ -105,7 +105,7 @@ def dpo_batch(model, policy, ref_model, tokenizer, pairs, cfg: TrainConfig, rank
 
 
 def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank: int, world: int, device,
-              train_version: int, pipe: PipelineConfig, sampling) -> dict:
+              train_version: int, pipe: PipelineConfig, sampling=None) -> dict:
     """One batch of judged samples, as `ppo.ppo_train_loop` trains a round (critic-free); a sample made by an
     older policy than `train_version` is trained with the off-policy correction of `pipe.off_policy`."""
     from trainers.losses import clipped_policy_loss
@@ -113,6 +113,7 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
     from trainers.ppo import advantages, forward_tokens, rollout_batch
     from trainers.steps import MicroStep, run_steps
 
+    sampling = sampling or Sampling()
     usable = [bool(e.token_ids) and len(e.logprobs) == len(e.token_ids) for e in data]
     adv = advantages(data, cfg.advantage)
     rollouts = [(e, a) for e, a, ok in zip(data, adv, usable) if a != 0.0 and ok]
@@ -121,6 +122,7 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
     batches = []
     for exp, a in rollouts:
         b = rollout_batch(tokenizer, exp, cfg.max_length)
+        b["old_logps"] = b["engine_logps"]  # the behaviour policy: the engine that sampled (no recompute here)
         batches.append({**{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}, "adv": a,
                         "staleness": train_version - exp.policy_version})
     autocast = bf16_compute(cfg)
