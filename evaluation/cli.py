@@ -14,7 +14,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from codealign.config import ExecutorConfig, GeneratorConfig, ModelConfig
+from codealign.config import DTYPES, ExecutorConfig, GeneratorConfig, ModelConfig
 from evaluation.benchmarks import BENCHMARKS, benchmark_name, load_benchmark
 from evaluation.harness import BenchmarkResult, generate_completions, render_table, score, write_outputs
 from evaluation.prompts import FORMATS, PromptFormat
@@ -40,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=10.0, help="sandbox wall time per program, seconds")
     p.add_argument("--executors", type=int, default=2, help="executor actors")
     p.add_argument("--kv-cache-gib", type=int, default=1, help="vLLM KV cache (CPU)")
+    p.add_argument("--dtype", choices=DTYPES, default="auto",
+                   help="the dtype vLLM serves the model in (auto: the one its config.json names; a run "
+                        "directory's model names the dtype its trained weights are stored in). Compare two "
+                        "models in the same dtype")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default="", help="benchmark data (default $CODEALIGN_DATA)")
     p.add_argument("--samples", default="",
@@ -159,7 +163,7 @@ class EvalSession:
     seconds on CPU). Starts Ray locally when it is not running, and stops what it started."""
 
     def __init__(self, model: str, max_tokens: int = 384, max_model_len: int = 2048, executors: int = 2,
-                 timeout: float = 10.0, seed: int = 0, kv_cache_gib: int = 1):
+                 timeout: float = 10.0, seed: int = 0, kv_cache_gib: int = 1, dtype: str = "auto"):
         import ray
 
         from actors.executor import ExecutorPool
@@ -173,7 +177,7 @@ class EvalSession:
         if self.started_ray:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
-        self.gen = GeneratorGroup(model_path, ModelConfig(max_model_len=max_model_len),
+        self.gen = GeneratorGroup(model_path, ModelConfig(dtype=dtype, max_model_len=max_model_len),
                                   GeneratorConfig(kv_cache_gib=kv_cache_gib, max_tokens=max_tokens, seed=seed),
                                   max_restarts=1)
         self.pool = ExecutorPool(ExecutorConfig(num_actors=executors, timeout_s=timeout), RewardTable())
@@ -189,17 +193,23 @@ class EvalSession:
         if self.started_ray:
             ray.shutdown()
 
+    def generate(self, tasks, fmt: PromptFormat, n: int = 1, temperature: float = 0.0,
+                 top_p: float = 0.95) -> list[list[str]]:
+        return generate_completions(self.gen.generate, tasks, fmt, n, temperature, self.max_tokens, self.seed,
+                                    top_p if temperature > 0 else 1.0)
+
+    def score(self, tasks, completions: list[list[str]], fmt: PromptFormat, ks=(1,)) -> BenchmarkResult:
+        return score(tasks, completions, fmt, self.pool.run, ks)
+
     def evaluate(self, tasks, fmt: PromptFormat, n: int = 1, temperature: float = 0.0, ks=(1,),
                  top_p: float = 0.95) -> BenchmarkResult:
-        completions = generate_completions(self.gen.generate, tasks, fmt, n, temperature, self.max_tokens,
-                                           self.seed, top_p if temperature > 0 else 1.0)
-        return score(tasks, completions, fmt, self.pool.run, ks)
+        return self.score(tasks, self.generate(tasks, fmt, n, temperature, top_p), fmt, ks)
 
 
 def evaluate_model(args, tasks, ks, name: str, start: float) -> tuple[dict, BenchmarkResult]:
     fmt = PromptFormat(args.prompt)
     with EvalSession(args.model, args.max_tokens, args.max_model_len, args.executors, args.timeout,
-                     args.seed, args.kv_cache_gib) as session:
+                     args.seed, args.kv_cache_gib, args.dtype) as session:
         result = session.evaluate(tasks, fmt, args.n, args.temperature, ks, args.top_p)
         extra: dict = {"prompt": args.prompt, "temperature": args.temperature}
         if args.rerank != "none":

@@ -129,25 +129,47 @@ def test_a_run_directory_is_a_model_with_its_latest_weights(tmp_path, tiny_model
     assert torch.equal(state["lm_head.weight"], merged["model.embed_tokens.weight"])  # re-tied
 
 
-def test_a_run_directory_with_only_an_adapter_is_merged(tmp_path, tiny_model_path):
+def test_a_run_directory_with_an_adapter_is_the_fp32_trained_model(tmp_path, tiny_model_path):
+    """A LoRA run's model is base + its fp32 adapter merged in fp32, even beside the bf16 merged file the
+    generators were sent: an update below half a bf16 step must survive into what `eval` serves."""
+    import json
+
     import torch
     from peft import LoraConfig, get_peft_model
+    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
     from evaluation.model_source import resolve_eval_model
 
     run = tmp_path / "run"
-    run.mkdir()
+    (run / "train" / "round_001").mkdir(parents=True)
     run.joinpath("config.yaml").write_text(f"model:\n  path: {tiny_model_path}\n")
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.bfloat16),
+    key = "model.layers.0.self_attn.q_proj.weight"
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32).state_dict()
+    torch.manual_seed(0)
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32),
                                 LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    with torch.no_grad():  # a small update, about 1e-4 of the weight's scale, as a LoRA round at lr 5e-5 makes
+        delta = peft_model.base_model.model.model.layers[0].self_attn.q_proj.get_delta_weight("default")
+        scale = 1e-4 * base[key].abs().mean() / delta.abs().mean()
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(scale)
     peft_model.save_pretrained(run / "adapter")
     expected = peft_model.merge_and_unload().state_dict()
-    got = AutoModelForCausalLM.from_pretrained(resolve_eval_model(str(run)), dtype=torch.bfloat16).state_dict()
-    key = "model.layers.0.self_attn.q_proj.weight"
-    assert torch.equal(got[key], expected[key])
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.bfloat16).state_dict()
-    assert not torch.equal(got[key], base[key])
+    # the same round's merged weights as the learner writes them for bf16 generators: the update is mostly gone
+    bf16 = {k: v.to(torch.bfloat16) for k, v in expected.items() if k != "lm_head.weight"}
+    save_file(bf16, run / "train" / "round_001" / "merged.safetensors")
+    kept = (bf16[key] != base[key].to(torch.bfloat16)).float().mean().item()
+    assert kept < 0.2, kept
+
+    path = resolve_eval_model(str(run))
+    config = json.loads((Path(path) / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == "float32"
+    got = AutoModelForCausalLM.from_pretrained(path, dtype="auto").state_dict()
+    assert got[key].dtype == torch.float32
+    assert torch.allclose(got[key], expected[key], atol=1e-7, rtol=0)
+    assert (got[key] != base[key]).float().mean().item() > 0.9  # the update is all there
 
 
 def test_perplexity_of_a_code_directory(tmp_path, tiny_model_path, capsys):

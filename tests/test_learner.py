@@ -35,6 +35,25 @@ def test_merged_weights_match_peft_merge_and_unload(tiny_model_path):
     assert changed > 0
 
 
+def test_a_float32_checkpoint_keeps_its_precision_under_a_bf16_lora_run(tiny_model_path, tmp_path):
+    """With LoRA and bf16 compute the frozen base is held in bf16, but only when the checkpoint is stored in bf16:
+    an fp32 checkpoint (an earlier stage's fp32 merge) is kept in fp32, or its small update would round away."""
+    from transformers import AutoModelForCausalLM
+
+    from trainers.modeling import bf16_supported
+
+    if not bf16_supported():
+        pytest.skip("no bf16 matrix units on this CPU: the base is fp32 whatever the checkpoint")
+    fp32_dir = tmp_path / "fp32"
+    AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32).save_pretrained(fp32_dir)
+    cfg = TrainConfig(bf16=True, lora=LoraConfig(r=4, alpha=8))
+    def base_dtype(path):
+        model = load_policy(str(path), cfg)
+        return next(p.dtype for n, p in model.named_parameters() if "q_proj.base_layer" in n)
+    assert base_dtype(tiny_model_path) == torch.bfloat16  # stored bf16: held bf16
+    assert base_dtype(fp32_dir) == torch.float32
+
+
 def test_dpo_rounds_train_and_continue_from_the_adapter(ray_cluster, tiny_model_path, tmp_path):
     cfg = TrainConfig(learning_rate=2e-3, batch_size=4, max_pairs=8, lora=LoraConfig(r=8, alpha=16))
     learner = Learner(cfg, tiny_model_path, tmp_path / "train")

@@ -25,8 +25,9 @@ def load_policy(model_path: str, cfg: TrainConfig, adapter_from: str | None = No
     lora = cfg.lora
     quantized = cfg.quantization != "none"
     # A frozen base needs no fp32 master copy: with LoRA and bf16 it stays bf16 (half the memory, no per-step
-    # cast); PEFT keeps the adapter itself in fp32.
-    frozen_bf16 = lora.enabled and bf16_compute(cfg)
+    # cast); PEFT keeps the adapter itself in fp32. Only when the checkpoint itself is stored in bf16, though: a
+    # float32 checkpoint (an earlier stage's fp32 merge) rounded to bf16 would lose updates below a bf16 step.
+    frozen_bf16 = lora.enabled and bf16_compute(cfg) and stored_dtype(model_path) in ("bfloat16", "float16")
     kwargs = {"dtype": torch.bfloat16 if frozen_bf16 else torch.float32}
     if quantized:
         from transformers import BitsAndBytesConfig
@@ -57,6 +58,17 @@ def load_policy(model_path: str, cfg: TrainConfig, adapter_from: str | None = No
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, peft_cfg)
+
+
+def stored_dtype(model_path: str) -> str:
+    """The dtype a model directory's config.json says its weights are stored in ("" when it does not say)."""
+    import json
+
+    config = Path(model_path) / "config.json"
+    if not config.is_file():
+        return ""
+    cfg = json.loads(config.read_text())
+    return str(cfg.get("dtype") or cfg.get("torch_dtype") or "")
 
 
 def bf16_supported() -> bool:
