@@ -22,7 +22,12 @@ def local_ray_options(cfg: RunConfig) -> dict:
     actors, their logs, CPU/memory per process and the Ray Train run while the loop runs."""
     opts: dict = {"num_cpus": cfg.ray_num_cpus or None, "log_to_driver": False, "include_dashboard": cfg.ray_dashboard}
     if cfg.ray_dashboard:
-        opts.update(dashboard_host="127.0.0.1", dashboard_port=cfg.ray_dashboard_port or free_port())
+        port = cfg.ray_dashboard_port
+        if not port or not port_is_free(port):  # another local run holds it: Ray would refuse to start
+            port = free_port()
+            print(f"Ray dashboard: port {cfg.ray_dashboard_port} is taken; serving it at http://127.0.0.1:{port}",
+                  flush=True)
+        opts.update(dashboard_host="127.0.0.1", dashboard_port=port)
     return opts
 
 
@@ -32,6 +37,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass

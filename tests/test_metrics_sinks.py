@@ -120,6 +120,27 @@ ray.shutdown()
     assert out["url"].startswith("http://127.0.0.1:") and out["version"]["ray_version"]
 
 
+def test_a_taken_dashboard_port_falls_back_to_a_free_one(capsys):
+    """A second local run on the same machine: the configured dashboard port is held, and Ray would refuse to
+    start on it ("Failed to bind"); the run serves its dashboard on a free port instead and says where."""
+    import socket
+
+    from codealign.config import RunConfig
+    from pipeline.operations import local_ray_options
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        opts = local_ray_options(RunConfig(ray_dashboard_port=taken))
+        assert opts["dashboard_port"] != taken
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", opts["dashboard_port"]))  # free
+    assert f"port {taken} is taken" in capsys.readouterr().out
+    free = opts["dashboard_port"]
+    assert local_ray_options(RunConfig(ray_dashboard_port=free))["dashboard_port"] == free
+
+
 def _gather_on_rank(rank: int, world: int, port: int, out) -> None:
     import torch.distributed as dist
 
