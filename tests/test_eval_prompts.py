@@ -1,5 +1,8 @@
-"""The chat and completion prompt formats and how an answer becomes the judged program. (Extraction on recorded
-real SmolLM2 answers is not covered yet.)"""
+"""The chat and completion prompt formats and how an answer becomes the judged program, also on recorded real
+SmolLM2 answers."""
+
+import json
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +61,28 @@ def test_entry_point_and_definitions(mbpp):
 def test_unknown_format_is_refused():
     with pytest.raises(ValueError, match="unknown format 'plain'"):
         PromptFormat("plain")
+
+
+def test_recorded_smollm2_answers_become_the_programs_plain_python_judges(data_dir):
+    """Ten greedy chat answers of the embedded SmolLM2-135M-Instruct, recorded from `launch.py run` on HumanEval,
+    MBPP test and MBPP validation (tests/data/smollm2_answers.jsonl): one closed python block followed by prose, a
+    block with the model's own example prints, a block cut off at max_tokens. The program is the block's code alone
+    (prose dropped, an unclosed block taken to the end), and the sandbox's verdict on it is the recorded one."""
+    from exercises.extract import extract_code
+
+    rows = [json.loads(line) for line in (Path(__file__).parent / "data" / "smollm2_answers.jsonl").open()]
+    tasks = {spec: {ex.id: ex for ex in load_benchmark(spec, data_dir)} for spec in {r["benchmark"] for r in rows}}
+    assert {r["verdict"] for r in rows} >= {"passed", "failed", "runtime_error", "syntax_error"}
+    fmt = PromptFormat("chat")
+    programs = []
+    for row in rows:
+        code = extract_code(row["text"])
+        assert code == row["code"], row["task_id"]
+        assert "```" not in code and "This function" not in code  # the fences and the prose are not code
+        ex = tasks[row["benchmark"]][row["task_id"]]
+        programs.append((fmt.program(ex, row["text"]), ex.tests))
+    cut = [r for r in rows if r["text"].count("```") == 1]
+    assert cut and all(extract_code(r["text"]).startswith("def ") for r in cut)  # cut-off blocks still extracted
+    with Sandbox(timeout_s=10) as sb:
+        verdicts = [r.verdict.value for r in sb.run_many(programs)]
+    assert verdicts == [r["verdict"] for r in rows]
