@@ -66,6 +66,23 @@ def evaluate_all(model: str, tasks: dict, out: Path, label: str, max_tokens: int
     return results, extra
 
 
+def load_before(previous: Path, tasks: dict) -> dict:
+    """The base model's results from an earlier run of this bench (its `before/` directory), for the same tasks:
+    greedy decoding makes them the same numbers, and they cost minutes to recompute."""
+    from evaluation.harness import BenchmarkResult
+
+    results = {}
+    for spec, key in BENCHMARKS:
+        rows = [json.loads(line) for line in (previous / "before" / key / "tasks.jsonl").read_text().splitlines()]
+        if [r["task_id"] for r in rows] != [ex.id for ex in tasks[spec]]:
+            raise SystemExit(f"--before {previous}: its {spec} tasks are not this run's (another --eval-limit?)")
+        summary = json.loads((previous / "before" / key / "summary.json").read_text())
+        results[key] = BenchmarkResult(rows, [1], {1: summary["pass@1"]}, tuple(summary["ci95"]))
+        print(f"{'before':<7}{spec:<12}pass@1 {summary['pass@1']:.4f}  95% CI [{summary['ci95'][0]:.4f}, "
+              f"{summary['ci95'][1]:.4f}]  {len(rows)} tasks  (from {previous})", flush=True)
+    return results
+
+
 def stage(config: str, overrides: list[str]) -> Path:
     """One run of the loop; returns its run directory."""
     from codealign.config import load_config
@@ -98,6 +115,8 @@ def main() -> None:
                         help="what vLLM serves both models in (the trained model is stored in fp32; on a CPU, vLLM "
                              "serves fp32 more than 10x slower than bf16, measured here, so both are served in bf16 "
                              "by default, and the recipe's updates must survive bf16 rounding)")
+    parser.add_argument("--before", default="", metavar="OUT_DIR",
+                        help="take the base model's results from an earlier run's output directory (same tasks)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
@@ -115,7 +134,10 @@ def main() -> None:
     out.mkdir(parents=True)
     base = cfg.model.path
 
-    before, _ = evaluate_all(base, tasks, out, "before", args.max_tokens, args.dtype)
+    if args.before:
+        before = load_before(Path(args.before), tasks)
+    else:
+        before, _ = evaluate_all(base, tasks, out, "before", args.max_tokens, args.dtype)
 
     common = list(args.overrides) + [f"eval.limit={args.loop_eval_limit}"]
     sft = list(common)

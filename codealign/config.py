@@ -300,8 +300,11 @@ class RunConfig:
                               f"({t.lora.r}); the engine could not load the adapter it is sent")
         if t.num_to_keep < 0:
             raise ConfigError("train.num_to_keep: must be >= 0 (0 keeps every round's checkpoint)")
-        if self.loop.samples_per_exercise < 2:
-            raise ConfigError("loop.samples_per_exercise: needs at least 2 samples to form preference pairs")
+        if self.loop.samples_per_exercise < 1:
+            raise ConfigError("loop.samples_per_exercise: must be >= 1")
+        if self.loop.samples_per_exercise < 2 and (t.algorithm == "dpo" or (t.algorithm == "ppo" and not t.critic)):
+            raise ConfigError(f"loop.samples_per_exercise: {t.algorithm} needs at least 2 samples per exercise "
+                              f"({'preference pairs' if t.algorithm == 'dpo' else 'a group baseline'})")
         for name in ("iterations", "exercises_per_iteration"):
             if getattr(self.loop, name) < 0:
                 raise ConfigError(f"loop.{name}: must be >= 0")

@@ -32,7 +32,11 @@ def test_local_config_loads_with_the_seed_reward_table():
         (lambda d: d["loop"].update(iteratoins=3), "loop.iteratoins: unknown field"),
         (lambda d: d["loop"].update(iterations="two"), "loop.iterations: expected int"),
         (lambda d: d["data"].update(eval_ids=[1, 2, 3]), "data.eval_ids: expected 2 items"),
-        (lambda d: d["loop"].update(samples_per_exercise=1), "loop.samples_per_exercise"),
+        (lambda d: d["loop"].update(samples_per_exercise=1), "loop.samples_per_exercise: dpo needs at least 2"),
+        (lambda d: (d["loop"].update(samples_per_exercise=1), d["train"].update(algorithm="ppo")),
+         "loop.samples_per_exercise: ppo needs at least 2"),
+        (lambda d: (d["loop"].update(samples_per_exercise=0), d["train"].update(algorithm="sft")),
+         "loop.samples_per_exercise: must be >= 1"),
         (lambda d: d["train"].update(quantization="nf4", lora={"enabled": False}), "train.quantization: a quantized"),
         (lambda d: d["train"].update(quantization="fp4"), "train.quantization: unknown 'fp4'"),
         (lambda d: d["train"].update(distill={"divergence": "kl"}), "train.distill.divergence: unknown 'kl'"),
@@ -129,3 +133,12 @@ def test_long_lived_learner_refuses_objective_options_it_does_not_implement():
                                            "pipeline.schedule=stream"])
     cfg = load_config("configs/local.yaml", ["train.rpo_alpha=0.5", "pipeline.learner=per_round"])
     assert cfg.train.rpo_alpha == 0.5
+
+
+def test_one_sample_per_exercise_is_enough_where_nothing_is_compared():
+    """SFT, distillation and PPO with a critic learn from single samples (rejection-sampling SFT with one sample per
+    exercise is a recipe); only DPO's pairs and PPO's group baseline need two or more."""
+    for overrides in (["train.algorithm=sft"], ["train.algorithm=distill"], ["train.algorithm=ppo", "train.critic=true",
+                                                                            "pipeline.learner=per_round"]):
+        cfg = load_config(ROOT / "configs" / "local.yaml", ["loop.samples_per_exercise=1", *overrides])
+        assert cfg.loop.samples_per_exercise == 1
