@@ -5,8 +5,9 @@ in the object store until a worker fetches it), train it with the shared optimiz
 every `publish_every` batches rank 0 writes versioned weights (merged, plus the LoRA adapter) that the driver
 hands to the generators between their requests.
 
-A batch is trained exactly as a round of the round-based learner trains it (a fresh optimizer per batch, the same
-seeds, the same reference), so with no staleness the losses are the same as the per-round `TorchTrainer`s'; what
+A batch is trained exactly as a round of the round-based learner trains it (the same seeds and reference, the
+optimizer's moments carried from the previous batch as a round carries them from the previous round with
+`train.carry_optimizer`), so with no staleness the losses are the same as the per-round `TorchTrainer`s'; what
 goes away is the per-round start-up (worker group, model load). DPO and critic-free PPO run here; the others go
 through `PerRoundLearner`, the round-based learner behind the same interface.
 """
@@ -71,11 +72,12 @@ def _wait_batch(mailbox, step: int):
 
 
 def dpo_batch(model, policy, ref_model, tokenizer, pairs, cfg: TrainConfig, rank: int, world: int, device,
-              train_version: int) -> dict:
-    """One batch of preference pairs, as `dpo.dpo_train_loop` trains a round."""
+              train_version: int, carry: dict | None = None) -> tuple[dict, dict]:
+    """One batch of preference pairs, as `dpo.dpo_train_loop` trains a round. `carry`: the optimizer state the
+    previous batch left (as a round continues the previous round's); returns (metrics, the state to carry on)."""
     from trainers.dpo import pair_batch, pair_logps, tokenize_pair
     from trainers.losses import dpo_loss
-    from trainers.steps import MicroStep, run_steps
+    from trainers.steps import OPTIMIZER_FILE, MicroStep, optimizer_carry, run_steps
 
     tokenized = [tokenize_pair(tokenizer, p, cfg.max_length) for p in pairs]
     random.Random(cfg.seed).shuffle(tokenized)
@@ -99,19 +101,20 @@ def dpo_batch(model, policy, ref_model, tokenizer, pairs, cfg: TrainConfig, rank
                          int(batch["attention_mask"].sum()))
 
     params = [p for p in model.parameters() if p.requires_grad]
-    metrics, _, _ = run_steps(model, params, batches, micro_step, cfg, name="dpo", rank=rank)
+    metrics, pos, optimizer = run_steps(model, params, batches, micro_step, cfg, name="dpo", rank=rank, carry=carry)
     metrics.update({"dpo/pairs": len(batches), "dpo/workers": world})
-    return metrics
+    return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]
 
 
 def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank: int, world: int, device,
-              train_version: int, pipe: PipelineConfig, sampling=None) -> dict:
+              train_version: int, pipe: PipelineConfig, sampling=None, carry: dict | None = None) -> tuple[dict, dict]:
     """One batch of judged samples, as `ppo.ppo_train_loop` trains a round (critic-free); a sample made by an
-    older policy than `train_version` is trained with the off-policy correction of `pipe.off_policy`."""
+    older policy than `train_version` is trained with the off-policy correction of `pipe.off_policy`. `carry` and
+    the second value returned: the optimizer state from batch to batch, as in `dpo_batch`."""
     from trainers.losses import clipped_policy_loss
     from trainers.offpolicy import off_policy_loss
     from trainers.ppo import advantages, forward_tokens, rollout_batch
-    from trainers.steps import MicroStep, run_steps
+    from trainers.steps import OPTIMIZER_FILE, MicroStep, optimizer_carry, run_steps
 
     sampling = sampling or Sampling()
     usable = [bool(e.token_ids) and len(e.logprobs) == len(e.token_ids) for e in data]
@@ -148,7 +151,7 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
         return MicroStep(out.loss, metrics, b["input_ids"].shape[1])
 
     params = [p for p in model.parameters() if p.requires_grad]
-    metrics, _, _ = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank)
+    metrics, pos, optimizer = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank, carry=carry)
     rewards = [e.result.reward for e in data]
     verdicts = Counter(e.result.verdict.value for e in data)
     stale = [b["staleness"] for b in batches]
@@ -165,7 +168,7 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
         iw = torch.cat(weights)
         metrics.update({"ppo/iw_mean": iw.mean().item(), "ppo/iw_max": iw.max().item(),
                         "ppo/iw_truncated_fraction": (iw > pipe.importance_cap).float().mean().item()})
-    return metrics
+    return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]
 
 
 class _null:
@@ -185,6 +188,8 @@ def streaming_train_loop(config: dict) -> None:
     from transformers import AutoTokenizer
 
     from trainers.modeling import checkpoint_weights, load_policy
+    from trainers.steps import trainable_state
+    from trainers.worker import FULL_WEIGHTS_FILE
 
     cfg: TrainConfig = config["train"]
     pipe: PipelineConfig = config["pipeline"]
@@ -203,7 +208,7 @@ def streaming_train_loop(config: dict) -> None:
     ref_model = copy.deepcopy(policy).eval() if not cfg.lora.enabled and cfg.reference == "frozen" else None
     model = ray.train.torch.prepare_model(policy)
     base = checkpoint_weights(config["model_path"]) if cfg.quantization != "none" else None
-    step, published = 0, []
+    step, published, carry = 0, [], None
     while True:
         payload = _wait_batch(mailbox, step)
         if payload == "stop":
@@ -212,17 +217,22 @@ def streaming_train_loop(config: dict) -> None:
         torch.manual_seed(cfg.seed)  # every batch as a fresh round would see it
         start = time.monotonic()
         if cfg.algorithm == "dpo":
-            metrics = dpo_batch(model, policy, ref_model, tokenizer, data, cfg, rank, world, device,
-                                payload["version"])
+            metrics, carry = dpo_batch(model, policy, ref_model, tokenizer, data, cfg, rank, world, device,
+                                       payload["version"], carry)
         else:
-            metrics = ppo_batch(model, policy, ref_model, tokenizer, data, cfg, rank, world, device,
-                                payload["version"], pipe, config["sampling"])
+            metrics, carry = ppo_batch(model, policy, ref_model, tokenizer, data, cfg, rank, world, device,
+                                       payload["version"], pipe, config["sampling"], carry)
         step += 1
         weights = None
         if rank == 0:
             if payload["publish"]:
                 directory = out_root / f"v{step:05d}"
-                save_for_generators(getattr(policy, "module", policy), directory, base_weights=base)
+                unwrapped = getattr(policy, "module", policy)
+                # in the generators' dtype, as a round checkpoint (fp32 serving keeps what bf16 would round away)
+                save_for_generators(unwrapped, directory, dtype=getattr(torch, config.get("served_dtype") or
+                                                                        "bfloat16"), base_weights=base)
+                if not hasattr(unwrapped, "peft_config"):  # full fine-tuning: what the serving probe loads
+                    torch.save(trainable_state(unwrapped), directory / FULL_WEIGHTS_FILE)
                 weights = str(directory / MERGED_FILE)
                 published.append(directory)
                 for old in published[:-2]:  # the driver loads a version as soon as it is reported
@@ -235,7 +245,8 @@ def streaming_train_loop(config: dict) -> None:
 class StreamingLearner:
     """Driver side of the long-lived run: `submit` a batch, `poll` for finished steps, `close` at the end."""
 
-    def __init__(self, cfg: TrainConfig, pipe: PipelineConfig, model_path: str, storage_dir: Path, sampling=None):
+    def __init__(self, cfg: TrainConfig, pipe: PipelineConfig, model_path: str, storage_dir: Path, sampling=None,
+                 served_dtype: str = "bfloat16"):
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -250,7 +261,7 @@ class StreamingLearner:
             train_loop_per_worker=streaming_train_loop,
             train_loop_config={"train": cfg, "pipeline": pipe, "mailbox": self.mailbox, "model_path": model_path,
                                "storage_dir": str(self.storage_dir), "num_threads": int(cfg.num_cpus_per_worker),
-                               "sampling": sampling or Sampling()},
+                               "sampling": sampling or Sampling(), "served_dtype": served_dtype},
             scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                          resources_per_worker={"CPU": cfg.num_cpus_per_worker}),
             torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
