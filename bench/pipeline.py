@@ -2,7 +2,8 @@
 
 1. Real actors (SmolLM2-135M in vLLM, sandbox executors, the Ray Train learner) through `pipeline.loop.run`, at
    `max_staleness` 0 (synchronous), 1 and 2, same rounds, same number of trained samples and weight versions:
-   wall time of the training part, per-stage busy fractions, trained samples/s.
+   wall time of the training part, per-stage busy fractions, trained samples/s (no validation split or serving
+   probe between rounds, so the wall time is the pipeline's own).
 2. A simulated cluster: the SAME orchestration code (`pipeline.stream.run_stream`, the real `ReplayBuffer` and
    ledger) driving stand-in generator, executor and learner actors that sleep for the time the cost model below
    gives each call: 8 generator replicas, 16 executors, a 4-worker learner.
@@ -183,6 +184,10 @@ def real(max_staleness: int, args) -> dict:
     raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "local.yaml").read_text())
     raw.update(name=f"bench-s{max_staleness}", output_dir=args.output_dir)
     raw["data"]["eval_size"] = 1
+    # the training part is what is compared: no validation split or serving probe between rounds (both would block
+    # the driver the same way in every schedule), MBPP only before and after
+    raw["eval"].update(every=0, benchmarks=["mbpp"])
+    raw["generator"]["fidelity_probes"] = 0
     raw["loop"].update(iterations=args.rounds, exercises_per_iteration=args.exercises, samples_per_exercise=2)
     raw["train"].update(max_pairs=4, max_length=384, num_cpus_per_worker=1)
     raw["generator"].update(max_tokens=args.max_tokens, num_cpus=1)

@@ -17,6 +17,7 @@ def balanced(ledger: SampleLedger) -> dict:
     out = ledger.ledger()
     assert out["balanced"], out
     assert out["produced"] == out["trained"] + out["evicted"] + out["dropped"] + out["buffered"]
+    assert ledger.buffered == out["buffered"]  # the running count eviction uses agrees with the states
     return out
 
 
