@@ -121,11 +121,3 @@ def test_launch_names_a_missing_config_field(tmp_path):
 def test_launch_names_a_missing_config_file(tmp_path):
     proc = run_launch("run", "--config", str(tmp_path / "nope.yaml"))
     assert proc.returncode == 2 and "nope.yaml: not found" in proc.stderr
-
-
-def test_long_lived_learner_refuses_objective_options_it_does_not_implement():
-    with pytest.raises(ConfigError, match=r"train\.rpo_alpha: not implemented by pipeline\.learner: long_lived"):
-        load_config("configs/local.yaml", ["train.rpo_alpha=0.5", "pipeline.learner=long_lived",
-                                           "pipeline.schedule=stream"])
-    cfg = load_config("configs/local.yaml", ["train.rpo_alpha=0.5", "pipeline.learner=per_round"])
-    assert cfg.train.rpo_alpha == 0.5
