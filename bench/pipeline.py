@@ -33,6 +33,7 @@ import json
 import os
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -228,6 +229,11 @@ def main() -> None:
     ap.add_argument("--output-dir", default="/tmp/codealign-bench-pipeline")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # A Ray instance of its own temp directory, inherited by every worker: Ray Train's placement-group cleaner finds
+    # "its" cluster through <temp>/ray/ray_current_cluster, which on a machine running several Ray instances names
+    # the one started last; querying that one for this run's controller, it finds none, takes it for dead and
+    # removes the long-lived learner's placement group (its worker is killed mid-run; seen here).
+    os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="ca-bench-", dir="/tmp"))
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
 
     sim = {s: simulate(s, args.sim_rounds, args.sim_exercises, args.sim_samples, args.time_scale) for s in (0, 1, 2)}
