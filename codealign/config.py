@@ -318,7 +318,6 @@ class RunConfig:
         self.validate_eval()
         self.pipeline.validate()
         self.validate_operations()
-        self.validate_long_lived_learner()
 
     def validate_objectives(self) -> None:
         """Enumerated options and cross-field sense, so a bad run fails here and not after Ray and the engines
@@ -386,20 +385,6 @@ class RunConfig:
                 raise ConfigError(f"eval.{name}: must be >= 0")
         if e.limit < -1:
             raise ConfigError("eval.limit: must be >= -1 (-1: data.eval_size, 0: all)")
-
-    def validate_long_lived_learner(self) -> None:
-        """The long-lived learner (trainers/streaming.py) trains DPO and critic-free PPO with the core objectives
-        and a fresh optimizer per batch; the options it does not implement are refused, not silently ignored."""
-        t, p = self.train, self.pipeline
-        if p.schedule != "stream" or p.learner != "long_lived" or t.algorithm not in ("dpo", "ppo") or t.critic:
-            return
-        unsupported = {"label_smoothing": 0.0, "rpo_alpha": 0.0, "loss_agg": "seq_mean_token_mean",
-                       "scale_rewards": "group", "rl_reward": "table", "clip_eps_high": 0.0, "entropy_coef": 0.0,
-                       "recompute_old_logprobs": False, "tis_cap": 0.0, "warmup_steps": 0, "lr_schedule": "constant"}
-        for name, default in unsupported.items():
-            if getattr(t, name) != default:
-                raise ConfigError(f"train.{name}: not implemented by pipeline.learner: long_lived; set "
-                                  "pipeline.learner: per_round (or pipeline.schedule: rounds) to use it")
 
     def validate_operations(self) -> None:
         if self.loop.on_train_failure not in ("continue", "stop"):

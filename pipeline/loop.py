@@ -11,6 +11,7 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import ray
 from tqdm import tqdm
@@ -222,10 +223,21 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
         ops.baseline_done(before, stages)
     adapter_dir = None
     if cfg.pipeline.schedule == "stream":  # generation, execution and training overlap (pipeline/stream.py)
+
+        def after_round(record: dict) -> dict:
+            """What the round-based loop measures after a round's weights are served, in the same order: the
+            engine calls between rounds are the same, so max_staleness 0 samples the same tokens."""
+            out = {}
+            if probe is not None and record.get("weights_published"):
+                out.update(probe.measure(system.generator, Path(record["weights_published"]).parent))
+            with stages.time("validate"):
+                out.update(evaluator.validate(record["iteration"]))
+            return out
+
         version, adapter_dir = stream_job(
             system, cfg, plan_rounds(cfg, train_set, rng), model_path=model_path, run_dir=run_dir, stages=stages,
             make_data=lambda plan, exps: round_data(system, cfg, plan.exercises, exps, by_id, corpus, plan.round),
-            round_metrics=iteration_metrics, after_round=evaluator.validate)
+            round_metrics=iteration_metrics, after_round=after_round)
     for it in range(ops.state.next_iteration, cfg.loop.iterations if cfg.pipeline.schedule == "rounds" else 0):
         iter_stages = Stages()
         try:

@@ -4,13 +4,19 @@ A round's prompts go to the generator replicas in chunks; each chunk's completio
 the chunk returns; each judged sample enters the replay buffer (its own ObjectRef, its policy version, its ledger
 id) as soon as it is judged. Nothing waits for the rest of its round.
 
+Execution is dispatched by availability, as `ExecutorPool.run` does: completions wait in the driver in small
+chunks, and an executor gets the next chunk when its previous call returns (one call in flight each). Sharded up
+front, a chunk behind a program that runs into the sandbox's timeout would wait seconds while other executors sit
+idle, and the round, which trains only when complete, would wait with it.
+
 Crashes: a generator replica lost mid-call is restarted by Ray, brought to the latest weights and given the chunk
-again (`GeneratorGroup.recover`); an executor call that fails after Ray's own task retries is sent to another
-executor, and after `MAX_ATTEMPTS` its samples are dropped *and counted* in the ledger (never lost silently).
+again (`GeneratorGroup.recover`); an executor lost mid-call gets no more work and its chunk goes to another
+executor; after `MAX_ATTEMPTS` a chunk's samples are dropped *and counted* in the ledger (never lost silently).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import ray
@@ -36,9 +42,9 @@ class GenerateTask:
 @dataclass
 class ExecuteTask:
     round: int
-    actor: int
+    actor: int  # -1 while it waits in the driver for a free executor
     items: list[tuple[int, int, Completion, str]]  # (exercise index, sample k, completion, extracted code)
-    attempts: int = 1
+    attempts: int = 0  # calls made so far
 
 
 class Rollout:
@@ -57,6 +63,9 @@ class Rollout:
         self.failures = {"generator": 0, "executor": 0}
         self.open: dict[int, int] = {}  # round -> samples neither judged nor lost yet
         self._arrived: list[tuple[str, list, int]] = []  # judged samples not yet sent to the buffer
+        self._waiting: deque[ExecuteTask] = deque()  # chunks judged next, oldest round first
+        self._busy: set[int] = set()  # executors with a call in flight
+        self._lost: set[int] = set()  # executors that died (they are not restarted): no more work for them
 
     # -- submission ----------------------------------------------------------------------------------------------
     def try_start(self, plan: RoundPlan) -> bool:
@@ -80,10 +89,31 @@ class Rollout:
         self.tasks[ref] = task
         self.clock.begin("generate")
 
+    def _dispatch(self) -> None:
+        """Give waiting chunks to the executors that have nothing in flight, starting after the last one used."""
+        n = len(self.executors.actors)
+        if len(self._lost) == n:  # no executor left to judge them: dropped and counted, never waited for forever
+            while self._waiting:
+                task = self._waiting.popleft()
+                for i, k, _, _ in task.items:
+                    self._lose(task.round, i, k)
+            return
+        while self._waiting:
+            free = [a for a in ((self._next_executor + j) % n for j in range(n))
+                    if a not in self._busy and a not in self._lost]
+            if not free:
+                return
+            task = self._waiting.popleft()
+            task.actor = free[0]
+            self._next_executor = (task.actor + 1) % n
+            self._execute(task)
+
     def _execute(self, task: ExecuteTask) -> None:
         plan = self.plans[task.round]
         jobs = [(code, plan.exercises[i].tests) for i, _, _, code in task.items]
         ref = self.executors.actors[task.actor].run_batch.remote(jobs)
+        task.attempts += 1
+        self._busy.add(task.actor)
         self.tasks[ref] = task
         self.clock.begin("execute")
 
@@ -113,7 +143,9 @@ class Rollout:
             self._generated(ref, task)
         else:
             self.clock.end("execute")
+            self._busy.discard(task.actor)
             self._executed(ref, task)
+        self._dispatch()
 
     def _generated(self, ref, task: GenerateTask) -> None:
         try:
@@ -137,25 +169,22 @@ class Rollout:
             for k in range(self.n):
                 if (i, k) not in produced:
                     self._lose(plan.round, i, k)
-        actors = len(self.executors.actors)
-        for a in range(actors):  # as ExecutorPool.run shards a call
-            part = items[a::actors]
-            if part:
-                self._execute(ExecuteTask(task.round, (self._next_executor + a) % actors, part))
-        self._next_executor = (self._next_executor + 1) % actors
+        # chunks small enough that every executor gets a share of one call's completions
+        size = max(1, -(-len(items) // len(self.executors.actors)))
+        for start in range(0, len(items), size):
+            self._waiting.append(ExecuteTask(task.round, -1, items[start : start + size]))
 
     def _executed(self, ref, task: ExecuteTask) -> None:
         try:
             results = ray.get(ref)
         except LOST:
             self.failures["executor"] += 1
+            self._lost.add(task.actor)
             if task.attempts >= MAX_ATTEMPTS:
                 for i, k, _, _ in task.items:
                     self._lose(task.round, i, k)
                 return
-            task.attempts += 1
-            task.actor = (task.actor + 1) % len(self.executors.actors)
-            self._execute(task)
+            self._waiting.appendleft(task)  # first in line for the next free executor
             return
         plan = self.plans[task.round]
         for (i, k, c, code), res in zip(task.items, results):

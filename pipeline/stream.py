@@ -119,6 +119,8 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
                 admission_may_change = True
             info["record"].update(report["metrics"])
             info["record"]["new_policy_version"] = version
+            if report.get("weights"):
+                info["record"]["weights_published"] = report["weights"]  # what the generators were sent
             info["record"]["learner_seconds"] = round(report.get("seconds", 0.0), 3)
             log(info["record"])
 
@@ -175,22 +177,23 @@ def make_learner(cfg: RunConfig, round_learner, model_path: str, storage_dir):
 
     t = cfg.train
     if cfg.pipeline.learner == "long_lived" and t.algorithm in ("dpo", "ppo") and not t.critic:
-        return StreamingLearner(t, cfg.pipeline, model_path, storage_dir, sampling=round_learner.sampling)
+        return StreamingLearner(t, cfg.pipeline, model_path, storage_dir, sampling=round_learner.sampling,
+                                served_dtype=round_learner.served_dtype)
     return PerRoundLearner(round_learner)
 
 
 def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_path: str, run_dir, stages,
                round_metrics, after_round=None) -> tuple[int, str | None]:
     """The training part of `pipeline.loop.run` when `pipeline.schedule` is stream: returns (final policy
-    version, the adapter directory to keep). `after_round(iteration) -> dict` adds to each round's record before it
-    is logged (the validation split, evaluated on the version served at that moment)."""
+    version, the adapter directory to keep). `after_round(record) -> dict` adds to each round's record before it
+    is logged (the serving probe and the validation split, on the version served at that moment)."""
     from codealign.weights import load_for_generators
 
     learner = make_learner(cfg, system.learner, model_path, run_dir.path / "train")
 
     def on_round(record: dict) -> None:
         if after_round is not None:
-            record.update(after_round(record["iteration"]))
+            record.update(after_round(record))
         run_dir.log_metrics(record)
         loss = record.get(f"{cfg.train.algorithm}/loss", float("nan"))
         print(f"round {record['iteration']}: reward {record.get('reward_mean', 0.0):+.2f}, "

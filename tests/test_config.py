@@ -127,18 +127,10 @@ def test_launch_names_a_missing_config_file(tmp_path):
     assert proc.returncode == 2 and "nope.yaml: not found" in proc.stderr
 
 
-def test_long_lived_learner_refuses_objective_options_it_does_not_implement():
-    with pytest.raises(ConfigError, match=r"train\.rpo_alpha: not implemented by pipeline\.learner: long_lived"):
-        load_config("configs/local.yaml", ["train.rpo_alpha=0.5", "pipeline.learner=long_lived",
-                                           "pipeline.schedule=stream"])
-    cfg = load_config("configs/local.yaml", ["train.rpo_alpha=0.5", "pipeline.learner=per_round"])
-    assert cfg.train.rpo_alpha == 0.5
-
-
 def test_one_sample_per_exercise_is_enough_where_nothing_is_compared():
     """SFT, distillation and PPO with a critic learn from single samples (rejection-sampling SFT with one sample per
     exercise is a recipe); only DPO's pairs and PPO's group baseline need two or more."""
-    for overrides in (["train.algorithm=sft"], ["train.algorithm=distill"], ["train.algorithm=ppo", "train.critic=true",
-                                                                            "pipeline.learner=per_round"]):
+    for overrides in (["train.algorithm=sft"], ["train.algorithm=distill"],
+                      ["train.algorithm=ppo", "train.critic=true"]):
         cfg = load_config(ROOT / "configs" / "local.yaml", ["loop.samples_per_exercise=1", *overrides])
         assert cfg.loop.samples_per_exercise == 1

@@ -17,6 +17,7 @@ def balanced(ledger: SampleLedger) -> dict:
     out = ledger.ledger()
     assert out["balanced"], out
     assert out["produced"] == out["trained"] + out["evicted"] + out["dropped"] + out["buffered"]
+    assert ledger.buffered == out["buffered"]  # the running count eviction uses agrees with the states
     return out
 
 
@@ -134,10 +135,13 @@ def test_ppo_batch_trains_stale_samples_with_the_correction_and_reports_it(tiny_
                        ExecutionResult(Verdict.PASSED if i % 2 else Verdict.FAILED, 4.0 if i % 2 else -0.3, 0.0),
                        i % 2, [5 + i, 7, 9, 11], [-2.0, -1.5, -3.0, -2.5], f"s{i}") for i in range(4)]
     # trained at version 1: the samples of version 0 are one version stale, those of version 1 are on-policy
-    m = ppo_batch(policy, policy, None, tokenizer, data, cfg, 0, 1, torch.device("cpu"), 1, PipelineConfig())
+    m, carry = ppo_batch(policy, policy, None, tokenizer, data, cfg, 0, 1, torch.device("cpu"), 1, PipelineConfig())
     assert m["ppo/stale_fraction"] == 0.5 and m["ppo/rollouts"] == 4
     assert 0 < m["ppo/iw_mean"] <= m["ppo/iw_max"] and m["ppo/iw_truncated_fraction"] == 0.0
     assert m["ppo/loss"] == m["ppo/loss"]  # finite, not NaN
-    on_policy = ppo_batch(policy, policy, None, tokenizer, data, cfg, 0, 1, torch.device("cpu"), 0,
-                          PipelineConfig())
+    assert m["ppo/optimizer_carried"] == 0 and m["ppo/global_step"] == 2
+    # the next batch continues the optimizer (AdamW's moments and the step count), as a round continues the last
+    on_policy, _ = ppo_batch(policy, policy, None, tokenizer, data, cfg, 0, 1, torch.device("cpu"), 0,
+                             PipelineConfig(), carry=carry)
     assert on_policy["ppo/stale_fraction"] == 0.0 and "ppo/iw_mean" not in on_policy
+    assert on_policy["ppo/optimizer_carried"] == 1 and on_policy["ppo/global_step"] == 4

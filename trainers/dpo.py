@@ -57,25 +57,18 @@ def pair_logps(model, batch, autocast: bool) -> torch.Tensor:
     return sequence_logps(logits, batch["labels"], batch["mask"])
 
 
-def dpo_train_loop(config: dict) -> None:
-    """Runs on every Ray Train worker. config: data (list[PreferencePair] or its ObjectRef), model_path,
-    train (TrainConfig), adapter_from, num_threads, progress."""
-    import ray.train.torch
-    from transformers import AutoTokenizer
-
-    cfg, rank, world, pairs = setup_worker(config)
-    tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
+def dpo_batches(tokenizer, pairs: list[PreferencePair], cfg, rank: int, world: int, device) -> list[dict]:
+    """This rank's pairs, tokenized, in the seeded order. Every worker takes the same number of steps, or DDP's
+    all-reduce would wait forever."""
     tokenized = [tokenize_pair(tokenizer, p, cfg.max_length) for p in pairs]
     random.Random(cfg.seed).shuffle(tokenized)
-    # Every worker takes the same number of steps, or DDP's all-reduce would wait forever.
     tokenized = tokenized[: len(tokenized) // world * world][rank::world]
-    device = ray.train.torch.get_device()
-    batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in pair_batch(t).items()} for t in tokenized]
+    return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in pair_batch(t).items()} for t in tokenized]
 
-    autocast = bf16_compute(cfg)
-    model, ref = build_policy(config, cfg, device, lambda m: [pair_logps(m, b, autocast) for b in batches])
-    model = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU, NCCL on GPU) when world > 1
-    params = [p for p in model.parameters() if p.requires_grad]
+
+def dpo_micro_step(model, ref: list[torch.Tensor], cfg, autocast: bool):
+    """The body of one DPO micro-step (every option of the loss), shared by the round-based learner and the
+    long-lived one (trainers/streaming.py): micro-batch i -> MicroStep."""
 
     def micro_step(batch, i: int) -> MicroStep:
         logps = pair_logps(model, batch, autocast)
@@ -87,9 +80,29 @@ def dpo_train_loop(config: dict) -> None:
                                     "margin": chosen - rejected, "accuracy": float(chosen > rejected)},
                          int(batch["attention_mask"].sum()))
 
+    return micro_step
+
+
+def dpo_train_loop(config: dict) -> None:
+    """Runs on every Ray Train worker. config: data (list[PreferencePair] or its ObjectRef), model_path,
+    train (TrainConfig), adapter_from, num_threads, progress."""
+    import ray.train.torch
+    from transformers import AutoTokenizer
+
+    cfg, rank, world, pairs = setup_worker(config)
+    tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
+    device = ray.train.torch.get_device()
+    batches = dpo_batches(tokenizer, pairs, cfg, rank, world, device)
+
+    autocast = bf16_compute(cfg)
+    model, ref = build_policy(config, cfg, device, lambda m: [pair_logps(m, b, autocast) for b in batches])
+    model = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU, NCCL on GPU) when world > 1
+    params = [p for p in model.parameters() if p.requires_grad]
+
     progress = config.get("progress") if rank == 0 else None
-    metrics, pos, optimizer = run_steps(model, params, batches, micro_step, cfg, name="dpo", rank=rank,
-                                        progress=progress, previous=config.get("previous_checkpoint"))
+    metrics, pos, optimizer = run_steps(model, params, batches, dpo_micro_step(model, ref, cfg, autocast), cfg,
+                                        name="dpo", rank=rank, progress=progress,
+                                        previous=config.get("previous_checkpoint"))
     metrics.update({"dpo/pairs": len(batches), "dpo/workers": world,
                     "dpo/replica_spread": replica_spread(model, world)})
     report_round(model, metrics, rank, config, optimizer_carry(optimizer, pos))

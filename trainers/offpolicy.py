@@ -27,25 +27,31 @@ class OffPolicyLoss:
     iw_mean: torch.Tensor  # behaviour importance weight pi_prox / pi_behav, before truncation
     iw_max: torch.Tensor
     truncated_fraction: torch.Tensor  # tokens whose weight was above the cap
+    ratio: torch.Tensor  # mean ratio of the surrogate (against the proximal policy, or the behaviour one)
 
 
 def off_policy_loss(logps: torch.Tensor, prox_logps: torch.Tensor, behav_logps: torch.Tensor,
                     ref_logps: torch.Tensor, advantages: torch.Tensor | float, clip_eps: float, kl_coef: float,
-                    cap: float, mode: str = "decoupled") -> OffPolicyLoss:
-    """One completion's tokens (1-D tensors). `prox_logps` and `behav_logps` carry no gradient."""
+                    cap: float, mode: str = "decoupled", clip_eps_high: float = 0.0,
+                    normaliser: float | None = None) -> OffPolicyLoss:
+    """One completion's tokens (1-D tensors). `prox_logps` and `behav_logps` carry no gradient. `clip_eps_high`
+    and `normaliser` as in `losses.clipped_policy_loss` (DAPO's upper bound; the token sum over a constant)."""
     iw = torch.exp(prox_logps - behav_logps).detach()
+    high = clip_eps_high or clip_eps
     if mode == "decoupled":
         ratio = torch.exp(logps - prox_logps)
-        clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps)
+        clipped = torch.clamp(ratio, 1 - clip_eps, 1 + high)
         per_token = -torch.clamp(iw, max=cap) * torch.min(ratio * advantages, clipped * advantages)
     elif mode == "truncated_is":
         ratio = torch.exp(logps - behav_logps)
-        clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps)
+        clipped = torch.clamp(ratio, 1 - clip_eps, 1 + high)
         per_token = -torch.min(torch.clamp(ratio, max=cap) * advantages, clipped * advantages)
     else:
         raise ValueError(f"pipeline.off_policy: unknown mode {mode!r}; choose decoupled or truncated_is")
     log_ref_ratio = ref_logps - logps
     kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1
-    loss = (per_token + kl_coef * kl).mean() if kl_coef else per_token.mean()
+    if kl_coef:
+        per_token = per_token + kl_coef * kl
+    loss = per_token.sum() / normaliser if normaliser else per_token.mean()
     return OffPolicyLoss(loss, kl.mean().detach(), ((ratio - clipped).abs() > 1e-6).float().mean().detach(),
-                         iw.mean(), iw.max(), (iw > cap).float().mean())
+                         iw.mean(), iw.max(), (iw > cap).float().mean(), ratio.mean().detach())

@@ -154,54 +154,52 @@ def build_model(policy, config: dict, cfg, device):
     return model
 
 
-def ppo_train_loop(config: dict) -> None:
-    import ray.train.torch
-    from transformers import AutoTokenizer
-
-    cfg, rank, world, data = setup_worker(config)
-    sampling = config.get("sampling") or Sampling()
+def select_rollouts(data: list[Experience], cfg, rank: int, world: int):
+    """This rank's rollouts as (experience, RL reward, advantage or None with a critic), the RL rewards of all
+    samples, and the exercises dropped for carrying no signal (critic-free: all samples got the same reward)."""
     usable = [bool(e.token_ids) and len(e.logprobs) == len(e.token_ids) for e in data]
     rewards = rl_rewards(data, cfg.rl_reward)
     dropped: set[str] = set()
     if cfg.critic:
         rollouts = [(e, r, None) for e, r, ok in zip(data, rewards, usable) if ok]
-    else:  # exercises whose samples all got the same reward carry no signal: dropped, and counted
+    else:
         dropped = zero_signal_groups(data, rewards)
         adv = advantages(data, cfg.advantage, cfg.scale_rewards, rewards)
         rollouts = [(e, r, a) for e, r, a, ok in zip(data, rewards, adv, usable)
                     if ok and e.exercise_id not in dropped and a != 0.0]
-    rollouts = rollouts[: len(rollouts) // world * world][rank::world]
+    return rollouts[: len(rollouts) // world * world][rank::world], rewards, dropped
 
-    tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
-    device = ray.train.torch.get_device()
+
+def rollout_batches(tokenizer, rollouts, cfg, device) -> list[dict]:
     batches = []
     for exp, reward, a in rollouts:
         b = rollout_batch(tokenizer, exp, cfg.max_length)
         batches.append({**{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}, "adv": a,
                         "reward": reward})
-    autocast = bf16_compute(cfg)
+    return batches
 
-    def score(m):
-        return [forward_tokens(m, b, autocast, False, sampling)[0] for b in batches]
 
-    policy, ref = build_policy(config, cfg, device, score)
-    # The policy as this round starts, scored by the trainer: the refreshed reference is exactly that
-    with torch.no_grad():
-        mine = ref if cfg.reference == "refreshed" else score(policy)
-    engine_gap = behaviour_logps(batches, mine, cfg)
-    model = build_model(policy, config, cfg, device)
-    if cfg.critic:
-        critic_targets(batches, ref, model, autocast, cfg, sampling)
-    model = ray.train.torch.prepare_model(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    normaliser = loss_normaliser(cfg, sampling, batches)
+def policy_micro_step(model, ref: list[torch.Tensor], cfg, autocast: bool, sampling: Sampling,
+                      normaliser: float | None, off_policy=None):
+    """The body of one PPO micro-step (every option of the objective), shared by the round-based learner and the
+    long-lived one (trainers/streaming.py): micro-batch i -> MicroStep.
+
+    `off_policy` (a `PipelineConfig`, long-lived learner only): a micro-batch holding `prox_logps` is a sample
+    older than the learner's policy, trained with `trainers.offpolicy`'s correction (against the engine's
+    behaviour log-probs; its truncated weight plays the part `tis_cap` plays on fresh samples)."""
     # kl_in_reward (critic only, refused at load otherwise): the KL is in the reward, not the loss
     kl_coef = 0.0 if cfg.kl_in_reward else cfg.kl_coef
 
     def micro_step(b, i: int) -> MicroStep:
         new, entropy, values = forward_tokens(model, b, autocast, cfg.critic, sampling)
-        out = clipped_policy_loss(new, b["old_logps"], ref[i], b["adv"], cfg.clip_eps, kl_coef,
-                                  cfg.clip_eps_high, b["weights"], normaliser)
+        if "prox_logps" in b:
+            from trainers.offpolicy import off_policy_loss
+
+            out = off_policy_loss(new, b["prox_logps"], b["engine_logps"], ref[i], b["adv"], cfg.clip_eps, kl_coef,
+                                  off_policy.importance_cap, off_policy.off_policy, cfg.clip_eps_high, normaliser)
+        else:
+            out = clipped_policy_loss(new, b["old_logps"], ref[i], b["adv"], cfg.clip_eps, kl_coef,
+                                      cfg.clip_eps_high, b["weights"], normaliser)
         loss = out.loss
         metrics = {"kl": out.kl.item(), "entropy": entropy.mean().item(), "clip_fraction": out.clip_fraction.item(),
                    "ratio": out.ratio.item()}
@@ -217,14 +215,16 @@ def ppo_train_loop(config: dict) -> None:
             metrics["value_loss"] = value_loss.item()
         return MicroStep(loss, metrics, b["input_ids"].shape[1])
 
-    progress = config.get("progress") if rank == 0 else None
-    metrics, pos, optimizer = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank,
-                                        progress=progress, previous=config.get("previous_checkpoint"))
+    return micro_step
+
+
+def batch_metrics(data: list[Experience], rewards: list[float], dropped: set[str], batches: list[dict], pos,
+                  world: int, engine_gap: float, sampling: Sampling) -> dict:
     table = [e.result.reward for e in data]
     verdicts = Counter(e.result.verdict.value for e in data)
     ratios = pos.history.get("ratio", [])
-    metrics.update({
-        "ppo/rollouts": len(batches), "ppo/workers": world, "ppo/replica_spread": replica_spread(model, world),
+    return {
+        "ppo/rollouts": len(batches), "ppo/workers": world,
         "ppo/reward_mean": statistics.fmean(table) if table else 0.0,
         "ppo/reward_std": statistics.pstdev(table) if len(table) > 1 else 0.0,
         "ppo/rl_reward_mean": statistics.fmean(rewards) if rewards else 0.0,
@@ -233,7 +233,41 @@ def ppo_train_loop(config: dict) -> None:
         "ppo/ratio_first": ratios[0] if ratios else 1.0,
         "ppo/temperature": sampling.temperature,
         **{f"ppo/verdict_{k}": v / max(1, len(data)) for k, v in verdicts.items()},
-    })
+    }
+
+
+def ppo_train_loop(config: dict) -> None:
+    import ray.train.torch
+    from transformers import AutoTokenizer
+
+    cfg, rank, world, data = setup_worker(config)
+    sampling = config.get("sampling") or Sampling()
+    rollouts, rewards, dropped = select_rollouts(data, cfg, rank, world)
+    tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
+    device = ray.train.torch.get_device()
+    batches = rollout_batches(tokenizer, rollouts, cfg, device)
+    autocast = bf16_compute(cfg)
+
+    def score(m):
+        return [forward_tokens(m, b, autocast, False, sampling)[0] for b in batches]
+
+    policy, ref = build_policy(config, cfg, device, score)
+    # The policy as this round starts, scored by the trainer: the refreshed reference is exactly that
+    with torch.no_grad():
+        mine = ref if cfg.reference == "refreshed" else score(policy)
+    engine_gap = behaviour_logps(batches, mine, cfg)
+    model = build_model(policy, config, cfg, device)
+    if cfg.critic:
+        critic_targets(batches, ref, model, autocast, cfg, sampling)
+    model = ray.train.torch.prepare_model(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    micro_step = policy_micro_step(model, ref, cfg, autocast, sampling, loss_normaliser(cfg, sampling, batches))
+
+    progress = config.get("progress") if rank == 0 else None
+    metrics, pos, optimizer = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank,
+                                        progress=progress, previous=config.get("previous_checkpoint"))
+    metrics.update(batch_metrics(data, rewards, dropped, batches, pos, world, engine_gap, sampling))
+    metrics["ppo/replica_spread"] = replica_spread(model, world)
     unwrapped = getattr(model, "module", model)
     extra = optimizer_carry(optimizer, pos)
     if cfg.critic:

@@ -186,12 +186,14 @@ def learning_rate(cfg: TrainConfig, global_step: int, step: int, total: int) -> 
     return cfg.learning_rate
 
 
-def carry_in(optimizer, previous: str | None, cfg: TrainConfig) -> tuple[int, bool]:
-    """Load the previous round's optimizer state (AdamW's moments) when asked; returns (global step, carried)."""
-    path = Path(previous) / OPTIMIZER_FILE if previous else None
-    if path is None or not path.is_file():
-        return 0, False
-    saved = torch.load(path, weights_only=False)
+def carry_in(optimizer, previous: str | None, cfg: TrainConfig, saved: dict | None = None) -> tuple[int, bool]:
+    """Load the previous round's optimizer state (AdamW's moments) when asked; returns (global step, carried).
+    `saved`: that state in memory (what `optimizer_carry` wrote), instead of the file in `previous`."""
+    if saved is None:
+        path = Path(previous) / OPTIMIZER_FILE if previous else None
+        if path is None or not path.is_file():
+            return 0, False
+        saved = torch.load(path, weights_only=False)
     if not cfg.carry_optimizer:
         return saved["global_step"], False
     try:
@@ -218,14 +220,16 @@ def backward(model, out: MicroStep, weight: float, n: int) -> None:
 
 def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: Callable[[Any, int], MicroStep],
               cfg: TrainConfig, *, name: str, rank: int, progress=None,
-              previous: str | None = None) -> tuple[dict[str, Any], Position, Any]:
+              previous: str | None = None, carry: dict | None = None) -> tuple[dict[str, Any], Position, Any]:
     """Train `cfg.epochs` passes over `items`, `cfg.batch_size` micro-batches accumulated per optimizer step.
 
     `micro_step(item, index)` runs the forward pass and returns the loss. `previous`: the previous round's
-    checkpoint, whose optimizer state this round continues. Returns (summary metrics, position, optimizer)."""
+    checkpoint, whose optimizer state this round continues; `carry`: that state in memory instead
+    (`optimizer_carry(...)[OPTIMIZER_FILE]`, the long-lived learner's previous batch). Returns (summary metrics,
+    position, optimizer)."""
 
     optimizer = torch.optim.AdamW(param_groups(model, params, cfg.weight_decay), lr=cfg.learning_rate)
-    global_step, carried = carry_in(optimizer, previous, cfg)
+    global_step, carried = carry_in(optimizer, previous, cfg, carry)
     pos = resume_point(model, optimizer)
     if pos.step == 0:
         pos.global_step = global_step

@@ -5,8 +5,9 @@ in the object store until a worker fetches it), train it with the shared optimiz
 every `publish_every` batches rank 0 writes versioned weights (merged, plus the LoRA adapter) that the driver
 hands to the generators between their requests.
 
-A batch is trained exactly as a round of the round-based learner trains it (a fresh optimizer per batch, the same
-seeds, the same reference), so with no staleness the losses are the same as the per-round `TorchTrainer`s'; what
+A batch is trained exactly as a round of the round-based learner trains it (the same seeds and reference, the
+optimizer's moments carried from the previous batch as a round carries them from the previous round with
+`train.carry_optimizer`), so with no staleness the losses are the same as the per-round `TorchTrainer`s'; what
 goes away is the per-round start-up (worker group, model load). DPO and critic-free PPO run here; the others go
 through `PerRoundLearner`, the round-based learner behind the same interface.
 """
@@ -14,12 +15,9 @@ through `PerRoundLearner`, the round-based learner behind the same interface.
 from __future__ import annotations
 
 import copy
-import random
 import shutil
-import statistics
 import threading
 import time
-from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -71,101 +69,81 @@ def _wait_batch(mailbox, step: int):
 
 
 def dpo_batch(model, policy, ref_model, tokenizer, pairs, cfg: TrainConfig, rank: int, world: int, device,
-              train_version: int) -> dict:
-    """One batch of preference pairs, as `dpo.dpo_train_loop` trains a round."""
-    from trainers.dpo import pair_batch, pair_logps, tokenize_pair
-    from trainers.losses import dpo_loss
-    from trainers.steps import MicroStep, run_steps
+              train_version: int, carry: dict | None = None) -> tuple[dict, dict]:
+    """One batch of preference pairs, as `dpo.dpo_train_loop` trains a round (the same batches and micro-step).
+    `carry`: the optimizer state the previous batch left (as a round continues the previous round's); returns
+    (metrics, the state to carry on)."""
+    from trainers.dpo import dpo_batches, dpo_micro_step, pair_logps
+    from trainers.steps import OPTIMIZER_FILE, optimizer_carry, run_steps
 
-    tokenized = [tokenize_pair(tokenizer, p, cfg.max_length) for p in pairs]
-    random.Random(cfg.seed).shuffle(tokenized)
-    tokenized = tokenized[: len(tokenized) // world * world][rank::world]
-    batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in pair_batch(t).items()} for t in tokenized]
+    batches = dpo_batches(tokenizer, pairs, cfg, rank, world, device)
     autocast = bf16_compute(cfg)
     with torch.no_grad():
         ref = [pair_logps(ref_model, b, autocast) for b in batches] if ref_model is not None else None
         if ref is None:
             with frozen_reference(policy) if cfg.reference == "frozen" else _null():
                 ref = [pair_logps(policy, b, autocast) for b in batches]
-
-    def micro_step(batch, i: int) -> MicroStep:
-        logps = pair_logps(model, batch, autocast)
-        lengths = batch["mask"].sum(dim=1)
-        out = dpo_loss(logps[:1], logps[1:], ref[i][:1], ref[i][1:], cfg.beta, cfg.loss_type,
-                       chosen_lengths=lengths[:1], rejected_lengths=lengths[1:])
-        chosen, rejected = out.chosen_rewards.item(), out.rejected_rewards.item()
-        return MicroStep(out.loss, {"chosen_rewards": chosen, "rejected_rewards": rejected,
-                                    "margin": chosen - rejected, "accuracy": float(chosen > rejected)},
-                         int(batch["attention_mask"].sum()))
-
     params = [p for p in model.parameters() if p.requires_grad]
-    metrics, _, _ = run_steps(model, params, batches, micro_step, cfg, name="dpo", rank=rank)
+    metrics, pos, optimizer = run_steps(model, params, batches, dpo_micro_step(model, ref, cfg, autocast), cfg,
+                                        name="dpo", rank=rank, carry=carry)
     metrics.update({"dpo/pairs": len(batches), "dpo/workers": world})
-    return metrics
+    return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]
 
 
 def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank: int, world: int, device,
-              train_version: int, pipe: PipelineConfig, sampling=None) -> dict:
-    """One batch of judged samples, as `ppo.ppo_train_loop` trains a round (critic-free); a sample made by an
-    older policy than `train_version` is trained with the off-policy correction of `pipe.off_policy`."""
-    from trainers.losses import clipped_policy_loss
-    from trainers.offpolicy import off_policy_loss
-    from trainers.ppo import advantages, forward_tokens, rollout_batch
-    from trainers.steps import MicroStep, run_steps
+              train_version: int, pipe: PipelineConfig, sampling=None, carry: dict | None = None) -> tuple[dict, dict]:
+    """One batch of judged samples, as `ppo.ppo_train_loop` trains a round (critic-free: the same rollouts,
+    behaviour log-probs and micro-step); a sample made by an older policy than `train_version` is trained with the
+    off-policy correction of `pipe.off_policy`, its proximal policy being these weights as the batch starts.
+    `carry` and the second value returned: the optimizer state from batch to batch, as in `dpo_batch`."""
+    from trainers.ppo import (
+        batch_metrics,
+        behaviour_logps,
+        forward_tokens,
+        loss_normaliser,
+        policy_micro_step,
+        rollout_batches,
+        select_rollouts,
+    )
+    from trainers.steps import OPTIMIZER_FILE, optimizer_carry, run_steps
 
     sampling = sampling or Sampling()
-    usable = [bool(e.token_ids) and len(e.logprobs) == len(e.token_ids) for e in data]
-    adv = advantages(data, cfg.advantage)
-    rollouts = [(e, a) for e, a, ok in zip(data, adv, usable) if a != 0.0 and ok]
-    no_signal = len(data) - len(rollouts)  # no group advantage (or no token log-probs): no gradient to give
-    rollouts = rollouts[: len(rollouts) // world * world][rank::world]
-    batches = []
-    for exp, a in rollouts:
-        b = rollout_batch(tokenizer, exp, cfg.max_length)
-        b["old_logps"] = b["engine_logps"]  # the behaviour policy: the engine that sampled (no recompute here)
-        batches.append({**{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}, "adv": a,
-                        "staleness": train_version - exp.policy_version})
+    rollouts, rewards, dropped = select_rollouts(data, cfg, rank, world)
+    batches = rollout_batches(tokenizer, rollouts, cfg, device)
+    for b, (exp, _, _) in zip(batches, rollouts):
+        b["staleness"] = train_version - exp.policy_version
     autocast = bf16_compute(cfg)
-    correct = pipe.off_policy != "none"
+
+    def score(m):
+        return [forward_tokens(m, b, autocast, False, sampling)[0] for b in batches]
+
     with torch.no_grad():
         if ref_model is not None:
-            ref = [forward_tokens(ref_model, b, autocast, False, sampling)[0] for b in batches]
+            ref = score(ref_model)
         else:
             with frozen_reference(policy) if cfg.reference == "frozen" else _null():
-                ref = [forward_tokens(policy, b, autocast, False, sampling)[0] for b in batches]
-        for b in batches:  # the proximal policy: these weights, before this batch's updates
-            if correct and b["staleness"] > 0:
-                b["prox_logps"] = forward_tokens(policy, b, autocast, False, sampling)[0]
-
-    def micro_step(b, i: int) -> MicroStep:
-        new, entropy, _ = forward_tokens(model, b, autocast, False, sampling)
-        if "prox_logps" in b:
-            out = off_policy_loss(new, b["prox_logps"], b["old_logps"], ref[i], b["adv"], cfg.clip_eps, cfg.kl_coef,
-                                  pipe.importance_cap, pipe.off_policy)
-        else:  # on-policy: today's objective, unchanged
-            out = clipped_policy_loss(new, b["old_logps"], ref[i], b["adv"], cfg.clip_eps, cfg.kl_coef)
-        metrics = {"kl": out.kl.item(), "entropy": entropy.mean().item(), "clip_fraction": out.clip_fraction.item()}
-        return MicroStep(out.loss, metrics, b["input_ids"].shape[1])
-
+                ref = score(policy)
+        # the policy as this batch starts: the trainer's behaviour log-probs and the proximal policy
+        mine = ref if cfg.reference == "refreshed" else score(policy)
+    engine_gap = behaviour_logps(batches, mine, cfg)
+    if pipe.off_policy != "none":
+        for b, m in zip(batches, mine):
+            if b["staleness"] > 0:
+                b["prox_logps"] = m
+    micro_step = policy_micro_step(model, ref, cfg, autocast, sampling, loss_normaliser(cfg, sampling, batches),
+                                   off_policy=pipe)
     params = [p for p in model.parameters() if p.requires_grad]
-    metrics, _, _ = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank)
-    rewards = [e.result.reward for e in data]
-    verdicts = Counter(e.result.verdict.value for e in data)
+    metrics, pos, optimizer = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank, carry=carry)
+    metrics.update(batch_metrics(data, rewards, dropped, batches, pos, world, engine_gap, sampling))
     stale = [b["staleness"] for b in batches]
-    metrics.update({
-        "ppo/rollouts": len(batches), "ppo/workers": world,
-        "ppo/reward_mean": statistics.fmean(rewards) if rewards else 0.0,
-        "ppo/stale_fraction": sum(1 for s in stale if s > 0) / max(1, len(stale)),
-        "ppo/no_signal": no_signal,
-        **{f"ppo/verdict_{k}": v / max(1, len(data)) for k, v in verdicts.items()},
-    })
+    metrics["ppo/stale_fraction"] = sum(1 for s in stale if s > 0) / max(1, len(stale))
     # behaviour importance weights pi_prox / pi_behav over the stale samples' tokens (fixed before the batch trains)
-    weights = [torch.exp(b["prox_logps"] - b["old_logps"]) for b in batches if "prox_logps" in b]
+    weights = [torch.exp(b["prox_logps"] - b["engine_logps"]) for b in batches if "prox_logps" in b]
     if weights:
         iw = torch.cat(weights)
         metrics.update({"ppo/iw_mean": iw.mean().item(), "ppo/iw_max": iw.max().item(),
                         "ppo/iw_truncated_fraction": (iw > pipe.importance_cap).float().mean().item()})
-    return metrics
+    return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]
 
 
 class _null:
@@ -185,6 +163,8 @@ def streaming_train_loop(config: dict) -> None:
     from transformers import AutoTokenizer
 
     from trainers.modeling import checkpoint_weights, load_policy
+    from trainers.steps import trainable_state
+    from trainers.worker import FULL_WEIGHTS_FILE
 
     cfg: TrainConfig = config["train"]
     pipe: PipelineConfig = config["pipeline"]
@@ -203,7 +183,7 @@ def streaming_train_loop(config: dict) -> None:
     ref_model = copy.deepcopy(policy).eval() if not cfg.lora.enabled and cfg.reference == "frozen" else None
     model = ray.train.torch.prepare_model(policy)
     base = checkpoint_weights(config["model_path"]) if cfg.quantization != "none" else None
-    step, published = 0, []
+    step, published, carry = 0, [], None
     while True:
         payload = _wait_batch(mailbox, step)
         if payload == "stop":
@@ -212,17 +192,22 @@ def streaming_train_loop(config: dict) -> None:
         torch.manual_seed(cfg.seed)  # every batch as a fresh round would see it
         start = time.monotonic()
         if cfg.algorithm == "dpo":
-            metrics = dpo_batch(model, policy, ref_model, tokenizer, data, cfg, rank, world, device,
-                                payload["version"])
+            metrics, carry = dpo_batch(model, policy, ref_model, tokenizer, data, cfg, rank, world, device,
+                                       payload["version"], carry)
         else:
-            metrics = ppo_batch(model, policy, ref_model, tokenizer, data, cfg, rank, world, device,
-                                payload["version"], pipe, config["sampling"])
+            metrics, carry = ppo_batch(model, policy, ref_model, tokenizer, data, cfg, rank, world, device,
+                                       payload["version"], pipe, config["sampling"], carry)
         step += 1
         weights = None
         if rank == 0:
             if payload["publish"]:
                 directory = out_root / f"v{step:05d}"
-                save_for_generators(getattr(policy, "module", policy), directory, base_weights=base)
+                unwrapped = getattr(policy, "module", policy)
+                # in the generators' dtype, as a round checkpoint (fp32 serving keeps what bf16 would round away)
+                save_for_generators(unwrapped, directory, dtype=getattr(torch, config.get("served_dtype") or
+                                                                        "bfloat16"), base_weights=base)
+                if not hasattr(unwrapped, "peft_config"):  # full fine-tuning: what the serving probe loads
+                    torch.save(trainable_state(unwrapped), directory / FULL_WEIGHTS_FILE)
                 weights = str(directory / MERGED_FILE)
                 published.append(directory)
                 for old in published[:-2]:  # the driver loads a version as soon as it is reported
@@ -235,7 +220,8 @@ def streaming_train_loop(config: dict) -> None:
 class StreamingLearner:
     """Driver side of the long-lived run: `submit` a batch, `poll` for finished steps, `close` at the end."""
 
-    def __init__(self, cfg: TrainConfig, pipe: PipelineConfig, model_path: str, storage_dir: Path, sampling=None):
+    def __init__(self, cfg: TrainConfig, pipe: PipelineConfig, model_path: str, storage_dir: Path, sampling=None,
+                 served_dtype: str = "bfloat16"):
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -250,7 +236,7 @@ class StreamingLearner:
             train_loop_per_worker=streaming_train_loop,
             train_loop_config={"train": cfg, "pipeline": pipe, "mailbox": self.mailbox, "model_path": model_path,
                                "storage_dir": str(self.storage_dir), "num_threads": int(cfg.num_cpus_per_worker),
-                               "sampling": sampling or Sampling()},
+                               "sampling": sampling or Sampling(), "served_dtype": served_dtype},
             scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                          resources_per_worker={"CPU": cfg.num_cpus_per_worker}),
             torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
