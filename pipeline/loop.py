@@ -189,9 +189,6 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
         return run_adversarial(cfg)
     from pipeline.operations import Operations
 
-    if resume_dir and cfg.pipeline.schedule == "stream":
-        raise ValueError("--resume: resuming is implemented for the round-by-round schedule; "
-                         "set pipeline.schedule: rounds for a resumable run")
     data_dir = cfg.resolved_data_dir()
     train_set = load_mbpp(data_dir, cfg.data.train_ids)
     model_path = resolve_model(cfg.model.path)  # embedded, local (.safetensors or .bin) or downloaded once
@@ -222,10 +219,13 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
         ops.baseline_done(before, stages)
     adapter_dir = None
     if cfg.pipeline.schedule == "stream":  # generation, execution and training overlap (pipeline/stream.py)
+        ops.state.capture_rng(rng)  # before planning: a resumed run plans the same rounds from it
         version, adapter_dir = stream_job(
             system, cfg, plan_rounds(cfg, train_set, rng), model_path=model_path, run_dir=run_dir, stages=stages,
             make_data=lambda plan, exps: round_data(system, cfg, plan.exercises, exps, by_id, corpus, plan.round),
-            round_metrics=iteration_metrics, after_round=evaluator.validate)
+            round_metrics=iteration_metrics, after_round=evaluator.validate,
+            on_commit=lambda cp: ops.stream_round_done(cp, system, stages), resume=ops.stream_resume(system),
+            on_logged=lambda record: ops.sinks.log(record, step=record["iteration"]))
     for it in range(ops.state.next_iteration, cfg.loop.iterations if cfg.pipeline.schedule == "rounds" else 0):
         iter_stages = Stages()
         try:

@@ -196,14 +196,15 @@ def streaming_train_loop(config: dict) -> None:
     torch.manual_seed(cfg.seed)  # as setup_worker: the fresh adapter's initialisation
     tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
     device = ray.train.torch.get_device()
-    policy = load_policy(config["model_path"], cfg)
+    resume = config.get("resume_weights")  # a resumed run: the adapter published with the committed version
+    policy = load_policy(config["model_path"], cfg, str(Path(resume).parent / ADAPTER_DIR) if resume else None)
     if cfg.quantization == "none":
         policy = policy.to(device)
     # full fine-tuning against the frozen base needs the base itself (LoRA reaches it by disabling the adapter)
     ref_model = copy.deepcopy(policy).eval() if not cfg.lora.enabled and cfg.reference == "frozen" else None
     model = ray.train.torch.prepare_model(policy)
     base = checkpoint_weights(config["model_path"]) if cfg.quantization != "none" else None
-    step, published = 0, []
+    step, published = int(config.get("start_step", 0)), []
     while True:
         payload = _wait_batch(mailbox, step)
         if payload == "stop":
@@ -235,26 +236,38 @@ def streaming_train_loop(config: dict) -> None:
 class StreamingLearner:
     """Driver side of the long-lived run: `submit` a batch, `poll` for finished steps, `close` at the end."""
 
-    def __init__(self, cfg: TrainConfig, pipe: PipelineConfig, model_path: str, storage_dir: Path, sampling=None):
+    def __init__(self, cfg: TrainConfig, pipe: PipelineConfig, model_path: str, storage_dir: Path, sampling=None,
+                 resume_weights: str | None = None, start_step: int = 0):
+        """`resume_weights`/`start_step`: a resumed driver's committed version (its merged file, beside the
+        adapter) and the batches trained up to it. Each batch starts a fresh optimizer and reseeds torch (as a
+        round does), so the adapter is the whole of the learner's state to carry over."""
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
         if cfg.algorithm not in ("dpo", "ppo") or cfg.critic:
             raise ValueError("pipeline.learner: long_lived trains DPO and critic-free PPO; use per_round for "
                              f"{cfg.algorithm}{' with a critic' if cfg.critic else ''}")
-        self.storage_dir = Path(storage_dir).resolve() / "stream"
+        if resume_weights and not cfg.lora.enabled:
+            raise ValueError("--resume: the long-lived learner resumes LoRA training only (train.lora.enabled); "
+                             "for full fine-tuning use pipeline.learner: per_round")
+        # a resumed run is a new Ray Train run (its own name: Ray Train would otherwise restore the killed one)
+        name = f"stream_{start_step:05d}" if start_step else "stream"
+        self.storage_dir = Path(storage_dir).resolve() / name
+        if start_step:  # left by an earlier resume that died before committing past this step: nothing reads it
+            shutil.rmtree(self.storage_dir, ignore_errors=True)
         self.mailbox = Mailbox.remote()
         self.seen = 0
-        self.last_weights: str | None = None
+        self.last_weights: str | None = resume_weights
         trainer = TorchTrainer(
             train_loop_per_worker=streaming_train_loop,
             train_loop_config={"train": cfg, "pipeline": pipe, "mailbox": self.mailbox, "model_path": model_path,
                                "storage_dir": str(self.storage_dir), "num_threads": int(cfg.num_cpus_per_worker),
-                               "sampling": sampling or Sampling()},
+                               "sampling": sampling or Sampling(), "resume_weights": resume_weights,
+                               "start_step": start_step},
             scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                          resources_per_worker={"CPU": cfg.num_cpus_per_worker}),
             torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
-            run_config=RunConfig(name="stream", storage_path=str(Path(storage_dir).resolve())),
+            run_config=RunConfig(name=name, storage_path=str(Path(storage_dir).resolve())),
         )
         self._pool = ThreadPoolExecutor(1)
         self._fit: Future = self._pool.submit(trainer.fit)
