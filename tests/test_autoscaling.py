@@ -16,9 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 NODE = {"node_config": {}, "min_workers": 0}
 FAKE_CLUSTER = {
     "cluster_name": "codealign-fake", "max_workers": 3, "upscaling_speed": 10.0, "idle_timeout_minutes": 5,
-    # as Ray's own fake_multi_node/example.yaml (not in the wheel): the fake nodes are local raylets with no SSH and
-    # one IP between them, so no node updaters (an updater would SSH to the node and, failing, terminate it) and
-    # nodes told apart by node id, not IP (else every node's load is booked to 127.0.0.1 and none is seen to join)
+    # the provider keys of Ray's own fake_multi_node/example.yaml (not in the wheel). disable_node_updaters is the one
+    # that matters: without it the autoscaler starts an updater thread per fake node (a local raylet, nothing to
+    # SSH into), the update fails and the node is terminated about a second after launch ("launch failed"), with
+    # the actors placed on it (seen here: the probe's executor died with "Terminated by autoscaler"). The other two
+    # are the example's; the probe also passed without use_node_id_as_ip.
     "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
                  "disable_launch_config_check": True},
     "use_internal_ips": True, "auth": {"ssh_user": "ubuntu"}, "docker": {},
