@@ -158,3 +158,90 @@ def test_a_killed_stream_driver_resumes_with_its_buffer_and_long_lived_learner(r
     assert summary["pass@1_after"] == pytest.approx(ref_summary["pass@1_after"], abs=1e-9)
     after = [s["text"] for s in read_jsonl(run_dir / "eval_after.jsonl")]
     assert after == [s["text"] for s in read_jsonl(ref_dir / "eval_after.jsonl")]
+
+
+def test_a_round_in_flight_at_the_commit_is_produced_again_under_the_same_ids(ray_cluster):
+    """The stream driver's own save/restore, on stand-in actors (seconds, not minutes): the driver dies right after
+    round 0's commit while round 1 is still being generated; the resumed driver restores the buffer from the
+    snapshot, admits round 1 again and trains every sample id exactly once over both lives."""
+    import random
+
+    import ray
+
+    from actors.replay_buffer import LedgerConfig, ReplayBuffer
+    from bench.pipeline import SimLearner, SimPool
+    from codealign.config import RunConfig
+    from codealign.records import Completion, Exercise
+    from pipeline.schedule import plan_rounds
+    from pipeline.stream import StreamResume, run_stream
+
+    @ray.remote(num_cpus=0)
+    class Generator:
+        def __init__(self, stall_round: int, version: int):
+            self.stall_round, self.version = stall_round, version
+
+        def generate(self, requests):
+            if any(r.seed // 1000 == self.stall_round for r in requests):  # a round's seeds: seed + 1000 * round
+                time.sleep(60)  # still generating when the driver dies (killed below)
+            return [[Completion(r.request_id, "def f():\n    return 1\n", [1] * 4, [-0.5] * 4, "stop", self.version)
+                     for _ in range(r.n)] for r in requests]
+
+        def update_weights(self, weights, version: int) -> None:
+            self.version = version
+
+    class Group:
+        def __init__(self, stall_round: int, version: int = 0):  # a resumed driver serves the committed version
+            self.replicas = [Generator.remote(stall_round, version)]
+
+        def recover(self, i: int) -> None:
+            pass
+
+        def start_update(self, weights, version: int):
+            return [r.update_weights.remote(None, version) for r in self.replicas]
+
+    class Died(Exception):
+        pass
+
+    cfg = RunConfig()
+    cfg.loop.iterations, cfg.loop.exercises_per_iteration, cfg.loop.samples_per_exercise = 3, 2, 2
+    cfg.train.algorithm, cfg.pipeline.max_staleness = "ppo", 1
+    plans = plan_rounds(cfg, [Exercise(f"ex{i}", f"exercise {i}", "assert True") for i in range(6)],
+                        random.Random(0))
+    ledger = LedgerConfig(max_staleness=1)
+    saved = []
+
+    def commit_then_die(cp):
+        saved.append((cp, ray.get(buffer.snapshot.remote(cp.next_round))))
+        raise Died
+
+    gen, pool, learner, buffer = Group(stall_round=1), SimPool(1, 1e-3), SimLearner(1e-3), ReplayBuffer.remote(
+        ledger=ledger)
+    with pytest.raises(Died):
+        run_stream(cfg, plans, gen, pool, buffer, learner, make_data=lambda plan, exps: exps,
+                   load_weights=lambda path: None, on_commit=commit_then_die)
+    for actor in gen.replicas + pool.actors + [buffer]:
+        ray.kill(actor)
+    learner.close()
+    cp, snap = saved[0]
+    assert (cp.round, cp.trained, cp.released) == (0, 1, 1) and snap["complete_rounds"] == []  # round 1 in flight
+
+    experiences = dict(zip(snap["refs"], ray.get([r[0] for r in snap["refs"].values()])))
+    buffer = ReplayBuffer.remote(ledger=ledger)
+    ray.get(buffer.restore.remote({k: v for k, v in snap.items() if k != "refs"},
+                                  {sid: [ray.put(e)] for sid, e in experiences.items()}))
+    later = []
+    gen, pool, learner = Group(stall_round=-1, version=cp.version), SimPool(1, 1e-3), SimLearner(1e-3)
+    try:
+        result = run_stream(cfg, plans, gen, pool, buffer, learner, make_data=lambda plan, exps: exps,
+                            load_weights=lambda path: None, on_commit=later.append,
+                            resume=StreamResume(cp.next_round, cp.trained, cp.released, cp.version, cp.weights,
+                                                snap["complete_rounds"]))
+    finally:
+        for actor in gen.replicas + pool.actors + [buffer]:
+            ray.kill(actor)
+        learner.close()
+    assert [c.round for c in later] == [1, 2] and result.version == 3
+    trained = [e.sample_id for e in cp.experiences] + [e.sample_id for c in later for e in c.experiences]
+    every = [sid for plan in plans for sid in plan.sample_ids(2)]
+    assert sorted(trained) == sorted(every) and len(set(trained)) == len(every) == 12
+    assert result.ledger["balanced"] and (result.ledger["trained"], result.ledger["in_flight"]) == (12, 0)
