@@ -160,6 +160,34 @@ class SampleLedger:
     def states(self) -> dict[str, str]:
         return {sid: s.state for sid, s in self.samples.items()}
 
+    # -- a driver's resume (pipeline/state.py) -------------------------------------------------------------------
+    def snapshot(self, next_round: int) -> dict:
+        """What a resumed driver needs: every sample of the rounds below `next_round` (the learner has trained
+        them; some may be buffered for reuse) and of later rounds that are complete (all judged or lost); rounds
+        still in flight are left out, to be admitted and produced again under the same ids. Buffered samples come
+        with their refs (the caller stores the objects)."""
+        keep = {s.round for s in self.samples.values() if s.round < next_round}
+        keep |= {r for r in {s.round for s in self.samples.values()} if r >= next_round and self.round_complete(r)}
+        return {"samples": [{"id": s.id, "round": s.round, "index": s.index, "policy_version": s.policy_version,
+                             "uses": s.uses, "state": s.state} for s in self.samples.values() if s.round in keep],
+                "refs": {s.id: s.ref for s in self.samples.values() if s.round in keep and s.state == "buffered"},
+                "learner_version": self.learner_version, "released": self.released, "next_index": self.next_index,
+                "staleness_seen": dict(self.staleness_seen), "complete_rounds": sorted(r for r in keep
+                                                                                       if r >= next_round)}
+
+    def restore(self, snap: dict, refs: dict[str, object]) -> None:
+        """The inverse of `snapshot`, into an empty ledger; `refs`: sample id -> the buffered sample's new ref."""
+        if self.samples:
+            raise ValueError("restore: the ledger is not empty")
+        for d in snap["samples"]:
+            s = Sample(d["id"], d["round"], d["index"], refs.get(d["id"]), d["policy_version"], d["uses"], d["state"])
+            if s.state == "buffered" and s.ref is None:
+                raise ValueError(f"restore: buffered sample {s.id!r} has no experience")
+            self.samples[s.id] = s
+        self.learner_version, self.released = snap["learner_version"], snap["released"]
+        self.next_index = snap["next_index"]
+        self.staleness_seen = Counter({int(k): v for k, v in snap["staleness_seen"].items()})
+
 
 @ray.remote(num_cpus=0)
 class ReplayBuffer:
@@ -227,3 +255,11 @@ class ReplayBuffer:
 
     def states(self) -> dict[str, str]:
         return self.ledger_.states()
+
+    def snapshot(self, next_round: int) -> dict:
+        snap = self.ledger_.snapshot(next_round)
+        snap["refs"] = {sid: [ref] for sid, ref in snap["refs"].items()}  # in lists: returned as refs, not values
+        return snap
+
+    def restore(self, snap: dict, refs: dict[str, list]) -> None:
+        self.ledger_.restore(snap, {sid: r[0] for sid, r in refs.items()})

@@ -190,9 +190,6 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
         return run_adversarial(cfg)
     from pipeline.operations import Operations
 
-    if resume_dir and cfg.pipeline.schedule == "stream":
-        raise ValueError("--resume: resuming is implemented for the round-by-round schedule; "
-                         "set pipeline.schedule: rounds for a resumable run")
     data_dir = cfg.resolved_data_dir()
     train_set = load_mbpp(data_dir, cfg.data.train_ids)
     model_path = resolve_model(cfg.model.path)  # embedded, local (.safetensors or .bin) or downloaded once
@@ -223,7 +220,6 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
         ops.baseline_done(before, stages)
     adapter_dir = None
     if cfg.pipeline.schedule == "stream":  # generation, execution and training overlap (pipeline/stream.py)
-
         def after_round(record: dict) -> dict:
             """What the round-based loop measures after a round's weights are served, in the same order: the
             engine calls between rounds are the same, so max_staleness 0 samples the same tokens."""
@@ -234,10 +230,13 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
                 out.update(evaluator.validate(record["iteration"]))
             return out
 
+        ops.state.capture_rng(rng)  # before planning: a resumed run plans the same rounds from it
         version, adapter_dir = stream_job(
             system, cfg, plan_rounds(cfg, train_set, rng), model_path=model_path, run_dir=run_dir, stages=stages,
             make_data=lambda plan, exps: round_data(system, cfg, plan.exercises, exps, by_id, corpus, plan.round),
-            round_metrics=iteration_metrics, after_round=after_round)
+            round_metrics=iteration_metrics, after_round=after_round,
+            on_commit=lambda cp: ops.stream_round_done(cp, system, stages), resume=ops.stream_resume(system),
+            on_logged=lambda record: ops.sinks.log(record, step=record["iteration"]))
     for it in range(ops.state.next_iteration, cfg.loop.iterations if cfg.pipeline.schedule == "rounds" else 0):
         iter_stages = Stages()
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import ray
 
@@ -13,7 +14,16 @@ from codealign.config import RunConfig
 from codealign.weights import load_for_generators
 from pipeline.metrics import MetricSinks
 from pipeline.report import RunDir
-from pipeline.state import DriverState, load_experiences, save_experiences, truncate_metrics
+from pipeline.state import (
+    DriverState,
+    load_buffer,
+    load_experiences,
+    prune_buffers,
+    save_buffer,
+    save_experiences,
+    truncate_metrics,
+)
+from pipeline.stream import StreamResume, long_lived
 from trainers.modeling import MERGED_FILE
 
 
@@ -84,6 +94,8 @@ class Operations:
         s.restore_rng(rng)
         checkpoint = s.restore_learner(system.learner, self.run_dir.path)
         for payload in load_experiences(self.run_dir.path, s.next_iteration):
+            if s.stream:  # the stream's buffer comes back whole, ledger and all (stream_resume)
+                continue
             ref = ray.put(payload["experiences"])
             ray.get(system.buffer.add.remote([ref], payload["policy_version"], len(payload["experiences"])))
         if s.policy_version and checkpoint is not None:
@@ -114,6 +126,42 @@ class Operations:
         s.components.update({name: save() for name, (save, _) in self.components.items()})
         s.save(self.run_dir.path)
         self.sinks.log(metrics, step=iteration)
+
+    # -- the stream schedule (pipeline/stream.py) -----------------------------------------------------------------
+    def stream_resume(self, system):
+        """The stream's checkpoint read back, with the replay buffer refilled (its ledger and buffered samples);
+        None for a fresh run or one killed before its first round. Call after `restore` (the generators then serve
+        the committed version)."""
+        s = self.state
+        if not self.resumed or not s.stream:
+            return None
+        saved = load_buffer(self.run_dir.path, s.stream["buffer"])
+        refs = {sid: [ray.put(exp)] for sid, exp in saved.pop("experiences").items()}
+        ray.get(system.buffer.restore.remote(saved, refs))
+        weights = str(self.run_dir.path / s.learner_checkpoint / MERGED_FILE) if s.learner_checkpoint else None
+        return StreamResume(s.next_iteration, s.stream["trained"], s.stream["released"], s.policy_version, weights,
+                            saved["complete_rounds"])
+
+    def stream_round_done(self, cp, system, stages) -> None:
+        """The stream's commit point (`run_stream`'s on_commit): the round's trained samples, the buffer, the
+        learner's published version and the driver's counters, then the state file that makes them current."""
+        s = self.state
+        save_experiences(self.run_dir.path, cp.round, cp.version, cp.experiences)
+        snap = ray.get(system.buffer.snapshot.remote(cp.next_round))
+        experiences = dict(zip(snap["refs"], ray.get([r[0] for r in snap["refs"].values()])))
+        name = save_buffer(self.run_dir.path, cp.round, snap, experiences)
+        s.next_iteration, s.policy_version = cp.next_round, cp.version
+        if long_lived(self.cfg):  # its state is the published version's adapter (see StreamingLearner)
+            s.learner_rounds = cp.trained
+            root = self.run_dir.path.resolve()
+            s.learner_checkpoint = str(Path(cp.weights).parent.resolve().relative_to(root)) if cp.weights else ""
+        else:
+            s.capture_learner(system.learner, self.run_dir.path)
+        s.stream = {"trained": cp.trained, "released": cp.released, "buffer": name}
+        s.stage_seconds = dict(stages.seconds)
+        s.components.update({n: save() for n, (save, _) in self.components.items()})
+        s.save(self.run_dir.path)
+        prune_buffers(self.run_dir.path, name)
 
     def summary_extra(self) -> dict:
         return {"iterations_done": self.state.next_iteration, "failed_rounds": len(self.state.failures),

@@ -56,6 +56,9 @@ class DriverState:
     failures: list[dict] = field(default_factory=list)
     # name -> JSON-able state of a pluggable part (the oracle branch's curriculum saves here: "curriculum")
     components: dict[str, Any] = field(default_factory=dict)
+    # pipeline.schedule stream: {"trained": learner steps, "released": rounds published, "buffer": the replay
+    # buffer's file under stream/} (next_iteration is the next round to train; see StreamCheckpoint)
+    stream: dict[str, Any] = field(default_factory=dict)
 
     def save(self, run_dir: Path) -> None:
         atomic_write(Path(run_dir) / STATE_FILE, json.dumps(asdict(self), indent=1).encode())
@@ -100,13 +103,14 @@ class DriverState:
 
 
 def sample_ids(iteration: int, experiences: list) -> list[str]:
-    """A stable id per judged sample: iteration, exercise and the sample's index among that exercise's."""
+    """A stable id per judged sample: the replay buffer's ledger id where it has one (the stream schedule), else
+    iteration, exercise and the sample's index among that exercise's."""
     seen: dict[str, int] = {}
     out = []
     for e in experiences:
         k = seen.get(e.exercise_id, 0)
         seen[e.exercise_id] = k + 1
-        out.append(f"{iteration}/{e.exercise_id}/{k}")
+        out.append(getattr(e, "sample_id", "") or f"{iteration}/{e.exercise_id}/{k}")
     return out
 
 
@@ -136,3 +140,31 @@ def truncate_metrics(run_dir: Path, next_iteration: int) -> None:
     keep = [line for line in path.read_text().splitlines()
             if line.strip() and json.loads(line).get("iteration", -1) < next_iteration]
     atomic_write(path, "".join(line + "\n" for line in keep).encode())
+
+
+STREAM_DIR = "stream"
+
+
+def save_buffer(run_dir: Path, round_: int, snapshot: dict, experiences: dict[str, object]) -> str:
+    """The replay buffer at the commit of `round_` (its ledger and the buffered samples' experiences), in a file of
+    its own: the state file names it, so a crash between the two writes leaves the previous pair intact. Returns
+    the name to record."""
+    name = f"buffer_{round_:04d}.pkl"
+    payload = {k: v for k, v in snapshot.items() if k != "refs"}
+    payload["experiences"] = experiences
+    atomic_write(Path(run_dir) / STREAM_DIR / name, pickle.dumps(payload))
+    return name
+
+
+def load_buffer(run_dir: Path, name: str) -> dict:
+    path = Path(run_dir) / STREAM_DIR / name
+    if not path.is_file():
+        raise FileNotFoundError(f"resume: the replay buffer {path} recorded in {STATE_FILE} is missing")
+    return pickle.loads(path.read_bytes())
+
+
+def prune_buffers(run_dir: Path, keep: str) -> None:
+    """After the state file names `keep`, the older buffer files are not needed."""
+    for path in (Path(run_dir) / STREAM_DIR).glob("buffer_*.pkl"):
+        if path.name != keep:
+            path.unlink(missing_ok=True)

@@ -41,14 +41,46 @@ class StreamResult:
     staleness_checks: list[dict] = field(default_factory=list)  # every ledger snapshot taken during the run
 
 
+@dataclass
+class StreamCheckpoint:
+    """Where the stream stands once a round is logged and its weights (if any) published: the commit point of a
+    resumable run. Rounds below `next_round` are trained; the learner has trained `trained` batches; the generators
+    serve `version`, whose weights are `weights` (the merged file; None before the first publication)."""
+
+    round: int
+    next_round: int
+    trained: int
+    released: int
+    version: int
+    weights: str | None
+    experiences: list[Experience]  # what the round trained
+
+
+@dataclass
+class StreamResume:
+    """A checkpoint read back: the buffer and the generators are restored already; `complete_rounds` are rounds
+    at or after `next_round` that were complete in the restored buffer (not produced again)."""
+
+    next_round: int
+    trained: int
+    released: int
+    version: int
+    weights: str | None = None
+    complete_rounds: list[int] = field(default_factory=list)
+
+
 def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buffer, learner,
                make_data: Callable[[RoundPlan, list[Experience]], list], load_weights: Callable[[str], object],
                on_round: Callable[[dict], None] = lambda m: None,
-               round_metrics: Callable = lambda e: {}, chunk: int = CHUNK) -> StreamResult:
+               round_metrics: Callable = lambda e: {}, chunk: int = CHUNK,
+               on_commit: Callable[[StreamCheckpoint], None] | None = None,
+               resume: StreamResume | None = None) -> StreamResult:
     """Drive all `plans` through the pipeline; returns the final policy version and what was measured.
 
     `learner`: StreamingLearner / PerRoundLearner (or a stand-in) with submit / poll / close.
-    `load_weights(path)`: what the generators are sent for a published version."""
+    `load_weights(path)`: what the generators are sent for a published version.
+    `on_commit`: called after each round is logged whose weights are published (not while a trained batch is
+    unpublished), to persist the run; `resume`: start from such a checkpoint instead of round 0."""
     pipe = cfg.pipeline
     clock = BusyClock()
     rollout = Rollout(generator, executors, buffer, cfg.loop.samples_per_exercise, clock, chunk)
@@ -56,6 +88,14 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
     next_admit, next_train = 0, 0  # rounds
     trained = 0  # learner batches trained: the learner's version
     released, version = 0, 0  # rounds whose weights reached the generators; the version they serve
+    last_weights: str | None = None  # the merged weights of `version`
+    restored: set[int] = set()  # complete rounds the resumed buffer holds: not admitted again
+    if resume is not None:
+        next_admit = next_train = resume.next_round
+        trained, released, version = resume.trained, resume.released, resume.version
+        last_weights, restored = resume.weights, set(resume.complete_rounds)
+        for r in restored:
+            rollout.open[r] = 0
     waiting: dict[int, dict] = {}  # learner step -> the round it trains and what to log with it
     busy_learner = False
     unpublished = False
@@ -77,11 +117,16 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         out.rounds.append(record)
         on_round(record)
 
+    def commit(round_: int, experiences: list[Experience]) -> None:
+        # the learner is idle here (one batch at a time) and every judged sample has been flushed to the buffer
+        if on_commit is not None and not unpublished:
+            on_commit(StreamCheckpoint(round_, round_ + 1, trained, released, version, last_weights, experiences))
+
     admission_may_change = True  # the bound moves only when the learner releases a round
     last_poll = 0.0
     while next_train < len(plans) or waiting:
         while admission_may_change and next_admit < len(plans):
-            if not rollout.try_start(plans[next_admit]):
+            if next_admit not in restored and not rollout.try_start(plans[next_admit]):
                 break
             next_admit += 1
         admission_may_change = False
@@ -110,6 +155,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
             info = waiting.pop(report["step"])
             if report.get("weights"):
                 version = trained
+                last_weights = report["weights"]
                 weights = load_weights(report["weights"])
                 new = generator.start_update(weights, version)
                 clock.begin("sync", len(new))
@@ -123,6 +169,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
                 info["record"]["weights_published"] = report["weights"]  # what the generators were sent
             info["record"]["learner_seconds"] = round(report.get("seconds", 0.0), 3)
             log(info["record"])
+            commit(info["round"], info["experiences"])
 
         if busy_learner or next_train >= next_admit:
             continue
@@ -143,11 +190,13 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
                 release(plan.round + 1)
                 admission_may_change = True
             log(record)
+            commit(plan.round, experiences)
             continue
         last = next_train == len(plans)
         publish = last or (trained + 1) % pipe.publish_every == 0
         learner.submit(trained, ray.put(data), trained, publish)
-        waiting[trained + 1] = {"round": plan.round, "record": record}  # reported as the step count after it
+        # reported as the step count after it
+        waiting[trained + 1] = {"round": plan.round, "record": record, "experiences": experiences}
         trained += 1
         unpublished = not publish
         busy_learner = True
@@ -171,30 +220,41 @@ def ledger_config(cfg: RunConfig):
     return LedgerConfig(max_staleness=p.max_staleness, reuse=p.reuse, capacity=p.capacity)
 
 
-def make_learner(cfg: RunConfig, round_learner, model_path: str, storage_dir):
-    """The long-lived learner where it applies (DPO, critic-free PPO), else the round-based one in a thread."""
+def long_lived(cfg: RunConfig) -> bool:
+    """Whether the stream trains with the long-lived learner (DPO, critic-free PPO) or a TorchTrainer per batch."""
+    t = cfg.train
+    return cfg.pipeline.learner == "long_lived" and t.algorithm in ("dpo", "ppo") and not t.critic
+
+
+def make_learner(cfg: RunConfig, round_learner, model_path: str, storage_dir, resume: StreamResume | None = None):
+    """The long-lived learner where it applies (DPO, critic-free PPO), else the round-based one in a thread (a
+    resumed round-based learner was pointed at its checkpoint by pipeline/operations.py already)."""
     from trainers.streaming import PerRoundLearner, StreamingLearner
 
-    t = cfg.train
-    if cfg.pipeline.learner == "long_lived" and t.algorithm in ("dpo", "ppo") and not t.critic:
-        return StreamingLearner(t, cfg.pipeline, model_path, storage_dir, sampling=round_learner.sampling,
-                                served_dtype=round_learner.served_dtype)
+    if long_lived(cfg):
+        start = (resume.weights, resume.trained) if resume is not None and resume.weights else (None, 0)
+        return StreamingLearner(cfg.train, cfg.pipeline, model_path, storage_dir, sampling=round_learner.sampling,
+                                served_dtype=round_learner.served_dtype, resume_weights=start[0], start_step=start[1])
     return PerRoundLearner(round_learner)
 
 
 def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_path: str, run_dir, stages,
-               round_metrics, after_round=None) -> tuple[int, str | None]:
+               round_metrics, after_round=None, on_commit=None, resume: StreamResume | None = None,
+               on_logged=None) -> tuple[int, str | None]:
     """The training part of `pipeline.loop.run` when `pipeline.schedule` is stream: returns (final policy
     version, the adapter directory to keep). `after_round(record) -> dict` adds to each round's record before it
-    is logged (the serving probe and the validation split, on the version served at that moment)."""
+    is logged (the serving probe and the validation split, on the version served at that moment); `on_logged(record)`
+    sees it after; `on_commit` / `resume`: see `run_stream`."""
     from codealign.weights import load_for_generators
 
-    learner = make_learner(cfg, system.learner, model_path, run_dir.path / "train")
+    learner = make_learner(cfg, system.learner, model_path, run_dir.path / "train", resume)
 
     def on_round(record: dict) -> None:
         if after_round is not None:
             record.update(after_round(record))
         run_dir.log_metrics(record)
+        if on_logged is not None:
+            on_logged(record)
         loss = record.get(f"{cfg.train.algorithm}/loss", float("nan"))
         print(f"round {record['iteration']}: reward {record.get('reward_mean', 0.0):+.2f}, "
               f"{record['train_items']} training items, {cfg.train.algorithm} loss {loss:.4f}, "
@@ -202,7 +262,7 @@ def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_
 
     try:
         result = run_stream(cfg, plans, system.generator, system.executors, system.buffer, learner, make_data,
-                            load_for_generators, on_round, round_metrics)
+                            load_for_generators, on_round, round_metrics, on_commit=on_commit, resume=resume)
     finally:
         learner.close()
     for name, secs in result.busy.items():

@@ -90,3 +90,31 @@ def test_there_are_three_cluster_recipes_and_the_local_one_asks_for_no_custom_re
 def test_cluster_config_loads():
     cfg = load_config(ROOT / "configs" / "cluster.yaml")
     assert cfg.train.use_gpu and cfg.generator.num_gpus == 1 and cfg.ray_address == "auto"
+
+
+def test_the_kuberay_rayjob_offers_the_node_types_of_cluster_yaml_and_runs_a_recipe():
+    """deploy/rayjob.yaml (no copy of the RayJob CRD schema could be had offline, so its shape is checked here):
+    each worker group offers exactly the resources of its cluster.yaml node type, and its entrypoint's config loads
+    with its overrides."""
+    import json
+    import shlex
+
+    job = yaml.safe_load((ROOT / "deploy" / "rayjob.yaml").read_text())
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    spec = job["spec"]["rayClusterSpec"]
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    types = cluster()["available_node_types"]
+    groups = {g["groupName"].replace("-", "_"): g for g in spec["workerGroupSpecs"]}
+    assert set(groups) == set(types) - {"head"}
+    for name, g in groups.items():
+        limits = g["template"]["spec"]["containers"][0]["resources"]["limits"]
+        offered = {**json.loads(json.loads(g["rayStartParams"]["resources"])), "CPU": int(limits["cpu"])}
+        if "nvidia.com/gpu" in limits:
+            offered["GPU"] = int(limits["nvidia.com/gpu"])
+        assert offered == types[name]["resources"], name
+        assert (g["minReplicas"], g["maxReplicas"]) == (types[name]["min_workers"], types[name]["max_workers"])
+    argv = shlex.split(job["spec"]["entrypoint"])
+    config = ROOT / Path(argv[argv.index("--config") + 1]).relative_to("/app")
+    overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    cfg = load_config(config, overrides)
+    assert (cfg.output_dir, cfg.data.data_dir, cfg.ray_address) == ("/runs", "/data", "auto")

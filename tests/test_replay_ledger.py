@@ -145,3 +145,30 @@ def test_ppo_batch_trains_stale_samples_with_the_correction_and_reports_it(tiny_
                              PipelineConfig(), carry=carry)
     assert on_policy["ppo/stale_fraction"] == 0.0 and "ppo/iw_mean" not in on_policy
     assert on_policy["ppo/optimizer_carried"] == 1 and on_policy["ppo/global_step"] == 4
+
+
+def test_a_snapshot_restores_trained_and_complete_rounds_and_leaves_rounds_in_flight_to_be_produced_again():
+    # reuse 2: a trained sample stays buffered for the next batch, and must come back with its experience
+    ledger = SampleLedger(LedgerConfig(max_staleness=1, reuse=2))
+    for r in (0, 1):
+        assert ledger.admit(r, ids(r))
+    for sid in ids(0) + ids(1):
+        ledger.put(sid, f"exp-{sid}", 0)
+    ledger.take_round(0, 0)
+    ledger.advance(1, 1)
+    assert ledger.admit(2, ids(2))
+    ledger.put("r2-0", "exp-r2-0", 1)  # round 2 is half judged when the driver commits round 0
+    snap = ledger.snapshot(next_round=1)
+    assert snap["complete_rounds"] == [1]
+    assert set(snap["refs"]) == set(ids(0) + ids(1))  # buffered: round 0 kept for reuse, round 1 untrained
+    assert not any(s["id"].startswith("r2") for s in snap["samples"])
+
+    restored = SampleLedger(LedgerConfig(max_staleness=1, reuse=2))
+    restored.restore(snap, {sid: f"new-{sid}" for sid in snap["refs"]})
+    assert restored.ledger() == {**ledger.ledger(), "buffered": 4, "in_flight": 0, "admitted": 4, "produced": 4}
+    batch = restored.take_round(1, 1)
+    assert batch["ids"] == ids(1) + ids(0)  # its own round, then round 0's reuse
+    assert batch["refs"] == [f"new-{sid}" for sid in ids(1) + ids(0)]
+    assert restored.admit(2, ids(2))  # round 2 is admitted again, under the same ids
+    with pytest.raises(ValueError, match="not empty"):
+        restored.restore(snap, {})

@@ -21,7 +21,7 @@ def tiny_run_config(output_dir, model_path: str, **sections) -> dict:
     raw["loop"].update(iterations=2, exercises_per_iteration=2, samples_per_exercise=2)
     raw["generator"]["fidelity_probes"] = 0
     raw["eval"].update(benchmarks=["mbpp"], validation_size=2)
-    raw["pipeline"]["schedule"] = "rounds"  # resume and failure handling are the round-by-round loop's
+    raw["pipeline"]["schedule"] = "rounds"  # failure containment is the round-by-round loop's; resume is both's
     for name, fields in sections.items():
         if isinstance(fields, dict):
             raw.setdefault(name, {}).update(fields)

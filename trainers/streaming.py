@@ -176,14 +176,19 @@ def streaming_train_loop(config: dict) -> None:
     torch.manual_seed(cfg.seed)  # as setup_worker: the fresh adapter's initialisation
     tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
     device = ray.train.torch.get_device()
-    policy = load_policy(config["model_path"], cfg)
+    resume = config.get("resume_weights")  # a resumed run: the adapter published with the committed version
+    policy = load_policy(config["model_path"], cfg, str(Path(resume).parent / ADAPTER_DIR) if resume else None)
     if cfg.quantization == "none":
         policy = policy.to(device)
     # full fine-tuning against the frozen base needs the base itself (LoRA reaches it by disabling the adapter)
     ref_model = copy.deepcopy(policy).eval() if not cfg.lora.enabled and cfg.reference == "frozen" else None
     model = ray.train.torch.prepare_model(policy)
     base = checkpoint_weights(config["model_path"]) if cfg.quantization != "none" else None
-    step, published, carry = 0, [], None
+    from trainers.steps import OPTIMIZER_FILE
+
+    step, published, carry = int(config.get("start_step", 0)), [], None
+    if resume and (Path(resume).parent / OPTIMIZER_FILE).is_file():  # AdamW's moments as the committed batch left them
+        carry = torch.load(Path(resume).parent / OPTIMIZER_FILE, weights_only=False)
     while True:
         payload = _wait_batch(mailbox, step)
         if payload == "stop":
@@ -208,6 +213,8 @@ def streaming_train_loop(config: dict) -> None:
                                                                         "bfloat16"), base_weights=base)
                 if not hasattr(unwrapped, "peft_config"):  # full fine-tuning: what the serving probe loads
                     torch.save(trainable_state(unwrapped), directory / FULL_WEIGHTS_FILE)
+                if carry is not None:  # a resumed driver continues from this version with the same optimizer
+                    torch.save(carry, directory / OPTIMIZER_FILE)
                 weights = str(directory / MERGED_FILE)
                 published.append(directory)
                 for old in published[:-2]:  # the driver loads a version as soon as it is reported
@@ -221,26 +228,36 @@ class StreamingLearner:
     """Driver side of the long-lived run: `submit` a batch, `poll` for finished steps, `close` at the end."""
 
     def __init__(self, cfg: TrainConfig, pipe: PipelineConfig, model_path: str, storage_dir: Path, sampling=None,
-                 served_dtype: str = "bfloat16"):
+                 served_dtype: str = "bfloat16", resume_weights: str | None = None, start_step: int = 0):
+        """`resume_weights`/`start_step`: a resumed driver's committed version (its merged file, beside the
+        adapter and the optimizer state carried from batch to batch) and the batches trained up to it."""
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
         if cfg.algorithm not in ("dpo", "ppo") or cfg.critic:
             raise ValueError("pipeline.learner: long_lived trains DPO and critic-free PPO; use per_round for "
                              f"{cfg.algorithm}{' with a critic' if cfg.critic else ''}")
-        self.storage_dir = Path(storage_dir).resolve() / "stream"
+        if resume_weights and not cfg.lora.enabled:
+            raise ValueError("--resume: the long-lived learner resumes LoRA training only (train.lora.enabled); "
+                             "for full fine-tuning use pipeline.learner: per_round")
+        # a resumed run is a new Ray Train run (its own name: Ray Train would otherwise restore the killed one)
+        name = f"stream_{start_step:05d}" if start_step else "stream"
+        self.storage_dir = Path(storage_dir).resolve() / name
+        if start_step:  # left by an earlier resume that died before committing past this step: nothing reads it
+            shutil.rmtree(self.storage_dir, ignore_errors=True)
         self.mailbox = Mailbox.remote()
         self.seen = 0
-        self.last_weights: str | None = None
+        self.last_weights: str | None = resume_weights
         trainer = TorchTrainer(
             train_loop_per_worker=streaming_train_loop,
             train_loop_config={"train": cfg, "pipeline": pipe, "mailbox": self.mailbox, "model_path": model_path,
                                "storage_dir": str(self.storage_dir), "num_threads": int(cfg.num_cpus_per_worker),
-                               "sampling": sampling or Sampling(), "served_dtype": served_dtype},
+                               "sampling": sampling or Sampling(), "served_dtype": served_dtype,
+                               "resume_weights": resume_weights, "start_step": start_step},
             scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                          resources_per_worker={"CPU": cfg.num_cpus_per_worker}),
             torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
-            run_config=RunConfig(name="stream", storage_path=str(Path(storage_dir).resolve())),
+            run_config=RunConfig(name=name, storage_path=str(Path(storage_dir).resolve())),
         )
         self._pool = ThreadPoolExecutor(1)
         self._fit: Future = self._pool.submit(trainer.fit)
