@@ -149,6 +149,9 @@ def test_a_killed_stream_driver_resumes_with_its_buffer_and_long_lived_learner(r
         assert (m["policy_version"], m["new_policy_version"]) == (r["policy_version"], r["new_policy_version"])
         assert m["train_items"] == r["train_items"] > 0
         assert m["dpo/loss"] == pytest.approx(r["dpo/loss"], rel=1e-3, abs=1e-4)
+        # the learner's optimizer (AdamW's moments, its step count) came back with the adapter
+        assert (m["dpo/optimizer_carried"], m["dpo/global_step"]) == (r["dpo/optimizer_carried"], r["dpo/global_step"])
+    assert metrics[1]["dpo/optimizer_carried"] == 1
 
     summary = json.loads((run_dir / "summary.json").read_text())
     ref_summary = json.loads((ref_dir / "summary.json").read_text())
