@@ -322,6 +322,8 @@ class Session:
             reply = self.serve_next(msg)
         elif op == "get":
             reply = self.serve_get(msg)
+        elif op == "attr":
+            reply = self.serve_attr(msg)
         elif op == "io" and self.side == "j":
             reply = self.serve_io(msg)
         else:
@@ -376,6 +378,14 @@ class Session:
             reply["e"] = error
         self.attach_output(reply, out)
         return reply
+
+    def serve_attr(self, msg: dict) -> dict:
+        """An attribute of one of the program's functions (`fib.cache_info`, `f.tag`): data, or a handle."""
+        try:
+            fn = self.namespace[msg["n"]] if "n" in msg else self.objects[msg["h"]]
+            return {"ok": True, "v": getattr(fn, str(msg["a"]))}
+        except Exception as exc:
+            return {"ok": False, "e": exc}
 
     def serve_get(self, msg: dict) -> dict:
         try:
@@ -530,6 +540,15 @@ class RemoteFunction:
 
     def __call__(self, *args, **kwargs):
         return self._session.call(self, args, kwargs)
+
+    def __getattr__(self, name: str):
+        """Only for what the proxy itself lacks: a public attribute of the real function (an lru_cache's
+        `cache_info`, one the program set), fetched from the solution's process. Private and special names stay
+        here, so that protocol probes (`_is_coroutine`, `__wrapped__`...) never cross."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        msg = {"op": "attr", "a": name, **({"n": self.__name__} if self._hid is None else {"h": self._hid})}
+        return self._session.outcome(self._session.request(msg))
 
     def __get__(self, obj, objtype=None):  # stored on a class, it binds as a plain function does
         return self if obj is None else types.MethodType(self, obj)

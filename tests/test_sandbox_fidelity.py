@@ -378,6 +378,22 @@ CASES = {
         assert area.__defaults__ == (2,)
         assert area(3) == 6
         """), P),
+    "function_attributes": (d("""
+        from functools import lru_cache
+        @lru_cache(maxsize=None)
+        def fib(n):
+            return n if n < 2 else fib(n - 1) + fib(n - 2)
+        def tagged():
+            return 1
+        tagged.kind = 'plain'
+        """), d("""
+        assert fib(80) == 23416728348467685
+        info = fib.cache_info()
+        assert info.hits > 0 and info.misses == 81 and info.maxsize is None
+        assert tagged.kind == 'plain' and not hasattr(tagged, 'missing')
+        fib.cache_clear()
+        assert fib.cache_info().currsize == 0
+        """), P),
     "nan_identity": ("import math\ndef vals():\n    return [math.nan, 1.0]\n",
                      "import math\nassert vals() == [math.nan, 1.0]\n", P),
     "fresh_nan_is_not_equal": ("def vals():\n    return [float('nan')]\n",
