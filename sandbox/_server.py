@@ -11,8 +11,8 @@ namespace, with its own mount and IPC namespaces, uid, rlimits and seccomp filte
   verdict pipe: it decides how to judge from the sources alone, runs the tests, and writes the verdict to the
   caller directly, so neither the tests nor the verdict's detail ever pass through the server.
 The server owns the clock: when the judge says its verdict is written, or at the run's deadline, it kills both (and
-with them everything they started), answers the caller with the run's mode and how the processes ended, then reaps
-them before it takes the next job. Nothing outlives the job.
+with them everything they started), reaps them, and answers the caller with the run's mode and how the processes
+ended. Nothing outlives the job.
 """
 
 import gc
@@ -62,7 +62,7 @@ def fork_solution(source_fd: int, opts: dict, cpu_s: int, own_pid_ns: int,
 
 
 def run_job(job: dict, fds: list[int], opts: dict, own_pid_ns: int) -> tuple[dict, list[int]]:
-    """(the run's account for the caller, the run's processes: killed already, still to be reaped)."""
+    """(the run's account for the caller, the run's processes: killed already, to be reaped before it is sent)."""
     source_fd, tests_fd, verdict_fd = fds
     timeout = float(job["timeout"])
     deadline = time.monotonic() + timeout
@@ -98,7 +98,7 @@ def run_job(job: dict, fds: list[int], opts: dict, own_pid_ns: int) -> tuple[dic
             if not isinstance(msg, dict):  # the judge closed its end (or sent garbage): only wait for its exit
                 watch = [judge_done]
                 continue
-            if msg.get("op") == "done":  # its verdict is written: its exit need not be waited for
+            if msg.get("op") == "done":  # its verdict is written: it is ending, and is killed and reaped below
                 break
             if msg.get("op") == "died":  # the judge saw the solution's process end: find out how, below
                 died = True
@@ -173,11 +173,9 @@ def serve(opts: dict, control: socket.socket) -> None:
             control.send(json.dumps({"error": "job without its three descriptors"}).encode())
             continue
         status, dying = run_job(json.loads(raw), fds, opts, own_pid_ns)
-        control.send(json.dumps(status).encode())
-        # Reaped after the answer (its processes are killed and run no more code) but before the next job, so
-        # no run starts while another's processes still exist.
-        for pid in dying:
+        for pid in dying:  # before the answer: when the caller has its result, nothing of the run exists any more
             _reap(pid)
+        control.send(json.dumps(status).encode())
 
 
 def main() -> None:

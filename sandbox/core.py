@@ -134,8 +134,8 @@ class _Server:
                 os.close(fd)
         try:
             status = self._recv(timeout + SLACK_S)
-            # The judge wrote its frame before telling the server it was done; otherwise every writer of the pipe
-            # (the judge's PID namespace) is killed by now, and the pipe's end comes as they exit.
+            # Every writer of the pipe is dead by now (the server reaped the judge's whole PID namespace), so this
+            # reads what the judge wrote, then the end of the pipe.
             frame = None
             if select.select([verdict_r], [], [], 1.0)[0]:
                 try:

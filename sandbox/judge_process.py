@@ -52,7 +52,7 @@ def judge_process(fds: list[int], opts: dict, seccomp) -> None:
     while len(frames.encode_frame(reply)) > 4000 and reply["detail"]:
         reply["detail"] = reply["detail"][: len(reply["detail"]) // 2]
     frames.write_frame(verdict_fd, reply)  # one write, under PIPE_BUF: it lands whole or not at all
-    _tell(control, {"op": "done"})  # the server answers the caller now, without waiting for this exit
+    _tell(control, {"op": "done"})  # the server need not wait for this exit to end the run
     os._exit(0)
 
 
