@@ -141,6 +141,9 @@ class Session:
         self.baseline: dict = shared_state() if side == "j" else {}
         self.touched: set[str] = set()
         self.remote: list[BaseException] = []  # judge side: the exceptions that came from the solution
+        # Judge side: the program's module-level values the tests hold (fetched by name). After each call the
+        # solution's process reports those it changed, so the tests see them as one shared module would.
+        self.globals_seen: list[str] = []
         self.check = codec.Encoder(handle=lambda obj, kind: [self.side, 0, kind, ""])
 
     # -- messages ----------------------------------------------------------------------------------------
@@ -261,6 +264,8 @@ class Session:
             (msg["a"] if isinstance(pos, int) else msg["k"])[pos] = None
         if aliases:
             msg["al"] = aliases
+        if self.globals_seen:
+            msg["g"] = list(self.globals_seen)
         try:
             reply = self.request(msg)
         except codec.NotPlain as exc:
@@ -268,6 +273,14 @@ class Session:
         for pos, value in reply.get("ch", {}).items():
             original = args[pos] if isinstance(pos, int) else kwargs[pos]
             sync(original, value)
+        changed = reply.get("g")
+        for name in self.globals_seen if isinstance(changed, dict) else ():  # only names the tests hold
+            if name in changed:
+                original = self.namespace.get(name)
+                if changeable(original) and type(original) is type(changed[name]):
+                    sync(original, changed[name])  # in place: an alias the tests took sees it too
+                else:
+                    self.namespace[name] = changed[name]
         return self.outcome(reply)
 
     def outcome(self, reply: dict):
@@ -348,6 +361,8 @@ class Session:
                     kwargs[pos] = value
             watched = [(p, v) for p, v in [*enumerate(args), *kwargs.items()] if changeable(v)]
             before = [snapshot(v) for _, v in watched]
+            names = [n for n in msg.get("g", ()) if isinstance(n, str) and n in self.namespace]
+            globals_before = [snapshot(self.namespace[n]) for n in names]
         except Exception as exc:
             return {"ok": False, "e": exc}
         with self.captured() as out:
@@ -359,6 +374,10 @@ class Session:
         changed = {p: v for (p, v), b in zip(watched, before) if b is not None and snapshot(v) != b}
         if changed:
             reply["ch"] = changed
+        moved = {n: self.namespace[n] for n, b in zip(names, globals_before)
+                 if b is not None and n in self.namespace and snapshot(self.namespace[n]) != b}
+        if moved:
+            reply["g"] = moved
         self.attach_output(reply, out)
         return reply
 

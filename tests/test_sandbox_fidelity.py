@@ -378,6 +378,30 @@ CASES = {
         assert area.__defaults__ == (2,)
         assert area(3) == 6
         """), P),
+    "module_values_after_calls": (d("""
+        count = 0
+        seen = []
+        def inc():
+            global count
+            count += 1
+            return count
+        def add(x):
+            seen.append(x)
+        """), d("""
+        assert count == 0 and seen == []
+        inc(); inc()
+        assert count == 2
+        alias = seen
+        add(1); add(2)
+        assert seen == [1, 2] and alias == [1, 2]
+        """), P),
+    # a program that changes its own state where the tests check it stays: not a pass from a stale copy
+    "changed_module_value_fails": (d("""
+        CONFIG = {'a': 1}
+        def f():
+            CONFIG['a'] = 2
+            return 1
+        """), "assert CONFIG == {'a': 1}\nassert f() == 1\nassert CONFIG == {'a': 1}\n", F),
     "function_attributes": (d("""
         from functools import lru_cache
         @lru_cache(maxsize=None)
