@@ -164,6 +164,10 @@ def plus_agreement(data_dir: str, plus_tasks: int, mbpp_tasks: int, p: int, time
     out["plus_agreement"] = round(1 - len(disagree) / len(cases), 4)
     out["agreement_programs"] = len(cases)
     out["agreement_in_process"] = sum(r.mode == "in_process" for r in ours)
+    # How often the tests cannot be split (they run beside the solution, marked mode "in_process"), per group
+    for group in groups:
+        idx = [i for i, c in enumerate(cases) if c[0] == group]
+        out[f"in_process_{group}"] = f"{sum(ours[i].mode == 'in_process' for i in idx)}/{len(idx)}"
     out["plain_verdicts"] = {v: plain.count(v) for v in sorted(set(plain))}
     return out
 

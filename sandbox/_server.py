@@ -10,8 +10,9 @@ namespace, with its own mount and IPC namespaces, uid, rlimits and seccomp filte
 - a fresh judge (sandbox.judge_process), given both sources, the two pipe ends that reach the solution and the
   verdict pipe: it decides how to judge from the sources alone, runs the tests, and writes the verdict to the
   caller directly, so neither the tests nor the verdict's detail ever pass through the server.
-The server owns the clock: at the run's deadline it kills both (and with them everything they started), reaps
-them, and answers the caller with the run's mode and how the processes ended. Nothing outlives the job.
+The server owns the clock: when the judge says its verdict is written, or at the run's deadline, it kills both (and
+with them everything they started), reaps them, and answers the caller with the run's mode and how the processes
+ended. Nothing outlives the job.
 """
 
 import gc
@@ -45,14 +46,13 @@ def fork_run_process(own_pid_ns: int, body) -> int:
     return pid
 
 
-def fork_solution(source_fd: int, opts: dict, cpu_s: int, own_pid_ns: int) -> tuple[int, int, int]:
-    """The solution's process. Returns (pid, requests fd, replies fd)."""
-    req_r, req_w = os.pipe()
-    rep_r, rep_w = os.pipe()
+def fork_solution(source_fd: int, opts: dict, cpu_s: int, own_pid_ns: int,
+                  pipes: tuple[int, int, int, int] | None = None) -> tuple[int, int, int]:
+    """The solution's process. `pipes`: (requests r, requests w, replies r, replies w), made here if not given.
+    Returns (pid, requests write end, replies read end): the judge's ends, still open here."""
+    req_r, req_w, rep_r, rep_w = pipes if pipes is not None else (*os.pipe(), *os.pipe())
 
     def body():
-        os.close(req_w)
-        os.close(rep_r)
         solution_side.solution_process(source_fd, req_r, rep_w, {**opts, "cpu_s": cpu_s}, FILTER)
 
     pid = fork_run_process(own_pid_ns, body)
@@ -61,20 +61,24 @@ def fork_solution(source_fd: int, opts: dict, cpu_s: int, own_pid_ns: int) -> tu
     return pid, req_w, rep_r
 
 
-def run_job(job: dict, fds: list[int], opts: dict, own_pid_ns: int) -> dict:
+def run_job(job: dict, fds: list[int], opts: dict, own_pid_ns: int) -> tuple[dict, list[int]]:
+    """(the run's account for the caller, the run's processes: killed already, to be reaped before it is sent)."""
     source_fd, tests_fd, verdict_fd = fds
     timeout = float(job["timeout"])
     deadline = time.monotonic() + timeout
     cpu_s = int(timeout) + 1  # the CPU limit follows this run's timeout, not the constructor's
-    solutions = [fork_solution(source_fd, opts, cpu_s, own_pid_ns)]
+    req_r, req_w = os.pipe()
+    rep_r, rep_w = os.pipe()
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    _, requests, replies = solutions[0]
-    run_fds = [theirs.fileno(), source_fd, tests_fd, verdict_fd, requests, replies]
+    # The judge first: it has more to do before it needs the solution (compiling, planning) than the solution has
+    # before it can answer (loading the program).
+    run_fds = [theirs.fileno(), source_fd, tests_fd, verdict_fd, req_w, rep_r]
     judge_pid = fork_run_process(own_pid_ns, lambda: judge_process.judge_process(
         run_fds, {**opts, "cpu_s": cpu_s, "refuse": bool(job.get("refuse"))}, FILTER))
     theirs.close()
-    for fd in (tests_fd, verdict_fd, requests, replies):
+    for fd in (tests_fd, verdict_fd, req_w, rep_r):  # the solution's process is forked without the tests' fd
         os.close(fd)
+    solutions = [fork_solution(source_fd, opts, cpu_s, own_pid_ns, (req_r, -1, -1, rep_w))]
     judge_done = os.pidfd_open(judge_pid)
     mode, timed_out, respawned, died = None, False, False, False
     watch = [mine, judge_done]
@@ -94,6 +98,8 @@ def run_job(job: dict, fds: list[int], opts: dict, own_pid_ns: int) -> dict:
             if not isinstance(msg, dict):  # the judge closed its end (or sent garbage): only wait for its exit
                 watch = [judge_done]
                 continue
+            if msg.get("op") == "done":  # its verdict is written: it is ending, and is killed and reaped below
+                break
             if msg.get("op") == "died":  # the judge saw the solution's process end: find out how, below
                 died = True
             elif msg.get("op") == "mode" and mode is None and msg.get("mode") in MODES:
@@ -104,7 +110,7 @@ def run_job(job: dict, fds: list[int], opts: dict, own_pid_ns: int) -> dict:
                 respawned, mode = True, "in_process"
                 if not msg.get("fork", True):
                     continue
-                _end(solutions[-1][0])
+                _reap(_stop(solutions[-1][0])[1])
                 solutions.append(fork_solution(source_fd, opts, cpu_s, own_pid_ns))
                 _, requests, replies = solutions[-1]
                 try:
@@ -113,36 +119,46 @@ def run_job(job: dict, fds: list[int], opts: dict, own_pid_ns: int) -> dict:
                     pass
                 os.close(requests)
                 os.close(replies)
-    judge_signal = _end(judge_pid)  # first: a judge still running must not see the solution end and judge that
+    # The judge first: a judge still running must not see the solution end and judge that.
+    judge_signal, judge_pid = _stop(judge_pid)
     for pid, *_ in solutions[:-1]:
-        _end(pid)
+        _stop(pid)
     if died and not timed_out:  # it is ending by itself: let it, so that its own signal is seen (SIGXCPU...)
         last = os.pidfd_open(solutions[-1][0])
         select.select([last], [], [], max(0.0, min(1.0, deadline - time.monotonic())))
         os.close(last)
-    solution_signal = _end(solutions[-1][0])
+    solution_signal, solution_pid = _stop(solutions[-1][0])
     os.close(judge_done)
     os.close(source_fd)
     mine.close()
-    return {"mode": mode if mode is not None else "", "timed_out": timed_out, "solution_signal": solution_signal,
-            "judge_signal": judge_signal}
+    status = {"mode": mode if mode is not None else "", "timed_out": timed_out, "solution_signal": solution_signal,
+              "judge_signal": judge_signal}
+    return status, [p for p in (judge_pid, solution_pid) if p]
 
 
-def _end(pid: int) -> int:
-    """Kill and reap a run process (a no-op on one already dead); the signal that ended it on its own, or 0.
-    Killing PID 1 of a namespace kills all of it; the reap returns once every process in there is gone."""
+def _stop(pid: int) -> tuple[int, int]:
+    """End a run process: (the signal that ended it on its own or 0, its pid if it is still to be reaped, or 0).
+    SIGKILL to PID 1 of a namespace kills all of it; the processes can run no more code once it is sent."""
     try:
         done, status = os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:  # reaped already
-        return 0
+        return 0, 0
     if not done:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        os.waitpid(pid, 0)
-        return 0
-    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+        return 0, pid
+    return (os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0), 0
+
+
+def _reap(pid: int) -> None:
+    """Wait for a killed run process; it returns once every process of its PID namespace is gone."""
+    if pid:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
 
 
 def serve(opts: dict, control: socket.socket) -> None:
@@ -156,14 +172,17 @@ def serve(opts: dict, control: socket.socket) -> None:
                 os.close(fd)
             control.send(json.dumps({"error": "job without its three descriptors"}).encode())
             continue
-        control.send(json.dumps(run_job(json.loads(raw), fds, opts, own_pid_ns)).encode())
+        status, dying = run_job(json.loads(raw), fds, opts, own_pid_ns)
+        for pid in dying:  # before the answer: when the caller has its result, nothing of the run exists any more
+            _reap(pid)
+        control.send(json.dumps(status).encode())
 
 
 def main() -> None:
     root, raw_opts, control_fd = sys.argv[1], sys.argv[2], int(sys.argv[3])
     sys.path.insert(0, root)
     global jail, solution_side, judge_process, FILTER
-    from sandbox import jail, judge_process, solution_side, syscall_filter
+    from sandbox import jail, judge_process, solution_side, syscall_filter, warmup
 
     for name in PRELOAD:
         importlib.import_module(name)
@@ -174,6 +193,7 @@ def main() -> None:
         active = jail.isolate_server([sys.base_prefix, sys.prefix, os.path.join(root, "sandbox")])
     except OSError as exc:
         active = ["isolation_failed: " + str(exc)]
+    opts["shared_mounts"] = jail.shares_mounts()
     drop_user = os.geteuid() == 0 and "mount_namespace" in active and "user_namespace" not in active
     opts["uids"] = jail.run_uids(os.getpid()) if drop_user else (None, None)
     if drop_user:
@@ -184,6 +204,10 @@ def main() -> None:
     FILTER = syscall_filter.build() if "mount_namespace" in active else None
     if FILTER is not None:
         active.append("seccomp")
+    try:  # the run processes' first writes, made once here (sandbox.warmup)
+        warmup.warm()
+    except Exception:
+        pass
     control.send(json.dumps({"ready": True, "active": active}).encode())
     # Everything so far is shared with every forked child. Frozen, the collector in a child never walks (and so
     # never writes to, and never copies) those pages: forks get cheaper.

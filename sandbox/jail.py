@@ -141,14 +141,27 @@ def is_run_uid(uid: int) -> bool:
     return uid == NOBODY or uid >= RUN_UID_BASE
 
 
+def shares_mounts() -> bool:
+    """Whether any mount here propagates to or from another namespace. The server makes its whole tree private
+    before building its root, so normally none does, and a run's new mount namespace (a copy) needs no remount."""
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return True
+    return any(tag.startswith(("shared:", "master:")) for line in lines for tag in
+               line.split(" - ", 1)[0].split()[6:]) or not lines
+
+
 def confine_run(memory_mb: int, cpu_s: int, file_mb: int, nproc: int, uid: int | None, seccomp=None,
-                writable: bool = True) -> None:
+                writable: bool = True, shared_mounts: bool = True) -> None:
     """In a run's process (solution or judge; PID 1 of its own PID namespace): its own /proc, IPC namespace (no
     System V object outlives the run or reaches another), a fresh tmpfs at WORKDIR that vanishes with it (its
     working directory; the rest of /tmp, /var/tmp and /dev/shm are read-only), limits, its own uid, no
     privileges, and the seccomp filter (built once in the server) last."""
     unshare(CLONE_NEWNS | CLONE_NEWIPC)
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    if shared_mounts:  # else every copied mount is private already (shares_mounts)
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     owner = f",uid={uid},gid={uid}" if uid is not None else ""
     # writable=False (the judge): the tmpfs is read-only, so tests that write a file for the solution fail at once

@@ -33,8 +33,9 @@ def judge_process(fds: list[int], opts: dict, seccomp) -> None:
     os.close(source_fd)
     os.close(tests_fd)
     uid = opts["uids"][1]
+    # A read-only working directory: tests that write files for the solution run beside it (proxies.writes_files).
     jail.confine_run(opts["memory_mb"] + 1024, opts["cpu_s"], opts["file_mb"], opts["nproc"], uid, seccomp,
-                     writable=False)  # tests that write files for the solution run beside it (proxies.writes_files)
+                     writable=False, shared_mounts=opts.get("shared_mounts", True))
     sys.argv = ["tests"]  # as `python tests.py`: unittest.main() parses these
     import random
     import socket
@@ -51,6 +52,7 @@ def judge_process(fds: list[int], opts: dict, seccomp) -> None:
     while len(frames.encode_frame(reply)) > 4000 and reply["detail"]:
         reply["detail"] = reply["detail"][: len(reply["detail"]) // 2]
     frames.write_frame(verdict_fd, reply)  # one write, under PIPE_BUF: it lands whole or not at all
+    _tell(control, {"op": "done"})  # the server need not wait for this exit to end the run
     os._exit(0)
 
 

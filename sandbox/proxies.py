@@ -62,6 +62,7 @@ def fill_namespace(ns: dict, session: rpc.Session, static: dict, names: dict, fr
             ns[name] = importlib.import_module(str(kind[1]))
         elif tag == "v":
             ns[name] = session.outcome(session.request({"op": "get", "n": name}))
+            session.globals_seen.append(name)
         elif name in static or star:
             raise Unsupported(f"the tests use {name!r}, which cannot cross from the solution's process")
         # else: a name the program bound only at run time (globals(), exec): the tests do not see it

@@ -71,12 +71,30 @@ def write_msg(fd: int, data: bytes) -> None:
             view = view[os.write(fd, view):]
 
 
+def _flat(values) -> bool:
+    """Only plain scalars and flat lists of them, no string too long to cross: values that can always cross."""
+    for v in values:
+        t = type(v)
+        if t is list:
+            kinds = set(map(type, v))
+            if not kinds <= codec.SCALARS or (str in kinds and max(len(x) for x in v if type(x) is str) >
+                                               codec.STR_LIMIT):
+                return False
+        elif t not in codec.SCALARS or (t is str and len(v) > codec.STR_LIMIT):
+            return False
+    return True
+
+
+TRAP_NAMES = [(t, t.__name__) for t in TRAPS]
+
+
 def shared_state() -> dict:
     ctx = decimal.getcontext()
+    traps = ctx.traps
     return {
         "random": random.getstate(),
         "decimal": (ctx.prec, ctx.rounding, ctx.Emin, ctx.Emax, ctx.capitals, ctx.clamp,
-                    tuple(t.__name__ for t in TRAPS if ctx.traps[t])),
+                    tuple([name for t, name in TRAP_NAMES if traps[t]])),
         "recursion": sys.getrecursionlimit(),
         "digits": sys.get_int_max_str_digits(),
     }
@@ -123,6 +141,9 @@ class Session:
         self.baseline: dict = shared_state() if side == "j" else {}
         self.touched: set[str] = set()
         self.remote: list[BaseException] = []  # judge side: the exceptions that came from the solution
+        # Judge side: the program's module-level values the tests hold (fetched by name). After each call the
+        # solution's process reports those it changed, so the tests see them as one shared module would.
+        self.globals_seen: list[str] = []
         self.check = codec.Encoder(handle=lambda obj, kind: [self.side, 0, kind, ""])
 
     # -- messages ----------------------------------------------------------------------------------------
@@ -162,6 +183,8 @@ class Session:
         return msg
 
     def crosses_back(self, msg: dict) -> bool:
+        if all(type(k) is str for k in msg) and _flat(msg.values()):  # the common reply: nothing to walk
+            return True
         self.check.sent.clear()
         try:
             self.check.dumps(msg)
@@ -241,6 +264,8 @@ class Session:
             (msg["a"] if isinstance(pos, int) else msg["k"])[pos] = None
         if aliases:
             msg["al"] = aliases
+        if self.globals_seen:
+            msg["g"] = list(self.globals_seen)
         try:
             reply = self.request(msg)
         except codec.NotPlain as exc:
@@ -248,6 +273,14 @@ class Session:
         for pos, value in reply.get("ch", {}).items():
             original = args[pos] if isinstance(pos, int) else kwargs[pos]
             sync(original, value)
+        changed = reply.get("g")
+        for name in self.globals_seen if isinstance(changed, dict) else ():  # only names the tests hold
+            if name in changed:
+                original = self.namespace.get(name)
+                if changeable(original) and type(original) is type(changed[name]):
+                    sync(original, changed[name])  # in place: an alias the tests took sees it too
+                else:
+                    self.namespace[name] = changed[name]
         return self.outcome(reply)
 
     def outcome(self, reply: dict):
@@ -302,6 +335,8 @@ class Session:
             reply = self.serve_next(msg)
         elif op == "get":
             reply = self.serve_get(msg)
+        elif op == "attr":
+            reply = self.serve_attr(msg)
         elif op == "io" and self.side == "j":
             reply = self.serve_io(msg)
         else:
@@ -326,6 +361,8 @@ class Session:
                     kwargs[pos] = value
             watched = [(p, v) for p, v in [*enumerate(args), *kwargs.items()] if changeable(v)]
             before = [snapshot(v) for _, v in watched]
+            names = [n for n in msg.get("g", ()) if isinstance(n, str) and n in self.namespace]
+            globals_before = [snapshot(self.namespace[n]) for n in names]
         except Exception as exc:
             return {"ok": False, "e": exc}
         with self.captured() as out:
@@ -337,6 +374,10 @@ class Session:
         changed = {p: v for (p, v), b in zip(watched, before) if b is not None and snapshot(v) != b}
         if changed:
             reply["ch"] = changed
+        moved = {n: self.namespace[n] for n, b in zip(names, globals_before)
+                 if b is not None and n in self.namespace and snapshot(self.namespace[n]) != b}
+        if moved:
+            reply["g"] = moved
         self.attach_output(reply, out)
         return reply
 
@@ -356,6 +397,14 @@ class Session:
             reply["e"] = error
         self.attach_output(reply, out)
         return reply
+
+    def serve_attr(self, msg: dict) -> dict:
+        """An attribute of one of the program's functions (`fib.cache_info`, `f.tag`): data, or a handle."""
+        try:
+            fn = self.namespace[msg["n"]] if "n" in msg else self.objects[msg["h"]]
+            return {"ok": True, "v": getattr(fn, str(msg["a"]))}
+        except Exception as exc:
+            return {"ok": False, "e": exc}
 
     def serve_get(self, msg: dict) -> dict:
         try:
@@ -510,6 +559,15 @@ class RemoteFunction:
 
     def __call__(self, *args, **kwargs):
         return self._session.call(self, args, kwargs)
+
+    def __getattr__(self, name: str):
+        """Only for what the proxy itself lacks: a public attribute of the real function (an lru_cache's
+        `cache_info`, one the program set), fetched from the solution's process. Private and special names stay
+        here, so that protocol probes (`_is_coroutine`, `__wrapped__`...) never cross."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        msg = {"op": "attr", "a": name, **({"n": self.__name__} if self._hid is None else {"h": self._hid})}
+        return self._session.outcome(self._session.request(msg))
 
     def __get__(self, obj, objtype=None):  # stored on a class, it binds as a plain function does
         return self if obj is None else types.MethodType(self, obj)

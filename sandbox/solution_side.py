@@ -77,7 +77,8 @@ def solution_process(source_fd, requests, replies, opts, seccomp=None):
     os.closerange(3, min(requests, replies))
     os.closerange(max(requests, replies) + 1, 4096)
     os.closerange(min(requests, replies) + 1, max(requests, replies))
-    jail.confine_run(opts["memory_mb"], opts["cpu_s"], opts["file_mb"], opts["nproc"], opts["uids"][0], seccomp)
+    jail.confine_run(opts["memory_mb"], opts["cpu_s"], opts["file_mb"], opts["nproc"], opts["uids"][0], seccomp,
+                     shared_mounts=opts.get("shared_mounts", True))
     import random
 
     random.seed()  # as a fresh interpreter: not the state every fork of the server shares

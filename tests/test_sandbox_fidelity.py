@@ -378,6 +378,46 @@ CASES = {
         assert area.__defaults__ == (2,)
         assert area(3) == 6
         """), P),
+    "module_values_after_calls": (d("""
+        count = 0
+        seen = []
+        def inc():
+            global count
+            count += 1
+            return count
+        def add(x):
+            seen.append(x)
+        """), d("""
+        assert count == 0 and seen == []
+        inc(); inc()
+        assert count == 2
+        alias = seen
+        add(1); add(2)
+        assert seen == [1, 2] and alias == [1, 2]
+        """), P),
+    # a program that changes its own state where the tests check it stays: not a pass from a stale copy
+    "changed_module_value_fails": (d("""
+        CONFIG = {'a': 1}
+        def f():
+            CONFIG['a'] = 2
+            return 1
+        """), "assert CONFIG == {'a': 1}\nassert f() == 1\nassert CONFIG == {'a': 1}\n", F),
+    "function_attributes": (d("""
+        from functools import lru_cache
+        @lru_cache(maxsize=None)
+        def fib(n):
+            return n if n < 2 else fib(n - 1) + fib(n - 2)
+        def tagged():
+            return 1
+        tagged.kind = 'plain'
+        """), d("""
+        assert fib(80) == 23416728348467685
+        info = fib.cache_info()
+        assert info.hits > 0 and info.misses == 81 and info.maxsize is None
+        assert tagged.kind == 'plain' and not hasattr(tagged, 'missing')
+        fib.cache_clear()
+        assert fib.cache_info().currsize == 0
+        """), P),
     "nan_identity": ("import math\ndef vals():\n    return [math.nan, 1.0]\n",
                      "import math\nassert vals() == [math.nan, 1.0]\n", P),
     "fresh_nan_is_not_equal": ("def vals():\n    return [float('nan')]\n",
