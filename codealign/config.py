@@ -608,6 +608,9 @@ class OracleConfig:
     exercises_per_round: int = 4  # new exercises the oracle writes each round
     hardest_as_templates: int = 2  # failed exercises handed back to the oracle as templates for harder ones
     resume_curriculum: str = ""  # a curriculum.json from an earlier run's directory: continue its game
+    # Top the curriculum up from MBPP train (reference verified in the sandbox) while it holds fewer open exercises
+    # than loop.exercises_per_iteration: a weak oracle's rounds still train, on labelled stand-ins.
+    seed_from_mbpp: bool = True
 
     def __post_init__(self) -> None:
         def refuse(name: str, why: str) -> None:
