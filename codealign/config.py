@@ -598,6 +598,7 @@ class OracleConfig:
     max_tokens: int = 384
     # filters
     validation_repeats: int = 2  # runs of the reference, to catch nondeterministic tests
+    repair_rounds: int = 0  # send exercises none of whose solutions pass back to the oracle (tests unchanged)
     near_dup_threshold: float = 0.7
     num_perm: int = 256
     shingle_size: int = 5
@@ -634,7 +635,7 @@ class OracleConfig:
                      "validation_repeats", "num_perm", "shingle_size", "contamination_ngram", "max_tokens"):
             if getattr(self, name) < 1:
                 refuse(name, "must be >= 1")
-        for name in ("few_shot", "exercises_per_round", "hardest_as_templates"):
+        for name in ("few_shot", "exercises_per_round", "hardest_as_templates", "repair_rounds"):
             if getattr(self, name) < 0:
                 refuse(name, "must be >= 0")
         if self.visible_tests not in (1, 2):

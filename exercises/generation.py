@@ -23,6 +23,7 @@ from string import Template
 from codealign.config import OracleConfig
 from codealign.records import Completion, Exercise, GenerationRequest
 from exercises.extract import extract_code
+from exercises.validation import RunJobs, validate
 
 Generate = Callable[[list[GenerationRequest]], list[list[Completion]]]
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
@@ -39,6 +40,8 @@ EXERCISE_SCHEMA = {
     "additionalProperties": False,
 }
 SUBCATEGORY_SCHEMA = {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 8}
+# Failures a corrected solution can cure; the tests stay as written (they are the exercise's specification).
+REPAIRABLE = ("reference_fails_tests", "no_candidate_passes", "returns_nothing", "missing_import")
 HARDER_WAYS = ("handle more edge cases", "take an extra parameter that changes the result",
                "work on nested data", "return more information", "be efficient for large inputs")
 
@@ -65,9 +68,11 @@ class Generated:
     provenance: dict[str, dict] = field(default_factory=dict)
     malformed: Counter = field(default_factory=Counter)  # reason -> count
     requested: int = 0
+    repair: Counter = field(default_factory=Counter)  # "asked": exercises sent back, "answers": usable answers
 
     def counts(self) -> dict:
-        return {"requested": self.requested, "parsed": len(self.exercises), "malformed": dict(self.malformed)}
+        out = {"requested": self.requested, "parsed": len(self.exercises), "malformed": dict(self.malformed)}
+        return {**out, "repair": dict(self.repair)} if self.repair else out
 
 
 # -- parsing --------------------------------------------------------------------------------------------------
@@ -289,3 +294,29 @@ class ExerciseWriter:
             out.provenance[ex_id] = {"oracle_model": self.model_name, "round": round_,
                                      "visible_tests": "\n".join(draft.tests[: self.cfg.visible_tests]), **meta}
         return out
+
+    def repair(self, gen: Generated, run_jobs: RunJobs, rounds: int = 1) -> Generated:
+        """Send back, `rounds` times, each exercise none of whose solutions passes its tests (a REPAIRABLE
+        reason): the oracle sees its solution, the tests and the error, and writes `solutions_per_exercise`
+        corrected solutions, tried first by the validation that follows. The tests never change, so a repair can
+        only make the solution meet the exercise as written; every filter still runs afterwards."""
+        by_id = {ex.id: ex for ex in gen.exercises}
+        for _ in range(rounds):
+            report = validate(gen.exercises, run_jobs, repeats=1, candidates=gen.candidates)
+            broken = [(ex_id, v) for ex_id, v in report.results.items()
+                      if v.reason in REPAIRABLE and gen.candidates.get(ex_id)]
+            if not broken:
+                break
+            reqs = [GenerationRequest(template("repair").substitute(
+                        task=by_id[ex_id].prompt.split("here is your task:", 1)[-1].split("```", 1)[0].strip(),
+                        solution=gen.candidates[ex_id][0].strip() + "\n", tests=by_id[ex_id].tests,
+                        error=f"{v.reason}: {v.detail[:300]}"),
+                        n=self.cfg.solutions_per_exercise, temperature=max(0.6, self.cfg.temperature), top_p=0.95,
+                        max_tokens=self.cfg.max_tokens, request_id=f"repair:{ex_id}") for ex_id, v in broken]
+            gen.repair["asked"] += len(reqs)
+            for (ex_id, _), comps in zip(broken, self.generate(reqs)):
+                fixes = [extract_code(c.text) for c in comps if c.text.strip() and c.finish_reason != "error"]
+                gen.repair["answers"] += len(fixes)
+                gen.candidates[ex_id] = fixes + gen.candidates[ex_id]
+                gen.provenance.setdefault(ex_id, {})["repaired_from"] = gen.candidates[ex_id][len(fixes)][:2000]
+        return gen

@@ -112,10 +112,9 @@ def run_adversarial(cfg: RunConfig) -> RunResult:
                 if templates:
                     merge(gen, writer.write(round_=it, templates=templates))
                 outcome = filter_generated(gen, cfg, system.executors.run,
-                                           held + [curriculum.exercise(k) for k in curriculum.entries], decon)
+                                           held + [curriculum.exercise(k) for k in curriculum.entries], decon, writer)
             curriculum.add(outcome.kept, it)
-            counts = {"requested": gen.requested, "parsed": len(gen.exercises),
-                      "malformed": dict(gen.malformed), "dropped": outcome.counts(), "kept": len(outcome.kept),
+            counts = {**outcome.generation, "dropped": outcome.counts(), "kept": len(outcome.kept),
                       "harder_variants_of": [t.id for t in templates]}
             totals.update({"requested": gen.requested, "kept": len(outcome.kept)})
             seeded = (top_up(curriculum, held, cfg.loop.exercises_per_iteration, it, system.executors.run, rng,

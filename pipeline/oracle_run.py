@@ -72,10 +72,17 @@ def writer_for(cfg: RunConfig, oracle: Oracle) -> ExerciseWriter:
 
 
 def filter_generated(gen: Generated, cfg: RunConfig, run_jobs, held: list[Exercise],
-                     decon: Decontaminator | None) -> FilterOutcome:
+                     decon: Decontaminator | None, writer: ExerciseWriter | None = None) -> FilterOutcome:
+    """The filters on what the oracle wrote; with `oracle.repair_rounds` (and the writer) the exercises none of
+    whose solutions pass are first sent back to the oracle for corrected solutions."""
+    if writer is not None and cfg.oracle.repair_rounds:
+        writer.repair(gen, run_jobs, cfg.oracle.repair_rounds)
     outcome = filter_exercises(gen.exercises, run_jobs, cfg.oracle, held, decon, candidates=gen.candidates,
                                provenance=gen.provenance)
     outcome.generation = gen.counts()
+    if gen.repair:
+        outcome.generation["repair"]["fixed"] = sum("repaired_from" in outcome.provenance.get(ex.id, {})
+                                                    for ex in outcome.kept)
     return outcome
 
 
@@ -85,9 +92,10 @@ def generate_and_filter(cfg: RunConfig, held: list[Exercise], decon: Decontamina
     oracle = Oracle(cfg)
     pool = ExecutorPool(cfg.executor, cfg.reward)
     try:
-        gen = writer_for(cfg, oracle).write(round_=0)
+        writer = writer_for(cfg, oracle)
+        gen = writer.write(round_=0)
         print(f"oracle: {gen.counts()}", flush=True)
-        return filter_generated(gen, cfg, pool.run, held, decon)
+        return filter_generated(gen, cfg, pool.run, held, decon, writer)
     finally:
         pool.shutdown()
         oracle.shutdown()
