@@ -10,11 +10,13 @@ from tqdm import tqdm
 
 from actors.executor import ExecutorPool
 from codealign.config import RunConfig
-from codealign.records import Completion, Exercise, GenerationRequest
+from codealign.records import Completion, Exercise, GenerationRequest, SftExample
 from exercises.build import FilterOutcome, filter_exercises
 from exercises.decontamination import Decontaminator
+from exercises.extract import as_answer, extract_code
 from exercises.generation import ExerciseWriter, Generated
 from exercises.loaders import load_mbpp
+from sandbox import Verdict
 
 CHUNK = 16
 
@@ -64,6 +66,23 @@ class Oracle:
     def shutdown(self) -> None:
         if self._group is not None:
             self._group.shutdown()
+
+
+def oracle_solutions(generate, run_jobs, batch: list[Exercise], cfg: RunConfig) -> list[SftExample]:
+    """Sequence-level distillation from the oracle: it answers each exercise's own prompt
+    `oracle.solutions_per_exercise` times; the first answer that passes all the tests in the sandbox becomes the
+    exercise's training sequence. An exercise none of its answers passes gives nothing (never a failing one)."""
+    o = cfg.oracle
+    reqs = [GenerationRequest(ex.prompt, n=o.solutions_per_exercise, temperature=o.temperature, top_p=0.95,
+                              max_tokens=o.max_tokens, request_id=f"distill:{ex.id}") for ex in batch]
+    answers = generate(reqs)
+    jobs = [(ex, c.text) for ex, comps in zip(batch, answers) for c in comps if c.text.strip()]
+    results = run_jobs([(extract_code(text), ex.tests) for ex, text in jobs])
+    out: dict[str, SftExample] = {}
+    for (ex, text), r in zip(jobs, results):
+        if r.verdict is Verdict.PASSED and ex.id not in out:
+            out[ex.id] = SftExample(ex.prompt, as_answer(extract_code(text)), "oracle_solution")
+    return list(out.values())
 
 
 def writer_for(cfg: RunConfig, oracle: Oracle) -> ExerciseWriter:
