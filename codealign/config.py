@@ -612,6 +612,11 @@ class OracleConfig:
     # Top the curriculum up from MBPP train (reference verified in the sandbox) while it holds fewer open exercises
     # than loop.exercises_per_iteration: a weak oracle's rounds still train, on labelled stand-ins.
     seed_from_mbpp: bool = True
+    # instruction back-translation (generate-data --backtranslate DIR): the rater is another model, on the same
+    # backend (rater_base_url empty: the oracle's endpoint); instructions rated >= min_rating are kept
+    rater_model: str = ""
+    rater_base_url: str = ""
+    min_rating: int = 4
 
     def __post_init__(self) -> None:
         def refuse(name: str, why: str) -> None:
@@ -627,6 +632,11 @@ class OracleConfig:
             refuse("exercise_source", f"unknown {self.exercise_source!r}; choose from {EXERCISE_SOURCES}")
         if self.exercise_source == "oracle" and self.backend == "none":
             refuse("backend", "exercise_source: oracle needs an oracle backend (vllm or remote)")
+        if self.rater_model and self.rater_model == self.model:
+            refuse("rater_model", "must be another model than oracle.model (a model rating its own instructions "
+                                  "gives about 5 every time)")
+        if not 1 <= self.min_rating <= 5:
+            refuse("min_rating", "ratings run from 1 to 5")
         if not self.categories:
             refuse("categories", "needs at least one category")
         if not self.personas:

@@ -36,21 +36,21 @@ def init_ray(cfg: RunConfig) -> None:
 class Oracle:
     """The configured oracle behind `generate(requests)`, with a progress bar; `shutdown()` ends its actor."""
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, model: str = "", base_url: str = "", role: str = "oracle"):
         o = cfg.oracle
-        self.name = o.model
+        self.name = model or o.model
         self._group = None
         if o.backend == "remote":
             from actors.remote_oracle import RemoteOracle, RemoteOracleConfig
 
             key = os.environ.get(o.api_key_env, "") if o.api_key_env else ""
-            self._backend = RemoteOracle(RemoteOracleConfig(o.base_url, o.model, api_key=key))
+            self._backend = RemoteOracle(RemoteOracleConfig(base_url or o.base_url, self.name, api_key=key))
         elif o.backend == "vllm":
             from actors.generator_group import GeneratorGroup
             from codealign.models import resolve_model_path
 
-            self._group = GeneratorGroup(resolve_model_path(o.model), replace(cfg.model, path=o.model),
-                                         cfg.generator, role="oracle", replicas=1)
+            self._group = GeneratorGroup(resolve_model_path(self.name), replace(cfg.model, path=self.name),
+                                         cfg.generator, role=role, replicas=1)
             self._backend = self._group
         else:
             raise ValueError("oracle.backend: none has no oracle to generate with")
@@ -118,3 +118,21 @@ def generate_and_filter(cfg: RunConfig, held: list[Exercise], decon: Decontamina
     finally:
         pool.shutdown()
         oracle.shutdown()
+
+
+def backtranslate_corpus(cfg: RunConfig, files: list[tuple[str, str]]):
+    """`generate-data --backtranslate DIR`: the oracle writes the instructions, the rater (another model) rates."""
+    from exercises.backtranslation import backtranslate
+
+    o = cfg.oracle
+    if o.backend == "vllm":
+        init_ray(cfg)
+    writer = Oracle(cfg)
+    try:
+        rater = Oracle(cfg, model=o.rater_model, base_url=o.rater_base_url, role="rater")
+        try:
+            return backtranslate(files, writer.generate, rater.generate, o.min_rating, o.temperature, o.max_tokens)
+        finally:
+            rater.shutdown()
+    finally:
+        writer.shutdown()
