@@ -53,6 +53,11 @@ def main() -> None:
         "harder_variants_keep_1_of_8": replace(base, answer_format="blocks", few_shot=0, solutions_per_exercise=8),
         "blocks_few_shot_keep_1_of_8_repair": replace(base, answer_format="blocks", few_shot=2,
                                                       solutions_per_exercise=8, repair_rounds=1),
+        "blocks_few_shot_tests_step_keep_1_of_8": replace(base, answer_format="blocks", few_shot=2,
+                                                          solutions_per_exercise=8, tests_step=True),
+        "blocks_few_shot_tests_step_keep_1_of_8_repair": replace(base, answer_format="blocks", few_shot=2,
+                                                                 solutions_per_exercise=8, tests_step=True,
+                                                                 repair_rounds=1),
     }
     if args.recipes:
         recipes = {k: v for k, v in recipes.items() if k in args.recipes.split(",")}

@@ -593,6 +593,7 @@ class OracleConfig:
     exercises_per_subcategory: int = 2
     solutions_per_exercise: int = 4  # self-instruct: sample this many solutions, keep the first that passes
     few_shot: int = 2  # MBPP train exercises shown as examples in the exercise prompt
+    tests_step: bool = False  # a function written without asserts gets its tests from a request of their own
     visible_tests: int = 1  # asserts shown to the student; the reward comes from all of them
     temperature: float = 0.7
     max_tokens: int = 384

@@ -54,6 +54,48 @@ def test_json_answer_and_malformed_reasons():
         parse_blocks_answer(NO_CODE)
 
 
+def test_a_function_without_asserts_gets_its_tests_from_a_request_of_their_own():
+    """oracle.tests_step (self-instruct's order): the weak oracle's usual answer, a function and prints but no
+    asserts, is sent back for tests alone; too few asserts there too is still counted as too_few_asserts."""
+    from codealign.config import OracleConfig
+    from codealign.records import Completion
+    from exercises.generation import ExerciseWriter
+
+    no_tests = {"square": "Task: Square a number.\n```python\ndef square(x):\n    return x * x\n\n"
+                          "print(square(3))\n```",
+                "cube": "Task: Cube a number.\n```python\ndef cube(x):\n    return x ** 3\n```"}
+    answers = iter(no_tests.values())
+    asked = []
+
+    def scripted(reqs):
+        out = []
+        for r in reqs:
+            asked.append(r.prompt)
+            if "sub-topics" in r.prompt:
+                texts = ['["powers"]']
+            elif "assert lines that check" in r.prompt:
+                texts = (["```python\nassert square(2) == 4\nassert square(-3) == 9\nprint(square(1))\n```"] * r.n
+                         if "def square" in r.prompt else ["assert cube(2) == 8"] * r.n)
+            elif "new exercise" in r.prompt:
+                texts = [next(answers)]
+            else:
+                texts = ["no"] * r.n
+            out.append([Completion(r.request_id, t, [], [], "stop", 0) for t in texts])
+        return out
+
+    cfg = OracleConfig(backend="vllm", categories=["math"], subcategories_per_category=1,
+                       exercises_per_subcategory=2, solutions_per_exercise=1, few_shot=0, tests_step=True)
+    gen = ExerciseWriter(scripted, cfg).write()
+    assert [ex.entry_point for ex in gen.exercises] == ["square"]
+    assert gen.exercises[0].tests == "assert square(2) == 4\nassert square(-3) == 9\n"
+    assert gen.provenance[gen.exercises[0].id]["template"] == "exercise_blocks+tests"
+    assert gen.malformed == {"too_few_asserts": 1} and gen.tests_step == {"asked": 2, "got_tests": 1}
+    assert sum("assert lines that check" in p for p in asked) == 2
+    off = ExerciseWriter(scripted, OracleConfig(**{**cfg.__dict__, "tests_step": False}))
+    answers = iter(no_tests.values())
+    assert off.write().malformed == {"too_few_asserts": 2}
+
+
 def test_subcategory_lists_parse_from_json_or_lines():
     assert parse_list('["a b", "c d"]') == ["a b", "c d"]
     assert parse_list("Here:\n1. counting vowels\n- reversing words\n") == ["counting vowels", "reversing words"]
