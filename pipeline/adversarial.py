@@ -77,6 +77,7 @@ def merge(a: Generated, b: Generated) -> Generated:
     a.candidates.update(b.candidates)
     a.provenance.update(b.provenance)
     a.malformed.update(b.malformed)
+    a.tests_step.update(b.tests_step)
     a.requested += b.requested
     return a
 
