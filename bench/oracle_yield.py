@@ -3,8 +3,9 @@
     python bench/oracle_yield.py [--model embedded:smollm2-135m-instruct] [--requests 24] [--recipes a,b]
 
 One vLLM engine in this process, the sandbox in this process. For each recipe: `requests` exercise requests,
-parsed, then validated (the reference, or the first of the oracle's solutions that passes, against the tests,
-twice, plus the stub check). Yield = sound exercises / requests. Last line: one JSON object.
+parsed, then put through the pipeline's filters (validation: the reference, or the first of the oracle's
+solutions that passes, against the tests, twice, plus the stub check; dedup against MBPP train, so a copied
+few-shot example does not count; decontamination). Yield = kept exercises / requests. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codealign.config import GeneratorConfig, ModelConfig, OracleConfig  # noqa: E402
 from codealign.models import resolve_model_path  # noqa: E402
+from exercises.build import filter_exercises  # noqa: E402
+from exercises.decontamination import Decontaminator, load_benchmarks  # noqa: E402
 from exercises.generation import ExerciseWriter  # noqa: E402
 from exercises.loaders import load_mbpp  # noqa: E402
-from exercises.validation import validate  # noqa: E402
 
 
 def main() -> None:
@@ -32,6 +34,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=24)
     ap.add_argument("--recipes", default="", help="comma-separated subset of the recipes (default: all)")
     ap.add_argument("--data", default=os.environ.get("CODEALIGN_DATA", "/work/shared/data"))
+    ap.add_argument("--dump", default="", help="write every oracle answer here (JSONL: recipe, prompt, text)")
     args = ap.parse_args()
 
     from actors.generator import Generator
@@ -48,22 +51,41 @@ def main() -> None:
         "blocks_few_shot": replace(base, answer_format="blocks", few_shot=2, solutions_per_exercise=1),
         "blocks_few_shot_keep_1_of_8": replace(base, answer_format="blocks", few_shot=2, solutions_per_exercise=8),
         "harder_variants_keep_1_of_8": replace(base, answer_format="blocks", few_shot=0, solutions_per_exercise=8),
+        "blocks_few_shot_keep_1_of_8_repair": replace(base, answer_format="blocks", few_shot=2,
+                                                      solutions_per_exercise=8, repair_rounds=1),
+        "blocks_few_shot_tests_step_keep_1_of_8": replace(base, answer_format="blocks", few_shot=2,
+                                                          solutions_per_exercise=8, tests_step=True),
+        "blocks_few_shot_tests_step_keep_1_of_8_repair": replace(base, answer_format="blocks", few_shot=2,
+                                                                 solutions_per_exercise=8, tests_step=True,
+                                                                 repair_rounds=1),
     }
     if args.recipes:
         recipes = {k: v for k, v in recipes.items() if k in args.recipes.split(",")}
-    results = {}
+    decon = Decontaminator(load_benchmarks(args.data))
+    results, dumped = {}, []
     with Sandbox(timeout_s=3.0) as box:
         for name, cfg in recipes.items():
             start = time.monotonic()
-            writer = ExerciseWriter(engine.generate, cfg, train, seed=0, model_name=args.model)
+            def generate(reqs, name=name):
+                answers = engine.generate(reqs)
+                dumped.extend({"recipe": name, "prompt": r.prompt, "text": c.text}
+                              for r, comps in zip(reqs, answers) for c in comps)
+                return answers
+
+            writer = ExerciseWriter(generate, cfg, train, seed=0, model_name=args.model)
             templates = train[: args.requests] if name.startswith("harder") else ()
             gen = writer.write(templates=templates)
-            report = validate(gen.exercises, box.run_many, repeats=2, candidates=gen.candidates)
-            sound = sum(v.ok for v in report.results.values())
-            results[name] = {"requested": gen.requested, "parsed": len(gen.exercises), "sound": sound,
-                             "yield": round(sound / max(1, gen.requested), 3), "malformed": dict(gen.malformed),
-                             "invalid": report.counts(), "seconds": round(time.monotonic() - start, 1)}
+            if cfg.repair_rounds:
+                writer.repair(gen, box.run_many, cfg.repair_rounds)
+            out = filter_exercises(gen.exercises, box.run_many, cfg, train, decon, candidates=gen.candidates)
+            kept = len(out.kept)
+            results[name] = {"requested": gen.requested, "parsed": len(gen.exercises), "kept": kept,
+                             "yield": round(kept / max(1, gen.requested), 3), "malformed": dict(gen.malformed),
+                             "repair": dict(gen.repair),
+                             "dropped": out.counts(), "seconds": round(time.monotonic() - start, 1)}
             print(name, json.dumps(results[name]), flush=True)
+    if args.dump:
+        Path(args.dump).write_text("".join(json.dumps(d) + "\n" for d in dumped))
     print(json.dumps({"model": args.model, "oracle_yield": {k: v["yield"] for k, v in results.items()},
                       "recipes": results}))
 

@@ -581,11 +581,13 @@ class OracleConfig:
     exercises_per_subcategory: int = 2
     solutions_per_exercise: int = 4  # self-instruct: sample this many solutions, keep the first that passes
     few_shot: int = 2  # MBPP train exercises shown as examples in the exercise prompt
+    tests_step: bool = False  # a function written without asserts gets its tests from a request of their own
     visible_tests: int = 1  # asserts shown to the student; the reward comes from all of them
     temperature: float = 0.7
     max_tokens: int = 384
     # filters
     validation_repeats: int = 2  # runs of the reference, to catch nondeterministic tests
+    repair_rounds: int = 0  # send exercises none of whose solutions pass back to the oracle (tests unchanged)
     near_dup_threshold: float = 0.7
     num_perm: int = 256
     shingle_size: int = 5
@@ -596,6 +598,14 @@ class OracleConfig:
     exercises_per_round: int = 4  # new exercises the oracle writes each round
     hardest_as_templates: int = 2  # failed exercises handed back to the oracle as templates for harder ones
     resume_curriculum: str = ""  # a curriculum.json from an earlier run's directory: continue its game
+    # Top the curriculum up from MBPP train (reference verified in the sandbox) while it holds fewer open exercises
+    # than loop.exercises_per_iteration: a weak oracle's rounds still train, on labelled stand-ins.
+    seed_from_mbpp: bool = True
+    # instruction back-translation (generate-data --backtranslate DIR): the rater is another model, on the same
+    # backend (rater_base_url empty: the oracle's endpoint); instructions rated >= min_rating are kept
+    rater_model: str = ""
+    rater_base_url: str = ""
+    min_rating: int = 4
 
     def __post_init__(self) -> None:
         def refuse(name: str, why: str) -> None:
@@ -611,6 +621,11 @@ class OracleConfig:
             refuse("exercise_source", f"unknown {self.exercise_source!r}; choose from {EXERCISE_SOURCES}")
         if self.exercise_source == "oracle" and self.backend == "none":
             refuse("backend", "exercise_source: oracle needs an oracle backend (vllm or remote)")
+        if self.rater_model and self.rater_model == self.model:
+            refuse("rater_model", "must be another model than oracle.model (a model rating its own instructions "
+                                  "gives about 5 every time)")
+        if not 1 <= self.min_rating <= 5:
+            refuse("min_rating", "ratings run from 1 to 5")
         if not self.categories:
             refuse("categories", "needs at least one category")
         if not self.personas:
@@ -619,7 +634,7 @@ class OracleConfig:
                      "validation_repeats", "num_perm", "shingle_size", "contamination_ngram", "max_tokens"):
             if getattr(self, name) < 1:
                 refuse(name, "must be >= 1")
-        for name in ("few_shot", "exercises_per_round", "hardest_as_templates"):
+        for name in ("few_shot", "exercises_per_round", "hardest_as_templates", "repair_rounds"):
             if getattr(self, name) < 0:
                 refuse(name, "must be >= 0")
         if self.visible_tests not in (1, 2):

@@ -76,6 +76,12 @@ class Curriculum:
         never = [k for k, e in self.entries.items() if e.rate == 0.0 and e.reference_verified]
         return (sorted(partly, key=lambda k: self.entries[k].rate) + sorted(never))
 
+    def open(self) -> list[str]:
+        """Exercises still worth giving the student: not yet solved every time, and not a rate-0 exercise whose
+        reference was never verified (it may be broken rather than hard)."""
+        return [k for k, e in self.entries.items()
+                if (e.rate is None or e.rate < 1.0) and (e.reference_verified or e.rate != 0.0)]
+
     def hardest(self, k: int) -> list[Exercise]:
         """Templates for the oracle: failed exercises, the lowest pass rate first."""
         failed = self.failed()

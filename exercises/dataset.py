@@ -13,7 +13,8 @@ DATASET_DIR = "dataset"
 JSONL_FILE = "exercises.jsonl"
 # Provenance columns, all strings or ints so that every row has the same Arrow type.
 PROVENANCE = {"source": "", "oracle_model": "", "template": "", "persona": "", "category": "", "round": 0,
-              "visible_tests": "", "validation": "", "dedup_cluster": "", "contamination": ""}
+              "visible_tests": "", "validation": "", "dedup_cluster": "", "contamination": "",
+              "repaired_from": ""}  # the oracle's solution before its one repair, when it was sent back
 
 
 def rows_for(exercises: Sequence[Exercise], provenance: dict[str, dict]) -> list[dict]:

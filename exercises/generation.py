@@ -23,6 +23,7 @@ from string import Template
 from codealign.config import OracleConfig
 from codealign.records import Completion, Exercise, GenerationRequest
 from exercises.extract import extract_code
+from exercises.validation import RunJobs, validate
 
 Generate = Callable[[list[GenerationRequest]], list[list[Completion]]]
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
@@ -39,6 +40,8 @@ EXERCISE_SCHEMA = {
     "additionalProperties": False,
 }
 SUBCATEGORY_SCHEMA = {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 8}
+# Failures a corrected solution can cure; the tests stay as written (they are the exercise's specification).
+REPAIRABLE = ("reference_fails_tests", "no_candidate_passes", "returns_nothing", "missing_import")
 HARDER_WAYS = ("handle more edge cases", "take an extra parameter that changes the result",
                "work on nested data", "return more information", "be efficient for large inputs")
 
@@ -65,9 +68,14 @@ class Generated:
     provenance: dict[str, dict] = field(default_factory=dict)
     malformed: Counter = field(default_factory=Counter)  # reason -> count
     requested: int = 0
+    repair: Counter = field(default_factory=Counter)  # "asked": exercises sent back, "answers": usable answers
+    tests_step: Counter = field(default_factory=Counter)  # "asked": functions without tests, "got_tests"
 
     def counts(self) -> dict:
-        return {"requested": self.requested, "parsed": len(self.exercises), "malformed": dict(self.malformed)}
+        out = {"requested": self.requested, "parsed": len(self.exercises), "malformed": dict(self.malformed)}
+        if self.tests_step:
+            out["tests_step"] = dict(self.tests_step)
+        return {**out, "repair": dict(self.repair)} if self.repair else out
 
 
 # -- parsing --------------------------------------------------------------------------------------------------
@@ -106,7 +114,9 @@ def _stub(solution: str, entry_point: str) -> str:
     raise Malformed("entry_point_not_defined")
 
 
-def make_draft(entry_point: str, description: str, solution: str, tests: list[str]) -> Draft:
+def make_draft(entry_point: str, description: str, solution: str, tests: list[str], min_asserts: int = 2) -> Draft:
+    """`min_asserts=0`: a function without tests yet (its entry point the first function defined), for the
+    separate tests step."""
     try:
         ast.parse(solution)
     except SyntaxError as exc:
@@ -119,16 +129,20 @@ def make_draft(entry_point: str, description: str, solution: str, tests: list[st
         called = {n.func.id for a in asserts for n in ast.walk(ast.parse(a))
                   if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
         entry_point = next((name for name in defined if name in called), "")
+        if not entry_point:  # no assert calls a function the answer defines: the tests are what is missing
+            if min_asserts:
+                raise Malformed("too_few_asserts")
+            entry_point = defined[0]
     if entry_point not in defined:
         raise Malformed("entry_point_not_defined")
     asserts = [a for a in asserts if re.search(rf"\b{re.escape(entry_point)}\s*\(", a)]
-    if len(asserts) < 2:
+    if len(asserts) < min_asserts:
         raise Malformed("too_few_asserts")
     return Draft(entry_point, " ".join(description.split()), solution.strip() + "\n", asserts,
                  _stub(solution, entry_point))
 
 
-def parse_json_answer(text: str) -> Draft:
+def parse_json_answer(text: str, min_asserts: int = 2) -> Draft:
     start, end = text.find("{"), text.rfind("}")
     if start < 0 or end <= start:
         raise Malformed("not_json")
@@ -143,10 +157,11 @@ def parse_json_answer(text: str) -> Draft:
         raise Malformed("schema_mismatch")
     if not all(isinstance(obj[k], str) for k in ("entry_point", "description", "solution")):
         raise Malformed("schema_mismatch")
-    return make_draft(obj["entry_point"].strip(), obj["description"], extract_code(obj["solution"]), tests)
+    return make_draft(obj["entry_point"].strip(), obj["description"], extract_code(obj["solution"]), tests,
+                      min_asserts)
 
 
-def parse_blocks_answer(text: str) -> Draft:
+def parse_blocks_answer(text: str, min_asserts: int = 2) -> Draft:
     blocks = [b for b in _FENCE.findall(text + ("```" if text.count("```") % 2 else "")) if b.strip()]
     if not blocks:
         raise Malformed("no_code_block")
@@ -161,11 +176,13 @@ def parse_blocks_answer(text: str) -> Draft:
         solution = "\n".join(line for line in solution.splitlines() if not line.lstrip().startswith("assert"))
     head = text.split("```", 1)[0]
     description = re.sub(r"^\s*(Task|Exercise|Description)\s*:\s*", "", head.strip(), flags=re.I)
-    return make_draft("", description or "Implement the function.", solution, tests)
+    return make_draft("", description or "Implement the function.", solution, tests, min_asserts)
 
 
-def parse_answer(text: str, answer_format: str) -> Draft:
-    return parse_json_answer(text) if answer_format == "json" else parse_blocks_answer(text)
+def parse_answer(text: str, answer_format: str, min_asserts: int = 2) -> Draft:
+    if answer_format == "json":
+        return parse_json_answer(text, min_asserts)
+    return parse_blocks_answer(text, min_asserts)
 
 
 def parse_list(text: str) -> list[str]:
@@ -241,6 +258,34 @@ class ExerciseWriter:
         shots = self.rng.sample(self.pool, min(self.cfg.few_shot, len(self.pool)))
         return "\n".join(f"Example:\n{example_text(e, self.cfg.answer_format)}" for e in shots)
 
+    def _tests_step(self, untested: list[tuple[Draft, dict]], out: Generated) -> list[tuple[Draft, dict]]:
+        """Self-instruct's order: a function the oracle wrote without (enough) asserts gets its tests from a
+        request of their own, with an MBPP train assert as the example of the form; the first of 2 answers
+        with at least 2 asserts calling the function counts. The asserts are checked later like any others."""
+        if not untested:
+            return []
+        example_pool = [a for ex in self.pool[:50] for a in _assert_lines(ex.tests)[:1]] or [
+            "assert add(2, 3) == 5"]
+        reqs = [GenerationRequest(template("tests").substitute(task=d.description, solution=d.solution,
+                                                               entry_point=d.entry_point,
+                                                               example=self.rng.choice(example_pool)),
+                                  n=2, temperature=self.cfg.temperature, top_p=0.95, max_tokens=self.cfg.max_tokens)
+                for d, _ in untested]
+        out.tests_step["asked"] += len(reqs)
+        got = []
+        for (d, meta), comps in zip(untested, self.generate(reqs)):
+            for c in comps:
+                asserts = [a for a in _assert_lines("\n".join(_FENCE.findall(c.text)) or c.text)
+                           if re.search(rf"\b{re.escape(d.entry_point)}\s*\(", a)]
+                if len(asserts) >= 2:
+                    got.append((Draft(d.entry_point, d.description, d.solution, asserts, d.stub),
+                                {**meta, "template": meta["template"] + "+tests"}))
+                    break
+            else:
+                out.malformed["too_few_asserts"] += 1
+        out.tests_step["got_tests"] += len(got)
+        return got
+
     def write(self, round_: int = 0, templates: Sequence[Exercise] = ()) -> Generated:
         """New exercises: from sub-categories, or (with `templates`) harder variants of those exercises."""
         jobs: list[tuple[GenerationRequest, dict]] = []
@@ -262,15 +307,24 @@ class ExerciseWriter:
         out = Generated(requested=len(jobs))
         answers = self.generate([req for req, _ in jobs])
         drafts: list[tuple[Draft, dict]] = []
+        untested: list[tuple[Draft, dict]] = []
+        answer_fmt = "blocks" if templates else fmt
         for comps, (_, meta) in zip(answers, jobs):
             text = comps[0].text if comps else ""
             if comps and comps[0].finish_reason == "error":
                 out.malformed["oracle_error"] += 1
                 continue
             try:
-                drafts.append((parse_answer(text, "blocks" if templates else fmt), meta))
+                drafts.append((parse_answer(text, answer_fmt), meta))
             except Malformed as exc:
+                if str(exc) == "too_few_asserts" and self.cfg.tests_step:
+                    try:
+                        untested.append((parse_answer(text, answer_fmt, min_asserts=0), meta))
+                        continue
+                    except Malformed as again:
+                        exc = again
                 out.malformed[str(exc)] += 1
+        drafts += self._tests_step(untested, out)
         # self-instruct: more solutions per exercise; validation keeps the first that passes
         extra: list[list[Completion]] = [[] for _ in drafts]
         if self.cfg.solutions_per_exercise > 1 and drafts:
@@ -289,3 +343,29 @@ class ExerciseWriter:
             out.provenance[ex_id] = {"oracle_model": self.model_name, "round": round_,
                                      "visible_tests": "\n".join(draft.tests[: self.cfg.visible_tests]), **meta}
         return out
+
+    def repair(self, gen: Generated, run_jobs: RunJobs, rounds: int = 1) -> Generated:
+        """Send back, `rounds` times, each exercise none of whose solutions passes its tests (a REPAIRABLE
+        reason): the oracle sees its solution, the tests and the error, and writes `solutions_per_exercise`
+        corrected solutions, tried first by the validation that follows. The tests never change, so a repair can
+        only make the solution meet the exercise as written; every filter still runs afterwards."""
+        by_id = {ex.id: ex for ex in gen.exercises}
+        for _ in range(rounds):
+            report = validate(gen.exercises, run_jobs, repeats=1, candidates=gen.candidates)
+            broken = [(ex_id, v) for ex_id, v in report.results.items()
+                      if v.reason in REPAIRABLE and gen.candidates.get(ex_id)]
+            if not broken:
+                break
+            reqs = [GenerationRequest(template("repair").substitute(
+                        task=by_id[ex_id].prompt.split("here is your task:", 1)[-1].split("```", 1)[0].strip(),
+                        solution=gen.candidates[ex_id][0].strip() + "\n", tests=by_id[ex_id].tests,
+                        error=f"{v.reason}: {v.detail[:300]}"),
+                        n=self.cfg.solutions_per_exercise, temperature=max(0.6, self.cfg.temperature), top_p=0.95,
+                        max_tokens=self.cfg.max_tokens, request_id=f"repair:{ex_id}") for ex_id, v in broken]
+            gen.repair["asked"] += len(reqs)
+            for (ex_id, _), comps in zip(broken, self.generate(reqs)):
+                fixes = [extract_code(c.text) for c in comps if c.text.strip() and c.finish_reason != "error"]
+                gen.repair["answers"] += len(fixes)
+                gen.candidates[ex_id] = fixes + gen.candidates[ex_id]
+                gen.provenance.setdefault(ex_id, {})["repaired_from"] = gen.candidates[ex_id][len(fixes)][:2000]
+        return gen

@@ -1,12 +1,20 @@
 """The oracle's game (`launch.py run` with `oracle.exercise_source: oracle`): each round the oracle writes
-exercises (harder variants of the ones the student failed, once there are some), the filters keep the sound
-ones, the student samples the curriculum's picks, and DPO pulls it toward the oracle's sandbox-verified solution
-(chosen) away from its own failing sample (rejected). The curriculum's state is saved each round."""
+exercises (plus harder variants of the curriculum's hardest failed ones), the filters keep the sound ones, the
+student samples the curriculum's picks, and DPO pulls it toward the oracle's sandbox-verified solution (chosen)
+away from its own failing sample (rejected). The curriculum's state is saved each round.
+
+A weak oracle (the embedded 135M model) may write no sound exercise for many rounds. The game then still plays,
+honestly: with `oracle.seed_from_mbpp` the curriculum is topped up from MBPP train (one assert shown, the MBPP
+reference run in the sandbox and kept only if it passes, standing in as the verified solution and labelled so
+in the pairs), the student's pass rates are recorded for those exercises like any other, and the ones it fails
+go to the oracle as templates for harder variants, which enter the curriculum only through the same filters.
+"""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import ray
@@ -19,6 +27,7 @@ from exercises.decontamination import Decontaminator, load_benchmarks
 from exercises.extract import as_answer
 from exercises.generation import Generated, with_visible_tests
 from exercises.loaders import load_mbpp
+from exercises.validation import RunJobs
 from pipeline.loop import RunResult, Stages, build_system, init_ray, iteration_metrics, run_eval, sample_and_judge
 from pipeline.oracle_run import Oracle, filter_generated, writer_for
 from pipeline.report import RunDir
@@ -39,10 +48,28 @@ def oracle_pairs(exercises: dict[str, Exercise], experiences: list[Experience], 
         if len(done) >= per_exercise or e.completion in done:
             continue
         done.add(e.completion)
+        chosen_from = "oracle" if ex.source in ("oracle", "") else f"{ex.source}_reference"
         pairs.append(PreferencePair(ex.prompt, as_answer(ex.reference), e.completion,
-                                    f"oracle>{e.result.verdict.value}", ex.id))
+                                    f"{chosen_from}>{e.result.verdict.value}", ex.id))
     rng.shuffle(pairs)
     return pairs[:max_pairs]
+
+
+def top_up(curriculum: Curriculum, pool: Sequence[Exercise], k: int, round_: int, run_jobs: RunJobs,
+           rng: random.Random, visible_tests: int = 1) -> list[str]:
+    """Seed the curriculum from `pool` (MBPP train) until it holds `k` open exercises. Each seed shows the student
+    `visible_tests` asserts and keeps all of them as its tests; its reference is run in the sandbox first and
+    the seed is added only if it passes (so it can stand in as the verified "chosen"). Returns the ids added."""
+    need = k - len(curriculum.open())
+    fresh = [ex for ex in pool if ex.id not in curriculum.entries and ex.reference.strip()]
+    if need <= 0 or not fresh:
+        return []
+    picks = rng.sample(fresh, min(len(fresh), need + 2))  # a few spare, in case a reference fails
+    results = run_jobs([(ex.reference, ex.tests) for ex in picks])
+    verified = [with_visible_tests(ex, visible_tests) for ex, r in zip(picks, results)
+                if r.verdict is Verdict.PASSED][:need]
+    curriculum.add(verified, round_)
+    return [ex.id for ex in verified]
 
 
 def merge(a: Generated, b: Generated) -> Generated:
@@ -50,6 +77,7 @@ def merge(a: Generated, b: Generated) -> Generated:
     a.candidates.update(b.candidates)
     a.provenance.update(b.provenance)
     a.malformed.update(b.malformed)
+    a.tests_step.update(b.tests_step)
     a.requested += b.requested
     return a
 
@@ -85,25 +113,27 @@ def run_adversarial(cfg: RunConfig) -> RunResult:
                 if templates:
                     merge(gen, writer.write(round_=it, templates=templates))
                 outcome = filter_generated(gen, cfg, system.executors.run,
-                                           held + [curriculum.exercise(k) for k in curriculum.entries], decon)
+                                           held + [curriculum.exercise(k) for k in curriculum.entries], decon, writer)
             curriculum.add(outcome.kept, it)
-            counts = {"requested": gen.requested, "parsed": len(gen.exercises),
-                      "malformed": dict(gen.malformed), "dropped": outcome.counts(), "kept": len(outcome.kept),
+            counts = {**outcome.generation, "dropped": outcome.counts(), "kept": len(outcome.kept),
                       "harder_variants_of": [t.id for t in templates]}
             totals.update({"requested": gen.requested, "kept": len(outcome.kept)})
+            seeded = (top_up(curriculum, held, cfg.loop.exercises_per_iteration, it, system.executors.run, rng,
+                             cfg.oracle.visible_tests) if cfg.oracle.seed_from_mbpp else [])
+            counts["seeded_from_mbpp"] = len(seeded)
             batch = curriculum.sample(cfg.loop.exercises_per_iteration, rng)
-            source = "oracle"
-            if not batch:  # the oracle wrote nothing sound yet: MBPP train with one visible assert stands in
-                batch = [with_visible_tests(ex, cfg.oracle.visible_tests)
-                         for ex in rng.sample(held, min(cfg.loop.exercises_per_iteration, len(held)))]
-                source = "mbpp_fallback"
-            experiences = sample_and_judge(system, cfg, batch, version, it_stages, seed=cfg.seed + 1000 * it)
-            rates = curriculum.record(it, experiences) if source == "oracle" else {}
+            source = dict(Counter(ex.source or "oracle" for ex in batch))
+            if batch:
+                experiences = sample_and_judge(system, cfg, batch, version, it_stages, seed=cfg.seed + 1000 * it)
+            else:  # nothing sound to give the student this round (no oracle exercise, no MBPP seeding)
+                experiences = []
+            rates = curriculum.record(it, experiences)
             by_id = {ex.id: ex for ex in batch}
             pairs = oracle_pairs(by_id, experiences, cfg.train.max_pairs, seed=cfg.seed + it)
             metrics = {"iteration": it, "policy_version": version, "exercise_source": source,
                        "oracle": counts, **iteration_metrics(experiences), "train_items": len(pairs),
-                       "pass_rate_histogram": curriculum.histograms[-1] if rates else {},
+                       "pass_rate_histogram": curriculum.histograms[-1], "pass_rates": rates,
+                       "chosen_from": dict(Counter(p.reason.split(">")[0] for p in pairs)),
                        "curriculum_size": len(curriculum.entries)}
             if pairs:
                 with it_stages.time("train"):
@@ -121,7 +151,7 @@ def run_adversarial(cfg: RunConfig) -> RunResult:
                 stages.seconds[name] = stages.seconds.get(name, 0.0) + secs
             run_dir.log_metrics(metrics)
             print(f"round {it}: oracle {counts}; student pass rate {metrics['sample_pass_rate']:.2f} on {len(batch)} "
-                  f"{source} exercises; histogram {metrics['pass_rate_histogram']}; {len(pairs)} pairs; "
+                  f"exercises {source}; histogram {metrics['pass_rate_histogram']}; {len(pairs)} pairs; "
                   f"policy v{version}", flush=True)
         after = run_eval(system, cfg, eval_set, "after", stages, run_dir)
         buffer_stats = ray.get(system.buffer.stats.remote())

@@ -61,6 +61,7 @@ class System:
     executors: ExecutorPool
     buffer: ray.actor.ActorHandle
     learner: Learner
+    oracle: object | None = None  # pipeline.oracle_run.Oracle, when sequence distillation takes its solutions
 
     def generate(self, requests: list[GenerationRequest], desc: str) -> list[list[Completion]]:
         out: list[list[Completion]] = []
@@ -72,6 +73,8 @@ class System:
 
 
     def shutdown(self) -> None:
+        if self.oracle is not None:
+            self.oracle.shutdown()
         self.executors.shutdown()
         self.generator.shutdown()
         ray.kill(self.buffer)
@@ -98,7 +101,12 @@ def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
     sampling = Sampling(cfg.loop.temperature, cfg.loop.top_p, cfg.generator.max_tokens)  # what PPO's rollouts used
     learner = Learner(cfg.train, model_path, run_dir.path / "train", teacher_path=teacher, sampling=sampling,
                       served_dtype=cfg.model.dtype)
-    return System(generator, executors, buffer, learner)
+    oracle = None
+    if cfg.train.algorithm == "distill" and cfg.train.distill.sequences == "oracle" and cfg.oracle.backend != "none":
+        from pipeline.oracle_run import Oracle
+
+        oracle = Oracle(cfg)
+    return System(generator, executors, buffer, learner, oracle)
 
 
 def verified_solutions(system: System, batch: list[Exercise], experiences: list[Experience]) -> list[SftExample]:
@@ -130,7 +138,11 @@ def round_data(system: System, cfg: RunConfig, batch: list[Exercise], experience
         return corpus or verified_solutions(system, batch, experiences)
     if t.distill.mode == "logit" and t.distill.sequences == "student":  # on-policy, as in GKD
         return [SftExample(e.prompt, e.completion, "student_sample") for e in experiences if e.completion.strip()]
-    return verified_solutions(system, batch, experiences)
+    if t.distill.sequences == "oracle" and getattr(system, "oracle", None) is not None:
+        from pipeline.oracle_run import oracle_solutions  # the oracle's own solutions, verified in the sandbox
+
+        return oracle_solutions(system.oracle.generate, system.executors.run, batch, cfg)
+    return verified_solutions(system, batch, experiences)  # no oracle: the MBPP reference stands in
 
 
 def sample_and_judge(system: System, cfg: RunConfig, batch: list[Exercise], version: int,

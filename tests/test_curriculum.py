@@ -84,3 +84,47 @@ def test_the_game_needs_dpo():
     with pytest.raises(ConfigError, match="oracle.exercise_source"):
         config_from_dict({"model": {}, "train": {"algorithm": "sft"}, "loop": {},
                           "oracle": {"backend": "vllm", "exercise_source": "oracle"}})
+
+
+def mbpp_like(i, reference):
+    prompt = (f"You are an expert Python programmer, and here is your task: Return {i} plus x. Your code should "
+              f"pass these tests:\n\nassert plus{i}(1) == {i + 1}\nassert plus{i}(2) == {i + 2}\n")
+    return Exercise(f"mbpp/{i}", prompt, f"assert plus{i}(1) == {i + 1}\nassert plus{i}(2) == {i + 2}\n",
+                    f"plus{i}", "mbpp", reference)
+
+
+def test_a_weak_oracles_game_is_seeded_from_mbpp_and_asks_harder_variants_of_the_failed_seeds():
+    """No sound oracle exercise: the curriculum is topped up from MBPP train with references that pass in the
+    real sandbox (a broken one is never seeded), one assert shown; the seeds get pass rates like any exercise,
+    the failed one goes to the oracle as a template, and its pairs say the MBPP reference stood in."""
+    from codealign.config import OracleConfig
+    from exercises.generation import ExerciseWriter
+    from pipeline.adversarial import top_up
+    from sandbox import Sandbox
+
+    pool = [mbpp_like(i, f"def plus{i}(x):\n    return x + {i}\n") for i in range(3)]
+    pool.append(mbpp_like(3, "def plus3(x):\n    return x\n"))  # its reference fails its own tests
+    cur, rng = Curriculum(), random.Random(0)
+    with Sandbox(timeout_s=2.0) as box:
+        added = top_up(cur, pool, 2, 0, box.run_many, rng, visible_tests=1)
+        assert len(added) == 2 and "mbpp/3" not in added
+        assert top_up(cur, pool, 2, 0, box.run_many, rng) == []  # two open exercises already
+        seed = cur.exercise(added[0])
+        assert seed.tests.count("assert") == 2 and seed.prompt.count("assert") == 1  # one shown, both judged
+        cur.record(0, [exp(added[0], False, "bad")] * 2 + [exp(added[1], True)] * 2)
+        assert cur.open() == [added[0]]
+        again = top_up(cur, pool, 2, 1, box.run_many, rng)
+    assert len(again) == 1 and again[0] not in added and again[0] != "mbpp/3"
+    assert [e.id for e in cur.hardest(2)] == [added[0]]
+    pairs = oracle_pairs({seed.id: seed}, [exp(seed.id, False, "bad")], 4)
+    assert [p.reason for p in pairs] == ["mbpp_reference>failed"]
+
+    prompts = []
+
+    def scripted(reqs):
+        prompts.extend(r.prompt for r in reqs)
+        return [[] for _ in reqs]
+
+    gen = ExerciseWriter(scripted, OracleConfig(backend="vllm", solutions_per_exercise=1)).write(
+        round_=1, templates=cur.hardest(2))
+    assert gen.requested == 1 and "harder" in prompts[0] and f"Return {added[0].split('/')[1]} plus x" in prompts[0]

@@ -28,6 +28,7 @@ LEAK = ('Task: Remove first and last occurrence of a character.\n```python\ndef 
         '    return s.replace(ch, "", 1)[::-1].replace(ch, "", 1)[::-1]\n```\n'
         '```python\nassert remove_Occ("hello","l") == "heo"\n'
         'assert remove_Occ("abcda","a") == "bcd"\nassert remove_Occ("PHP","P") == "H"\n```\n')
+DOUBLE_FIXED = "```python\ndef double(x):\n    return x * 2\n```"
 SCRIPT = [GOOD, WRONG_SOLUTION, NO_CODE, NONE_RETURN, GOOD, LEAK]
 
 
@@ -53,6 +54,48 @@ def test_json_answer_and_malformed_reasons():
         parse_blocks_answer(NO_CODE)
 
 
+def test_a_function_without_asserts_gets_its_tests_from_a_request_of_their_own():
+    """oracle.tests_step (self-instruct's order): the weak oracle's usual answer, a function and prints but no
+    asserts, is sent back for tests alone; too few asserts there too is still counted as too_few_asserts."""
+    from codealign.config import OracleConfig
+    from codealign.records import Completion
+    from exercises.generation import ExerciseWriter
+
+    no_tests = {"square": "Task: Square a number.\n```python\ndef square(x):\n    return x * x\n\n"
+                          "print(square(3))\n```",
+                "cube": "Task: Cube a number.\n```python\ndef cube(x):\n    return x ** 3\n```"}
+    answers = iter(no_tests.values())
+    asked = []
+
+    def scripted(reqs):
+        out = []
+        for r in reqs:
+            asked.append(r.prompt)
+            if "sub-topics" in r.prompt:
+                texts = ['["powers"]']
+            elif "assert lines that check" in r.prompt:
+                texts = (["```python\nassert square(2) == 4\nassert square(-3) == 9\nprint(square(1))\n```"] * r.n
+                         if "def square" in r.prompt else ["assert cube(2) == 8"] * r.n)
+            elif "new exercise" in r.prompt:
+                texts = [next(answers)]
+            else:
+                texts = ["no"] * r.n
+            out.append([Completion(r.request_id, t, [], [], "stop", 0) for t in texts])
+        return out
+
+    cfg = OracleConfig(backend="vllm", categories=["math"], subcategories_per_category=1,
+                       exercises_per_subcategory=2, solutions_per_exercise=1, few_shot=0, tests_step=True)
+    gen = ExerciseWriter(scripted, cfg).write()
+    assert [ex.entry_point for ex in gen.exercises] == ["square"]
+    assert gen.exercises[0].tests == "assert square(2) == 4\nassert square(-3) == 9\n"
+    assert gen.provenance[gen.exercises[0].id]["template"] == "exercise_blocks+tests"
+    assert gen.malformed == {"too_few_asserts": 1} and gen.tests_step == {"asked": 2, "got_tests": 1}
+    assert sum("assert lines that check" in p for p in asked) == 2
+    off = ExerciseWriter(scripted, OracleConfig(**{**cfg.__dict__, "tests_step": False}))
+    answers = iter(no_tests.values())
+    assert off.write().malformed == {"too_few_asserts": 2}
+
+
 def test_subcategory_lists_parse_from_json_or_lines():
     assert parse_list('["a b", "c d"]') == ["a b", "c d"]
     assert parse_list("Here:\n1. counting vowels\n- reversing words\n") == ["counting vowels", "reversing words"]
@@ -70,7 +113,9 @@ class ScriptedOracle(http.server.BaseHTTPRequestHandler):
         prompt = body["messages"][0]["content"]
         with self.lock:
             self.bodies.append(body)
-            if "sub-topics" in prompt:
+            if "but it does not" in prompt:  # a repair request: only `double` gets a correct one
+                texts = [DOUBLE_FIXED if "def double" in prompt else "no idea"] * body["n"]
+            elif "sub-topics" in prompt:
                 texts = ['["counting", "searching"]']
             elif "write a new exercise" in prompt.lower():
                 texts = [SCRIPT[ScriptedOracle.turn % len(SCRIPT)]]
@@ -139,6 +184,27 @@ def test_generate_data_against_a_scripted_openai_server(tmp_path, scripted_serve
     ex_bodies = [b for b in ScriptedOracle.bodies if "write a new exercise" in b["messages"][0]["content"].lower()]
     assert all("response_format" not in b for b in ex_bodies)
     assert all("Example:" in b["messages"][0]["content"] for b in ex_bodies)
+
+
+def test_one_repair_round_sends_back_what_no_solution_passes(tmp_path, scripted_server, ray_cluster):
+    """oracle.repair_rounds: 1: the exercise whose function returns nothing is sent back with its error and
+    comes back correct (kept, its old solution in `repaired_from`); the tests are the same; the filters still
+    drop the duplicate and the contaminated one."""
+    from launch import main
+
+    out = tmp_path / "out"
+    cfg = write_config(tmp_path, scripted_server, repair_rounds=1)
+    assert main(["generate-data", "--config", str(cfg), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["counts"] == {"exact_duplicate": 1, "contaminated": 1, "malformed_no_code_block": 1}
+    assert report["generation"]["repair"] == {"asked": 1, "answers": 3, "fixed": 1}
+    repair_prompts = [b["messages"][0]["content"] for b in ScriptedOracle.bodies
+                      if "but it does not" in b["messages"][0]["content"]]
+    assert len(repair_prompts) == 1 and "returns_nothing" in repair_prompts[0]
+    rows = {r["entry_point"]: r for r in map(json.loads, (out / "exercises.jsonl").read_text().splitlines())}
+    assert rows["double"]["reference"] == "def double(x):\n    return x * 2\n"
+    assert "x * 2" in rows["double"]["repaired_from"] and "return" not in rows["double"]["repaired_from"]
+    assert rows["double"]["tests"].count("assert ") == 3 and rows["count_vowels"]["repaired_from"] == ""
 
 
 def test_json_format_sends_the_schema_as_response_format(tmp_path, scripted_server, ray_cluster):

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 from actors.executor import ExecutorPool
 from codealign.config import ExecutorConfig, RunConfig
-from codealign.records import ExecutionResult, Exercise, Experience
+from codealign.records import Completion, ExecutionResult, Exercise, Experience
 from pipeline.loop import round_data, verified_solutions
 from sandbox import RewardTable, Verdict
 
@@ -41,6 +41,24 @@ def test_verified_solutions_and_round_data_by_algorithm(ray_cluster):
     cfg.train.algorithm = "distill"
     cfg.train.distill.sequences = "student"  # on-policy: every non-empty sample, whatever its verdict
     assert [d.source for d in round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)] == ["student_sample"] * 3
-    cfg.train.distill.sequences = "oracle"
+    cfg.train.distill.sequences = "oracle"  # no oracle configured: the MBPP reference stands in
     assert len(round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)) == 2
+
+    # with an oracle: its own answers to each prompt, the first that passes in the sandbox (a scripted oracle
+    # stands in for the generator actor, which the oracle-generation tests exercise through real HTTP and vLLM)
+    answers = {"distill:ok": ["def add(a, b):\n    return 0\n", "```python\ndef add(a, b):\n    return b + a\n```"],
+               "distill:solved": ["I cannot."], "distill:broken": ["def add(a, b):\n    return a + b\n"]}
+    asked = []
+
+    def oracle_generate(reqs):
+        asked.extend((r.request_id, r.n) for r in reqs)
+        return [[Completion(r.request_id, t, [], [], "stop", 0) for t in answers[r.request_id]] for r in reqs]
+
+    system.oracle = SimpleNamespace(generate=oracle_generate)
+    cfg.oracle.solutions_per_exercise = 2
+    got = round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)
+    assert asked == [("distill:ok", 2), ("distill:solved", 2), ("distill:broken", 2)]
+    assert [(d.source, d.completion) for d in got] == [
+        ("oracle_solution", "```python\ndef add(a, b):\n    return b + a\n```"),
+        ("oracle_solution", "```python\ndef add(a, b):\n    return a + b\n```")]
     system.executors.shutdown()
