@@ -4,14 +4,13 @@ writes one instruction per code file, a different model rates each, the well-rat
 
 import http.server
 import json
-import socket
-import threading
 
 import pytest
 import yaml
 
 from codealign.config import ConfigError, config_from_dict
 from exercises.backtranslation import parse_rating
+from tests.loopback_openai import chat_reply, serve
 
 FILES = {"add.py": "def add(a, b):\n    return a + b\n", "sort.py": "def top(xs):\n    return max(xs)\n",
          "mute.py": "X = 1\n", "notes.txt": "not code"}
@@ -32,13 +31,7 @@ class Scripted(http.server.BaseHTTPRequestHandler):
             text = "Sort a list."  # wrong: the rater says so
         else:
             text = "   "  # no instruction
-        data = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                        "finish_reason": "stop"}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        chat_reply(self, [text])
 
     def log_message(self, *args):
         pass
@@ -46,14 +39,9 @@ class Scripted(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def server():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Scripted)
     Scripted.bodies = []
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{port}/v1"
-    httpd.shutdown()
+    with serve(Scripted) as url:
+        yield url
 
 
 def test_instructions_written_by_the_oracle_rated_by_another_model(tmp_path, server):

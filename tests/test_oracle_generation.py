@@ -4,13 +4,13 @@ answers scripted exercises, through the real RemoteOracle client, Ray executor a
 
 import http.server
 import json
-import socket
 import threading
 
 import pytest
 import yaml
 
 from exercises.generation import Malformed, parse_blocks_answer, parse_json_answer, parse_list
+from tests.loopback_openai import chat_reply, serve
 
 GOOD = ('Task: Return the number of vowels in a word.\n```python\ndef count_vowels(word):\n'
         '    """Count the vowels."""\n    return sum(c in "aeiou" for c in word.lower())\n```\n'
@@ -124,14 +124,7 @@ class ScriptedOracle(http.server.BaseHTTPRequestHandler):
                 texts = ["```python\ndef largest_even(xs):\n    return 0\n```", LARGEST_EVEN_OK][: body["n"]]
             else:
                 texts = ["no idea"] * body["n"]
-        choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
-                   for i, t in enumerate(texts)]
-        data = json.dumps({"choices": choices}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        chat_reply(self, texts)
 
     def log_message(self, *args):
         pass
@@ -139,14 +132,9 @@ class ScriptedOracle(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def scripted_server():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), ScriptedOracle)
     ScriptedOracle.bodies, ScriptedOracle.turn = [], 0
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{port}/v1"
-    server.shutdown()
+    with serve(ScriptedOracle) as url:
+        yield url
 
 
 def write_config(tmp_path, base_url, **oracle):
