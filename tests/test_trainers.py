@@ -217,6 +217,23 @@ def test_qlora_nf4_trains_and_merges_into_the_unquantized_base(ray_cluster, tiny
     assert torch.equal(weights[k], base[k]) and not torch.equal(weights[q], base[q])
 
 
+def test_a_qlora_policy_trains_every_adapter_after_an_eval_mode_reference_pass(tiny_model_path):
+    # DPO and PPO score the reference in eval mode without grad first; on an AVX512-BF16 CPU bitsandbytes then
+    # repacked the 4-bit weights for a kernel without backward, and q/k/v/gate/up got zero gradient ever after
+    from trainers.modeling import load_policy
+    from trainers.sft import sft_loss
+
+    item = {"input_ids": torch.randint(10, 1000, (1, 32), generator=torch.Generator().manual_seed(0)), "start": 4}
+    model = load_policy(tiny_model_path, TrainConfig(quantization="nf4", lora=LORA))
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=item["input_ids"])
+    model.train()
+    sft_loss(model, item, autocast=True).backward()
+    zero = [n for n, p in model.named_parameters() if "lora_B" in n and not p.grad.abs().sum() > 0]
+    assert not zero, f"adapters without gradient: {zero}"
+
+
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_path):
     from trainers.modeling import load_policy
     from trainers.sft import sft_loss

@@ -43,6 +43,7 @@ def load_policy(model_path: str, cfg: TrainConfig, adapter_from: str | None = No
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        keep_4bit_weights_differentiable(model)
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -58,6 +59,16 @@ def load_policy(model_path: str, cfg: TrainConfig, adapter_from: str | None = No
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, peft_cfg)
+
+
+def keep_4bit_weights_differentiable(model) -> None:
+    """On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit weight for its inference kernel the first time the
+    layer runs in eval mode without grad (our reference pass) and keeps it so; that kernel has no backward, so
+    every later training step gets no gradient through the layer's input and the adapters before it (q, k, v,
+    gate, up) silently stay at zero. The repacking is an inference speed-up only: training turns it off."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def stored_dtype(model_path: str) -> str:
