@@ -595,7 +595,8 @@ class OracleConfig:
     dedup_against_mbpp_train: bool = True
     # the adversarial game (launch.py run with exercise_source: oracle)
     exercise_source: str = "mbpp"  # "mbpp": MBPP train, its reference the oracle's stand-in; "oracle": the game
-    exercises_per_round: int = 4  # new exercises the oracle writes each round
+    # new exercises the oracle is asked for each round, its sub-categories in turn (beside the harder variants)
+    exercises_per_round: int = 4
     hardest_as_templates: int = 2  # failed exercises handed back to the oracle as templates for harder ones
     resume_curriculum: str = ""  # a curriculum.json from an earlier run's directory: continue its game
     # Top the curriculum up from MBPP train (reference verified in the sandbox) while it holds fewer open exercises

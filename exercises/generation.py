@@ -286,8 +286,11 @@ class ExerciseWriter:
         out.tests_step["got_tests"] += len(got)
         return got
 
-    def write(self, round_: int = 0, templates: Sequence[Exercise] = ()) -> Generated:
-        """New exercises: from sub-categories, or (with `templates`) harder variants of those exercises."""
+    def write(self, round_: int = 0, templates: Sequence[Exercise] = (), count: int | None = None) -> Generated:
+        """New exercises: from sub-categories, or (with `templates`) harder variants of those exercises.
+
+        `count`: how many new exercises to ask for, the sub-categories taken in turn (the game's
+        `oracle.exercises_per_round`); None: `exercises_per_subcategory` of each sub-category (generate-data)."""
         jobs: list[tuple[GenerationRequest, dict]] = []
         fmt = self.cfg.answer_format
         if templates:
@@ -296,14 +299,15 @@ class ExerciseWriter:
                 prompt = template("harder_variant").substitute(example=example_text(ex, "blocks"), how=how)
                 jobs.append((self._request(prompt), {"template": "harder_variant", "category": ex.id,
                                                      "persona": how}))
-        else:
-            for cat, sub in self.subcategories():
-                for _ in range(self.cfg.exercises_per_subcategory):
-                    persona = self.rng.choice(self.cfg.personas)
-                    prompt = template(f"exercise_{fmt}").substitute(
-                        examples=self._examples(), subcategory=sub, category=cat, persona=persona)
-                    jobs.append((self._request(prompt, schema=EXERCISE_SCHEMA),
-                                 {"template": f"exercise_{fmt}", "category": f"{cat}/{sub}", "persona": persona}))
+        elif count is None or count > 0:
+            subs = self.subcategories()
+            per_sub = [(cat, sub) for cat, sub in subs for _ in range(self.cfg.exercises_per_subcategory)]
+            for cat, sub in per_sub if count is None else [subs[i % len(subs)] for i in range(count)]:
+                persona = self.rng.choice(self.cfg.personas)
+                prompt = template(f"exercise_{fmt}").substitute(
+                    examples=self._examples(), subcategory=sub, category=cat, persona=persona)
+                jobs.append((self._request(prompt, schema=EXERCISE_SCHEMA),
+                             {"template": f"exercise_{fmt}", "category": f"{cat}/{sub}", "persona": persona}))
         out = Generated(requested=len(jobs))
         answers = self.generate([req for req, _ in jobs])
         drafts: list[tuple[Draft, dict]] = []

@@ -109,7 +109,7 @@ def run_adversarial(cfg: RunConfig) -> RunResult:
             it_stages = Stages()
             with it_stages.time("oracle"):
                 templates = curriculum.hardest(cfg.oracle.hardest_as_templates)
-                gen = writer.write(round_=it)
+                gen = writer.write(round_=it, count=cfg.oracle.exercises_per_round)
                 if templates:
                     merge(gen, writer.write(round_=it, templates=templates))
                 outcome = filter_generated(gen, cfg, system.executors.run,

@@ -96,6 +96,30 @@ def test_a_function_without_asserts_gets_its_tests_from_a_request_of_their_own()
     assert off.write().malformed == {"too_few_asserts": 2}
 
 
+def test_the_game_asks_exercises_per_round_new_exercises_taking_sub_categories_in_turn():
+    from codealign.config import OracleConfig
+    from codealign.records import Completion
+    from exercises.generation import ExerciseWriter
+
+    asked = []
+
+    def scripted(reqs):
+        asked.extend(r.prompt for r in reqs)
+        return [[Completion(r.request_id, '["a topic", "b topic"]' if "sub-topics" in r.prompt else "no", [], [],
+                            "stop", 0)] for r in reqs]
+
+    cfg = OracleConfig(backend="vllm", categories=["math"], subcategories_per_category=2,
+                       exercises_per_subcategory=3, solutions_per_exercise=1, few_shot=0)
+    gen = ExerciseWriter(scripted, cfg).write(count=5)
+    exercise_prompts = [p for p in asked if "sub-topics" not in p]
+    assert gen.requested == 5 and len(exercise_prompts) == 5
+    assert [("a topic" in p, "b topic" in p) for p in exercise_prompts] == [(True, False), (False, True)] * 2 + [
+        (True, False)]
+    asked.clear()
+    assert ExerciseWriter(scripted, cfg).write(count=0).requested == 0 and asked == []  # no sub-topic request either
+    assert ExerciseWriter(scripted, cfg).write().requested == 6  # generate-data: exercises_per_subcategory each
+
+
 def test_subcategory_lists_parse_from_json_or_lines():
     assert parse_list('["a b", "c d"]') == ["a b", "c d"]
     assert parse_list("Here:\n1. counting vowels\n- reversing words\n") == ["counting vowels", "reversing words"]
