@@ -136,6 +136,9 @@ class SftConfig:
     # Continued pre-training: every file matching `glob` under `corpus_dir`; empty trains on the loop's verified
     # solutions instead (prompt -> solution, loss on the solution only).
     corpus_dir: str = ""
+    # Or a JSONL file of chat turns to imitate, one {"prompt": ..., "completion": ...} per line (what
+    # `generate-data --backtranslate` writes as sft.jsonl): the same examples every round, loss on the completion.
+    data_file: str = ""
     glob: str = "**/*.py"
     max_documents: int = 0  # 0: all
     fim_rate: float = 0.5  # share of documents turned into fill-in-the-middle examples
@@ -291,6 +294,8 @@ class RunConfig:
         for name in ("fim_rate", "fim_spm_rate"):
             if not 0.0 <= getattr(t.sft, name) <= 1.0:
                 raise ConfigError(f"train.sft.{name}: must be in [0, 1]")
+        if t.sft.corpus_dir and t.sft.data_file:
+            raise ConfigError("train.sft.data_file: set either it or train.sft.corpus_dir, not both")
         if len(t.sft.fim_tokens) != 3:
             raise ConfigError("train.sft.fim_tokens: needs exactly three tokens (prefix, suffix, middle)")
         if t.loss_guard.spike and t.loss_guard.malformed and t.loss_guard.spike >= t.loss_guard.malformed:

@@ -205,6 +205,15 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
     data_dir = cfg.resolved_data_dir()
     train_set = load_mbpp(data_dir, cfg.data.train_ids)
     model_path = resolve_model(cfg.model.path)  # embedded, local (.safetensors or .bin) or downloaded once
+    corpus = []  # read before anything starts: a bad file is refused in a second, not after the engines
+    if cfg.train.algorithm == "sft" and cfg.train.sft.corpus_dir:
+        from trainers.sft import load_corpus
+
+        corpus = load_corpus(cfg.train.sft)  # continued pre-training: the whole corpus, every round
+    elif cfg.train.algorithm == "sft" and cfg.train.sft.data_file:
+        from trainers.sft import load_sft_file
+
+        corpus = load_sft_file(cfg.train.sft)  # e.g. back-translated instructions: the same turns every round
     run_dir = RunDir.open(resume_dir) if resume_dir else RunDir.create(cfg)
     ops = Operations.start(cfg, run_dir)
     stages = Stages(dict(ops.state.stage_seconds))
@@ -213,11 +222,6 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
         system = build_system(cfg, model_path, run_dir)
     rng = random.Random(cfg.seed)
     by_id = {ex.id: ex for ex in train_set}
-    corpus = []
-    if cfg.train.algorithm == "sft" and cfg.train.sft.corpus_dir:
-        from trainers.sft import load_corpus
-
-        corpus = load_corpus(cfg.train.sft)  # continued pre-training: the whole corpus, every round
 
     probe = ServingProbe.build(train_set, model_path, cfg.generator.fidelity_probes)
     if probe is not None:

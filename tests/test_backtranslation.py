@@ -68,6 +68,53 @@ def test_instructions_written_by_the_oracle_rated_by_another_model(tmp_path, ser
     assert by_kind == {("write", "writer"), ("rate", "judge")}  # the writer never rates its own instructions
 
 
+def test_the_learner_trains_on_the_back_translated_file(tmp_path, server, ray_cluster, tiny_model_path):
+    # generate-data's sft.jsonl is what train.sft.data_file reads: a real SFT round on it through Ray Train
+    from codealign.config import LoraConfig, SftConfig, TrainConfig
+    from launch import main
+    from trainers.learner import Learner
+    from trainers.sft import load_sft_file
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "add.py").write_text(FILES["add.py"])
+    cfg = tmp_path / "bt.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {}, "train": {}, "loop": {}, "oracle": {
+        "backend": "remote", "base_url": server, "model": "writer", "rater_model": "judge"}}))
+    out = tmp_path / "out"
+    assert main(["generate-data", "--config", str(cfg), "--backtranslate", str(corpus), "--out", str(out)]) == 0
+    sft = SftConfig(data_file=str(out / "sft.jsonl"))
+    [example] = load_sft_file(sft)
+    assert example.prompt == "Write add(a, b) that returns the sum of two numbers." and "a + b" in example.completion
+    train = TrainConfig(algorithm="sft", learning_rate=3e-3, epochs=8, batch_size=1, max_length=96,
+                        lora=LoraConfig(r=8, alpha=16), sft=sft)
+    metrics, _ = Learner(train, tiny_model_path, tmp_path / "train").train_round([example])
+    assert metrics["sft/examples"] == 1 and metrics["sft/loss_last"] < metrics["sft/loss_first"] - 0.5
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('{"prompt": "p", "completion": "c"}\nnot json\n', "line 2 is not JSON"),
+    ('{"prompt": "p"}\n', "line 1 needs non-empty string 'prompt' and 'completion'"),
+    ("\n", "holds no examples"),
+])
+def test_a_bad_sft_file_is_refused_naming_the_line(tmp_path, text, problem):
+    from codealign.config import SftConfig
+    from trainers.sft import load_sft_file
+
+    path = tmp_path / "sft.jsonl"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"train.sft.data_file: .*{problem}"):
+        load_sft_file(SftConfig(data_file=str(path)))
+    with pytest.raises(FileNotFoundError, match="train.sft.data_file: .* is not a file"):
+        load_sft_file(SftConfig(data_file=str(tmp_path / "missing.jsonl")))
+
+
+def test_an_sft_file_and_a_corpus_together_are_refused():
+    with pytest.raises(ConfigError, match="train.sft.data_file: set either it or train.sft.corpus_dir"):
+        config_from_dict({"model": {}, "loop": {},
+                          "train": {"algorithm": "sft", "sft": {"data_file": "a.jsonl", "corpus_dir": "repo"}}})
+
+
 def test_the_rater_must_be_another_model_and_is_required(tmp_path, capsys):
     with pytest.raises(ConfigError, match="oracle.rater_model"):
         config_from_dict({"model": {}, "train": {}, "loop": {},

@@ -44,6 +44,32 @@ def load_corpus(cfg: SftConfig) -> list[SftExample]:
     return docs
 
 
+def load_sft_file(cfg: SftConfig) -> list[SftExample]:
+    """cfg.data_file's chat turns: one JSON object per line with non-empty string `prompt` and `completion`
+    (other keys, such as back-translation's `path` and `rating`, are kept out of training)."""
+    import json
+
+    path = Path(cfg.data_file).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"train.sft.data_file: {path} is not a file")
+    out = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"train.sft.data_file: {path} line {n} is not JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row[k].strip()
+                                                for k in ("prompt", "completion")):
+            raise ValueError(f"train.sft.data_file: {path} line {n} needs non-empty string 'prompt' and "
+                             f"'completion' fields")
+        out.append(SftExample(row["prompt"], row["completion"], f"file:{path.name}:{n}"))
+    if not out:
+        raise ValueError(f"train.sft.data_file: {path} holds no examples")
+    return out
+
+
 FIM_ROOM = 6  # three sentinels, an eos, and a token at each of FIM's two cuts
 
 
