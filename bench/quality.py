@@ -31,14 +31,14 @@ BENCHMARKS = (("mbpp", "mbpp"), ("humaneval", "humaneval"), ("humaneval+", "huma
 
 
 def evaluate_all(model: str, tasks: dict, out: Path, label: str, max_tokens: int, dtype: str,
-                 codet: tuple | None = None):
+                 codet: tuple | None = None, max_model_len: int = 4096):
     from evaluation.cli import EvalSession, rerank_extra
     from evaluation.harness import write_outputs
     from evaluation.prompts import PromptFormat
 
     fmt = PromptFormat("chat")
     results, extra, greedy = {}, {}, {}
-    with EvalSession(model, max_tokens=max_tokens, dtype=dtype) as session:
+    with EvalSession(model, max_tokens=max_tokens, max_model_len=max_model_len, dtype=dtype) as session:
         for spec, key in BENCHMARKS:
             start = time.monotonic()
             # HumanEval+ shows the model HumanEval's prompts: its greedy answers are HumanEval's, judged by more tests
@@ -111,6 +111,8 @@ def main() -> None:
                         help="CodeT on the first N MBPP test tasks only (0: all); its greedy figure is then on the "
                              "same N tasks")
     parser.add_argument("--max-tokens", type=int, default=384)
+    # MBPP test's longest prompt (task 493, its asserts hold long lists) is 3765 tokens; SmolLM2 holds 8192
+    parser.add_argument("--max-model-len", type=int, default=4096, help="the evaluation engines' context")
     parser.add_argument("--dtype", default="bfloat16",
                         help="what vLLM serves both models in (the trained model is stored in fp32; on a CPU, vLLM "
                              "serves fp32 more than 10x slower than bf16, measured here, so both are served in bf16 "
@@ -137,7 +139,8 @@ def main() -> None:
     if args.before:
         before = load_before(Path(args.before), tasks)
     else:
-        before, _ = evaluate_all(base, tasks, out, "before", args.max_tokens, args.dtype)
+        before, _ = evaluate_all(base, tasks, out, "before", args.max_tokens, args.dtype,
+                                 max_model_len=args.max_model_len)
 
     common = list(args.overrides) + [f"eval.limit={args.loop_eval_limit}"]
     sft = list(common)
@@ -162,7 +165,7 @@ def main() -> None:
     print(f"training: {train_wall_s:.0f} s; trained model {model}", flush=True)
 
     after, codet = evaluate_all(model, tasks, out, "after", args.max_tokens, args.dtype,
-                                (args.codet_n, args.codet_tests, args.codet_limit))
+                                (args.codet_n, args.codet_tests, args.codet_limit), args.max_model_len)
     cmp = paired_comparison(before["mbpp"].per_task_pass1, after["mbpp"].per_task_pass1)
     print("MBPP test: " + cmp.sentence("before", "after"), flush=True)
     line = {f"{key}_{label}": res[key].pass_at[1] for key in ("mbpp", "humaneval", "humaneval_plus")
