@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=0, help="only the first N tasks")
     p.add_argument("--out", default="", help="output directory (default runs/eval-<benchmark>-<time>)")
     p.add_argument("--max-tokens", type=int, default=384)
-    p.add_argument("--max-model-len", type=int, default=2048)
+    p.add_argument("--max-model-len", type=int, default=4096)  # MBPP test 493: a 3765-token prompt
     p.add_argument("--timeout", type=float, default=10.0, help="sandbox wall time per program, seconds")
     p.add_argument("--executors", type=int, default=2, help="executor actors")
     p.add_argument("--kv-cache-gib", type=int, default=1, help="vLLM KV cache (CPU)")
@@ -162,7 +162,7 @@ class EvalSession:
     """One generator and one executor pool for a model, reused across benchmarks (an engine start costs tens of
     seconds on CPU). Starts Ray locally when it is not running, and stops what it started."""
 
-    def __init__(self, model: str, max_tokens: int = 384, max_model_len: int = 2048, executors: int = 2,
+    def __init__(self, model: str, max_tokens: int = 384, max_model_len: int = 4096, executors: int = 2,
                  timeout: float = 10.0, seed: int = 0, kv_cache_gib: int = 1, dtype: str = "auto"):
         import ray
 
