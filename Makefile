@@ -31,7 +31,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -ra tests
+	$(BIN)/python -m pytest -q -ra --durations=40 tests
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -ra -m "not slow" tests

@@ -74,4 +74,9 @@ class MetricSinks:
         if self.tb is not None:
             self.tb.close()
         if self.wandb is not None:
+            import wandb
+
             self.wandb.finish()
+            # finish() can return before wandb's service has written the run's log (seen: an offline run file holding
+            # only its header); teardown waits for the service to exit, so the file on disk is complete.
+            wandb.teardown()
