@@ -119,6 +119,9 @@ def main() -> None:
                              "by default, and the recipe's updates must survive bf16 rounding)")
     parser.add_argument("--before", default="", metavar="OUT_DIR",
                         help="take the base model's results from an earlier run's output directory (same tasks)")
+    parser.add_argument("--trained", default="", metavar="RUN_DIR",
+                        help="skip training: evaluate this run directory's latest weights as the trained model "
+                             "(train_wall_s is then 0)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
@@ -129,6 +132,8 @@ def main() -> None:
     from evaluation.compare import paired_comparison
     from evaluation.model_source import model_from_run
 
+    if args.trained and not Path(args.trained).is_dir():
+        parser.error(f"--trained: {args.trained} is not a run directory")
     cfg = load_config(args.config, args.overrides)
     data_dir = cfg.resolved_data_dir()
     tasks = {spec: load_benchmark(spec, data_dir, args.eval_limit) for spec, _ in BENCHMARKS}
@@ -151,8 +156,11 @@ def main() -> None:
     if args.sft_epochs:
         sft.append(f"train.epochs={args.sft_epochs}")
     start = time.monotonic()
-    model = str(model_from_run(stage(args.config, sft)))
-    if args.dpo_iterations:
+    if args.trained:
+        model = str(model_from_run(Path(args.trained)))
+    else:
+        model = str(model_from_run(stage(args.config, sft)))
+    if args.dpo_iterations and not args.trained:
         dpo = common + ["name=quality-dpo", "train.algorithm=dpo", "train.learning_rate=5.0e-5", "train.epochs=1",
                         "train.warmup_steps=0", "train.lr_schedule=constant",
                         f"loop.iterations={args.dpo_iterations}", f"loop.exercises_per_iteration={args.dpo_exercises}",

@@ -5,18 +5,19 @@ import math
 
 import pytest
 
-from codealign.records import Exercise
+from codealign.records import Completion, Exercise
 from evaluation.rerank import (
     call_inputs,
     cluster_pick,
     codet_pick,
+    generate_tests,
     parse_asserts,
     prompt_for_tests,
     rerank,
     signature,
     task_text,
 )
-from exercises.loaders import MBPP_TEST_IDS, load_mbpp
+from exercises.loaders import MBPP_TEST_IDS, load_humaneval, load_mbpp
 from sandbox import Sandbox
 
 RIGHT = "def add_one(x):\n    return x + 1\n"
@@ -98,3 +99,23 @@ def test_the_tests_prompt_never_shows_hidden_tests(data_dir):
                                   "from the string.")
     sols = ["def f(a, b):\n  return a", "x = 1\ndef f(a, b):\n    pass", "def f(a):\n    pass"]
     assert signature("f", sols) == "def f(a, b):"
+
+
+def test_generated_tests_continue_the_prompts_first_assert(data_dir):
+    """The test writer is a completion of CodeT's prompt ending in `assert name(`: each sample's text continues that
+    assert and may add more, so the parsed tests start with the prefix the prompt supplied."""
+    seen = []
+
+    def generate(requests):
+        seen.extend(requests)
+        return [[Completion(r.request_id, "1) == 2\nassert add_one(5) == 6\nassert add_one(", [], [], "length", 0),
+                 Completion(r.request_id, "1) == 2\nprint(add_one(3))\n", [], [], "stop", 0)] for r in requests]
+
+    [tests] = generate_tests(generate, [TASK], [[RIGHT, WRONG_A]], m=5, samples=2, temperature=0.8, max_tokens=64)
+    assert tests == ["assert add_one(1) == 2", "assert add_one(5) == 6"]
+    [req] = seen
+    assert not req.chat and req.prompt.endswith("# check the correctness of add_one\nassert add_one(")
+    assert "def add_one(x):\n    pass" in req.prompt  # the signature the solutions use
+    [he] = [ex for ex in load_humaneval(data_dir) if ex.id == "HumanEval/0"]
+    shown = prompt_for_tests(he, "has_close_elements", "", 5)
+    assert shown.startswith(he.stub.rstrip()) and "check(" not in shown
