@@ -94,7 +94,9 @@ def solution_process(source_fd, requests, replies, opts, seccomp=None):
     names = {k: kind_of(v) for k, v in list(namespace.items()) if not k.startswith("__")}
     session.install_streams()
     session.synced = rpc.shared_state()
-    session.send({"ok": True, "names": names, "st": session.synced})
+    # Not the random state (625 numbers, most of the hello's cost): the judge only needs to know it to skip a
+    # redundant push, and a state the tests set differs from this one anyway.
+    session.send({"ok": True, "names": names, "st": {k: v for k, v in session.synced.items() if k != "random"}})
     while True:
         try:
             req = session.recv()
