@@ -128,16 +128,18 @@ def empty_runs(p: int, n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
-# One process like the fork server (its preloads, its isolation, its frozen heap) that forks `runs` pairs of run
-# processes which confine themselves exactly as a run's judge and solution do, then exit at once.
+# One process set up exactly as the fork server is (sandbox._server.prepare: its preloads, isolation, run uids, filter
+# and warm-up, then its frozen heap) that forks `runs` pairs of run processes which confine themselves as a run's judge
+# and solution do, then exit at once.
 CONFINE_ONLY = r"""
-import gc, importlib, os, sys, time
+import gc, os, sys, time
 sys.path.insert(0, sys.argv[1])
-from sandbox import _server, jail, syscall_filter
-for name in _server.PRELOAD:
-    importlib.import_module(name)
-jail.isolate_server([sys.base_prefix, sys.prefix, os.path.join(sys.argv[1], "sandbox")])
-seccomp, uids, shared = syscall_filter.build(), jail.run_uids(os.getpid()), jail.shares_mounts()
+from sandbox import _server
+opts = {}
+active, seccomp = _server.prepare(sys.argv[1], opts)
+if "mount_namespace" not in active:
+    sys.exit(1)
+jail, uids = _server.jail, opts["uids"]
 own = os.open("/proc/self/ns/pid", os.O_RDONLY)
 gc.collect()
 gc.freeze()
@@ -152,7 +154,8 @@ for _ in range(int(sys.argv[2])):
         pid = os.fork()
         if pid == 0:
             try:
-                jail.confine_run(1024, 5, 16, 64, uids[writable], seccomp, writable=writable, shared_mounts=shared)
+                jail.confine_run(1024, 5, 16, 64, uids[writable], seccomp, writable=writable,
+                                 shared_mounts=opts["shared_mounts"])
             finally:
                 os._exit(0)
         pids.append(pid)

@@ -178,16 +178,14 @@ def serve(opts: dict, control: socket.socket) -> None:
         control.send(json.dumps(status).encode())
 
 
-def main() -> None:
-    root, raw_opts, control_fd = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    sys.path.insert(0, root)
-    global jail, solution_side, judge_process, FILTER
+def prepare(root: str, opts: dict) -> tuple[list[str], object]:
+    """Everything the server does before its first fork (imports, isolation, run uids, the seccomp filter, the
+    warm-up): (the protections in effect, the filter or None). Fills opts["shared_mounts"] and opts["uids"]."""
+    global jail, solution_side, judge_process
     from sandbox import jail, judge_process, solution_side, syscall_filter, warmup
 
     for name in PRELOAD:
         importlib.import_module(name)
-    control = socket.socket(fileno=control_fd)
-    opts = json.loads(raw_opts)
     os.chdir("/")
     try:
         active = jail.isolate_server([sys.base_prefix, sys.prefix, os.path.join(root, "sandbox")])
@@ -201,13 +199,23 @@ def main() -> None:
     if "mount_namespace" in active:
         active += ["pid_namespace", "per_run_ipc_namespace", "no_new_privs"]
     active.append("rlimits")
-    FILTER = syscall_filter.build() if "mount_namespace" in active else None
-    if FILTER is not None:
+    seccomp = syscall_filter.build() if "mount_namespace" in active else None
+    if seccomp is not None:
         active.append("seccomp")
     try:  # the run processes' first writes, made once here (sandbox.warmup)
         warmup.warm()
     except Exception:
         pass
+    return active, seccomp
+
+
+def main() -> None:
+    root, raw_opts, control_fd = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    sys.path.insert(0, root)
+    global FILTER
+    control = socket.socket(fileno=control_fd)
+    opts = json.loads(raw_opts)
+    active, FILTER = prepare(root, opts)
     control.send(json.dumps({"ready": True, "active": active}).encode())
     # Everything so far is shared with every forked child. Frozen, the collector in a child never walks (and so
     # never writes to, and never copies) those pages: forks get cheaper.
