@@ -32,6 +32,7 @@ PRELOAD = (
     "operator random re statistics string struct time typing ast"
 ).split()
 MODES = ("split", "in_process", "")
+RUN_CGROUP = None  # sandbox.cgroup.RunCgroup, where the host allows one
 
 
 def fork_run_process(own_pid_ns: int, body) -> int:
@@ -40,6 +41,8 @@ def fork_run_process(own_pid_ns: int, body) -> int:
     pid = os.fork()
     if pid == 0:
         try:
+            if RUN_CGROUP is not None:  # before anything else: whatever this process starts is the run's
+                RUN_CGROUP.enter()
             body()
         finally:
             os._exit(0)
@@ -175,18 +178,37 @@ def serve(opts: dict, control: socket.socket) -> None:
         status, dying = run_job(json.loads(raw), fds, opts, own_pid_ns)
         for pid in dying:  # before the answer: when the caller has its result, nothing of the run exists any more
             _reap(pid)
+        if RUN_CGROUP is not None:
+            status["memory_kills"] = RUN_CGROUP.kills_since_last()
         control.send(json.dumps(status).encode())
 
 
-def prepare(root: str, opts: dict) -> tuple[list[str], object]:
-    """Everything the server does before its first fork (imports, isolation, run uids, the seccomp filter, the
-    warm-up): (the protections in effect, the filter or None). Fills opts["shared_mounts"] and opts["uids"]."""
-    global jail, solution_side, judge_process
-    from sandbox import jail, judge_process, solution_side, syscall_filter, warmup
+def prepare(root: str, opts: dict) -> tuple[dict, object]:
+    """Everything the server does before its first fork (imports, its slot and run cgroup, isolation, run uids,
+    the seccomp filter, the warm-up): (its hello to the caller: the protections in effect and the state of what
+    bounds a run; the filter or None). Fills opts["shared_mounts"] and opts["uids"]."""
+    global jail, solution_side, judge_process, RUN_CGROUP
+    from sandbox import cgroup, jail, judge_process, run_slot, solution_side, syscall_filter, warmup
 
     for name in PRELOAD:
         importlib.import_module(name)
     os.chdir("/")
+    hello = {"ready": True}
+    try:  # the lock is held (its descriptor left open) for as long as this process lives
+        slot, _ = run_slot.acquire()
+        hello["slot_lock"] = run_slot.lock_path(slot)
+    except OSError as exc:
+        slot, hello["cgroup"] = None, f"none (no sandbox slot: {exc})"
+    if slot is not None:  # while /sys/fs/cgroup is still in sight
+        try:
+            RUN_CGROUP = cgroup.RunCgroup.create(f"codealign-sandbox-{slot}", opts["memory_mb"], opts["nproc"])
+            hello["cgroup"], hello["cgroup_dirs"] = RUN_CGROUP.describe(), RUN_CGROUP.dirs
+        except cgroup.Unavailable as exc:
+            hello["cgroup"] = f"none ({exc})"
+    if RUN_CGROUP is None:
+        hello["cgroup"] += (": fallback to per-process rlimits, so a run's processes together may hold up to "
+                            "max_processes x memory_mb, and its memfds and files count against no memory limit "
+                            "(each file is capped at file_size_mb)")
     try:
         active = jail.isolate_server([sys.base_prefix, sys.prefix, os.path.join(root, "sandbox")])
     except OSError as exc:
@@ -202,11 +224,14 @@ def prepare(root: str, opts: dict) -> tuple[list[str], object]:
     seccomp = syscall_filter.build() if "mount_namespace" in active else None
     if seccomp is not None:
         active.append("seccomp")
+    if RUN_CGROUP is not None:
+        active.append("run_cgroup")
     try:  # the run processes' first writes, made once here (sandbox.warmup)
         warmup.warm()
     except Exception:
         pass
-    return active, seccomp
+    hello["active"] = active
+    return hello, seccomp
 
 
 def main() -> None:
@@ -215,8 +240,8 @@ def main() -> None:
     global FILTER
     control = socket.socket(fileno=control_fd)
     opts = json.loads(raw_opts)
-    active, FILTER = prepare(root, opts)
-    control.send(json.dumps({"ready": True, "active": active}).encode())
+    hello, FILTER = prepare(root, opts)
+    control.send(json.dumps(hello).encode())
     # Everything so far is shared with every forked child. Frozen, the collector in a child never walks (and so
     # never writes to, and never copies) those pages: forks get cheaper.
     gc.collect()

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox import frames
+from sandbox import cgroup, frames, run_slot
 
 SERVER = str(Path(__file__).with_name("_server.py"))
 PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -103,6 +103,9 @@ class _Server:
         theirs.close()
         hello = self._recv(30.0)
         self.active: list[str] = hello.get("active", [])
+        self.cgroup_state: str = hello.get("cgroup", "")
+        self._cgroup_dirs: list[str] = hello.get("cgroup_dirs", [])
+        self._slot_lock: str | None = hello.get("slot_lock")
 
     def _recv(self, timeout: float) -> dict:
         ready, _, _ = select.select([self.sock], [], [], timeout)
@@ -157,6 +160,20 @@ class _Server:
             self.sock.close()
         except OSError:
             pass
+        self._remove_cgroup()
+
+    def _remove_cgroup(self) -> None:
+        """The server's run cgroup, once the processes of its last run are gone (they die with it), under its
+        slot's lock: a server that has taken the slot since, and with it the cgroup's name, is left alone."""
+        if not self._cgroup_dirs or self._slot_lock is None:
+            return
+        fd = run_slot.try_lock(self._slot_lock)
+        if fd is not None:
+            try:
+                cgroup.remove(self._cgroup_dirs)
+            finally:
+                os.close(fd)
+        self._cgroup_dirs = []
 
 
 class Sandbox:
@@ -189,19 +206,21 @@ class Sandbox:
 
     # -- public API -------------------------------------------------------------------------------------
     @property
-    def protections(self) -> dict[str, bool]:
+    def protections(self) -> dict[str, bool | str]:
+        """Each protection -> whether it is in effect on this machine; and "cgroup", in words: what bounds a run as
+        a whole, or the fallback and what it loses."""
         server = self._acquire()
         try:
-            active = set(server.active)
+            active, cgroup_state = set(server.active), server.cgroup_state
         finally:
             self._release(server)
         names = ["network_namespace", "mount_namespace", "pid_namespace", "ipc_namespace", "user_namespace",
                  "unprivileged_user", "minimal_root", "read_only_host", "private_tmp", "rlimits", "no_new_privs",
-                 "per_run_ipc_namespace", "per_run_uid", "seccomp"]
-        report = {name: name in active for name in names}
+                 "per_run_ipc_namespace", "per_run_uid", "seccomp", "run_cgroup"]
+        report: dict[str, bool | str] = {name: name in active for name in names}
         report.update(own_process_per_run=True, fresh_judge_per_run=True, wall_timeout=True,
                       minimal_environment=True, out_of_band_verdict=True, split_tests=True,
-                      in_process_refused=self.in_process == "refuse")
+                      in_process_refused=self.in_process == "refuse", cgroup=cgroup_state)
         return report
 
     def run(self, solution: str, tests: str, timeout_s: float | None = None) -> Result:
@@ -287,6 +306,8 @@ def _verdict(status: dict, frame: dict | None, timeout: float, refuse: bool) -> 
     mode = str(status.get("mode", ""))
     if mode == "in_process" and refuse:
         return Verdict.REFUSED, "the tests need the solution's own process, refused by in_process=refuse", mode
+    if status.get("memory_kills"):  # whatever the processes still standing said: the run went past its limit
+        return Verdict.RUNTIME_ERROR, "the run's processes together went past memory_mb (killed)", mode
     if frame is not None and frame.get("verdict") in VERDICTS - {"refused"}:
         verdict, detail = Verdict(frame["verdict"]), str(frame.get("detail", ""))
         if verdict is Verdict.SYNTAX_ERROR:

@@ -1,0 +1,209 @@
+"""A run is bounded as a whole, and runs cannot meet (issue 20, part 2): one cgroup per run (memory and tasks for
+all of its processes together), and what bounds it, or the fallback, is reported. Real sandboxes, real programs;
+memory is measured from outside, on the host, over the server's whole process tree."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from sandbox import Sandbox, Verdict
+
+MIB = 2**20
+LIMIT_MB = 128
+# The sampled tree counts a share of the server's own pages in every run process, and a memfd until its pages go:
+# room above the limit, far below what the programs below hold when nothing bounds the run (480 and 450 MiB).
+MEASURED_BOUND = 1.5 * LIMIT_MB * MIB
+
+CHILDREN = """
+import os, time
+def held():
+    r, w = os.pipe()
+    for _ in range(6):  # 6 x 80 MiB: each child alone is within memory_mb, together they are not
+        if os.fork() == 0:
+            os.close(r)
+            block = b"\\1" * (80 * 2**20)
+            os.write(w, b"+")
+            time.sleep(3)
+            os._exit(0)
+    os.close(w)
+    got = b""
+    while len(got) < 6:
+        chunk = os.read(r, 6)
+        if not chunk:
+            break
+        got += chunk
+    return len(got)
+"""
+
+MEMFDS = """
+import os, time
+def held():
+    fds = []
+    for i in range(30):  # 30 x 15 MiB, each file within file_size_mb, none of it in anyone's address space
+        fd = os.memfd_create(f"m{i}")
+        chunk = b"\\1" * 2**20
+        for _ in range(15):
+            os.write(fd, chunk)
+        fds.append(fd)
+    time.sleep(2)
+    return 30
+"""
+
+IGNORED = """
+import os, time
+def held():
+    for _ in range(4):  # children past the run's limit together, whose fate the program never checks
+        if os.fork() == 0:
+            block = b"\\1" * (80 * 2**20)
+            time.sleep(2)
+            os._exit(0)
+    time.sleep(2.5)
+    return 6
+"""
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            tree.setdefault(ppid, []).append(int(name))
+    return tree
+
+
+def _held(pid: int, memfds: dict) -> int:
+    """Anonymous memory of one process (its proportional share of pages it shares), and its memfds by inode."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss_Anon:"):
+                    total += int(line.split()[1]) * 1024
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:"):
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+                memfds[(st.st_dev, st.st_ino)] = st.st_size
+    except OSError:
+        pass
+    return total
+
+
+def tree_memory(root: int) -> int:
+    """What every descendant of `root` holds right now (the server itself left out)."""
+    tree, memfds, total = _children(), {}, 0
+    todo = list(tree.get(root, []))
+    while todo:
+        pid = todo.pop()
+        total += _held(pid, memfds)
+        todo += tree.get(pid, [])
+    return total + sum(memfds.values())
+
+
+def run_measured(box: Sandbox, solution: str, tests: str):
+    """(the result, the most the run's processes held at once, sampled every few milliseconds)."""
+    box.run("x = 1\n", "")  # the server is up
+    server = box._all[0].proc.pid
+    peak, done = [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], tree_memory(server))
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        res = box.run(solution, tests)
+    finally:
+        done.set()
+        sampler.join()
+    return res, peak[0]
+
+
+@pytest.fixture(scope="module")
+def bounded():
+    with Sandbox(timeout_s=15, memory_mb=LIMIT_MB, parallelism=1) as box:
+        if not box.protections["run_cgroup"]:
+            pytest.skip(f"no run cgroup here: {box.protections['cgroup']}")
+        yield box
+
+
+@pytest.mark.parametrize("program, held", [(CHILDREN, 6), (MEMFDS, 30), (IGNORED, 6)],
+                         ids=["children", "memfds", "ignored-children"])
+def test_memory_mb_bounds_the_whole_run(bounded, program, held):
+    res, peak = run_measured(bounded, program, f"assert held() == {held}\n")
+    assert res.verdict is not Verdict.PASSED, (res, peak / MIB)
+    assert peak <= MEASURED_BOUND, f"the run held {peak / MIB:.0f} MiB at once under memory_mb={LIMIT_MB}"
+
+
+def test_a_run_past_its_memory_is_a_runtime_error_saying_so(bounded):
+    res = bounded.run(IGNORED, "assert held() == 6\n")
+    assert res.verdict is Verdict.RUNTIME_ERROR and "memory_mb" in res.detail, res
+    assert bounded.run("def held():\n    return 6\n", "assert held() == 6\n").verdict is Verdict.PASSED
+
+
+def test_a_program_within_the_limit_is_untouched(bounded):
+    # one process holding most of the limit, threads included: the judge and the solution fit beside it
+    program = ("import threading\nkeep = b'\\1' * (70 * 2**20)\n"
+               "def held():\n    out = []\n"
+               "    ts = [threading.Thread(target=out.append, args=(1,)) for _ in range(8)]\n"
+               "    [t.start() for t in ts]\n    [t.join() for t in ts]\n    return len(keep) // 2**20 + len(out)\n")
+    res = bounded.run(program, "assert held() == 78\n")
+    assert res.verdict is Verdict.PASSED, res
+
+
+def test_the_run_cgroup_is_empty_after_each_run_and_gone_after_close():
+    box = Sandbox(timeout_s=3, memory_mb=LIMIT_MB, parallelism=2)
+    try:
+        assert box.protections["run_cgroup"], box.protections["cgroup"]
+        bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+        box.run_many([(bomb, ""), (CHILDREN, "assert held() == 6\n")])
+        dirs = [d for s in box._all for d in s._cgroup_dirs]
+        assert len(dirs) >= 2 and all(os.path.isdir(d) for d in dirs)
+        for d in dirs:  # every process of the runs is gone, not merely killed
+            with open(os.path.join(d, "cgroup.procs")) as fh:
+                assert fh.read().split() == [], d
+        # closed with a run in flight: its processes die with the server, and the cgroups go after them
+        worker = threading.Thread(target=lambda: box.run("import time\ntime.sleep(30)\n", ""))
+        worker.start()
+        time.sleep(1.0)
+    finally:
+        box.close()
+    worker.join(10)
+    assert not [d for d in dirs if os.path.exists(d)]
+
+
+FALLBACK = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from sandbox import Sandbox
+with Sandbox(timeout_s=5, parallelism=1) as box:
+    p = box.protections
+    res = box.run("def f():\\n    return 1\\n", "assert f() == 1\\n")
+    print(json.dumps([p["run_cgroup"], p["cgroup"], res.verdict]))
+"""
+
+
+def test_without_cgroups_the_fallback_and_its_loss_are_reported(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("hiding the host's cgroups from a sandbox needs a mount namespace")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    (tmp_path / "fallback.py").write_text(FALLBACK)
+    # the sandbox's own mount namespace without any cgroup mounted: what a host without cgroups looks like to it
+    script = f"umount -R /sys/fs/cgroup && exec {sys.executable} {tmp_path / 'fallback.py'} {root}"
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    on, state, verdict = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert on is False and verdict == "passed"
+    assert "fallback" in state and "max_processes x memory_mb" in state, state
+
