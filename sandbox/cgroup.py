@@ -20,6 +20,8 @@ import errno
 import os
 import time
 
+from sandbox import run_slot
+
 KILL_EVENT = "oom_kill"
 
 
@@ -120,6 +122,17 @@ def remove(dirs: list[str], wait_s: float = 2.0) -> bool:
                 return False
             time.sleep(0.01)
     return True
+
+
+def remove_for_dead_server(dirs: list[str], slot_lock: str) -> None:
+    """A dead server's cgroup, once the processes of its last run are gone too (they die with it), under its slot's
+    lock: a server that has taken the slot since, and with it the cgroup's name, is left alone."""
+    fd = run_slot.try_lock(slot_lock)
+    if fd is not None:
+        try:
+            remove(dirs)
+        finally:
+            os.close(fd)
 
 
 class RunCgroup:

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox import cgroup, frames, run_slot
+from sandbox import cgroup, frames
 
 SERVER = str(Path(__file__).with_name("_server.py"))
 PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -163,16 +163,8 @@ class _Server:
         self._remove_cgroup()
 
     def _remove_cgroup(self) -> None:
-        """The server's run cgroup, once the processes of its last run are gone (they die with it), under its
-        slot's lock: a server that has taken the slot since, and with it the cgroup's name, is left alone."""
-        if not self._cgroup_dirs or self._slot_lock is None:
-            return
-        fd = run_slot.try_lock(self._slot_lock)
-        if fd is not None:
-            try:
-                cgroup.remove(self._cgroup_dirs)
-            finally:
-                os.close(fd)
+        if self._cgroup_dirs and self._slot_lock is not None:
+            cgroup.remove_for_dead_server(self._cgroup_dirs, self._slot_lock)
         self._cgroup_dirs = []
 
 
