@@ -215,9 +215,11 @@ def prepare(root: str, opts: dict) -> tuple[dict, object]:
         active = ["isolation_failed: " + str(exc)]
     opts["shared_mounts"] = jail.shares_mounts()
     drop_user = os.geteuid() == 0 and "mount_namespace" in active and "user_namespace" not in active
-    opts["uids"] = jail.run_uids(os.getpid()) if drop_user else (None, None)
-    if drop_user:
-        active += ["unprivileged_user", "per_run_uid"]
+    opts["uids"] = (None, None)
+    if drop_user:  # without a slot, every run of every server is nobody: unprivileged still, but not apart
+        opts["uids"] = jail.run_uids(slot) if slot is not None else (jail.NOBODY, jail.NOBODY)
+        active += ["unprivileged_user"] + (["per_run_uid"] if slot is not None else [])
+    hello["uids"] = opts["uids"]
     if "mount_namespace" in active:
         active += ["pid_namespace", "per_run_ipc_namespace", "no_new_privs"]
     active.append("rlimits")

@@ -104,6 +104,7 @@ class _Server:
         hello = self._recv(30.0)
         self.active: list[str] = hello.get("active", [])
         self.cgroup_state: str = hello.get("cgroup", "")
+        self.uids: list[int | None] = hello.get("uids", [None, None])  # its runs' (solution, judge)
         self._cgroup_dirs: list[str] = hello.get("cgroup_dirs", [])
         self._slot_lock: str | None = hello.get("slot_lock")
 

@@ -127,13 +127,14 @@ def new_pid_namespace_for_children(own_pid_ns_fd: int) -> None:
     unshare(CLONE_NEWPID)
 
 
-# Each server's runs get their own pair of uids (solution, judge), taken from the server's host pid, so no two live
-# servers share one: RLIMIT_NPROC counts processes per uid, and one run's fork bomb must not starve another.
+# Each server's runs get their own pair of uids (solution, judge), taken from its host-wide slot (sandbox.run_slot),
+# so no two live servers share one, whatever PID namespace each is in: RLIMIT_NPROC counts processes per uid, and
+# one run's processes must not starve another's.
 RUN_UID_BASE = 1_000_000
 
 
-def run_uids(server_pid: int) -> tuple[int, int]:
-    uid = RUN_UID_BASE + 2 * server_pid
+def run_uids(slot: int) -> tuple[int, int]:
+    uid = RUN_UID_BASE + 2 * slot
     return uid, uid + 1
 
 

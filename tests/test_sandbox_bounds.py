@@ -207,3 +207,55 @@ def test_without_cgroups_the_fallback_and_its_loss_are_reported(tmp_path):
     assert on is False and verdict == "passed"
     assert "fallback" in state and "max_processes x memory_mb" in state, state
 
+
+# -- runs of sandboxes in different PID namespaces do not meet ----------------------------------------------------
+IN_A_PID_NAMESPACE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from sandbox import Sandbox
+solution, tests = json.loads(sys.argv[3])
+with Sandbox(timeout_s=12, parallelism=1, max_processes=int(sys.argv[2])) as box:
+    box.run("x = 1\\n", "")
+    print(json.dumps([box._all[0].proc.pid, box._all[0].uids]), flush=True)
+    sys.stdin.readline()
+    res = box.run(solution, tests)
+    print(json.dumps([res.verdict, res.detail]), flush=True)
+"""
+HOLD = ("import os, time\ndef hold():\n    n = 0\n    for _ in range(64):\n        try:\n            pid = os.fork()\n"
+        "        except OSError:\n            break\n        if pid == 0:\n            time.sleep(8)\n"
+        "            os._exit(0)\n        n += 1\n    time.sleep(5)\n    return n\n")
+THREADED = ("import threading\ndef total(n):\n    out = []\n"
+            "    ts = [threading.Thread(target=out.append, args=(i,)) for i in range(n)]\n"
+            "    for t in ts:\n        t.start()\n    for t in ts:\n        t.join()\n    return sum(out)\n")
+
+
+def test_sandboxes_in_different_pid_namespaces_never_share_run_uids(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("per-run uids and PID namespaces need root")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    (tmp_path / "box.py").write_text(IN_A_PID_NAMESPACE)
+
+    def start(nproc, solution, tests):
+        # the interpreter is PID 1 of a fresh PID namespace, its sandbox's server PID 2, in each of the two
+        return subprocess.Popen(["unshare", "--pid", "--fork", sys.executable, str(tmp_path / "box.py"), root,
+                                 str(nproc), json.dumps([solution, tests])],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    holder = start(64, HOLD, "assert hold() > 0\n")
+    threaded = start(16, THREADED, "assert total(8) == 28\n")
+    try:
+        (pid_a, uids_a), (pid_b, uids_b) = (json.loads(p.stdout.readline()) for p in (holder, threaded))
+        assert pid_a == pid_b  # the same server pid, each in its own namespace
+        assert not set(uids_a) & set(uids_b)
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        time.sleep(2.0)  # its children are up, as many as its uid may have
+        threaded.stdin.write("go\n")
+        threaded.stdin.flush()
+        verdict, detail = json.loads(threaded.stdout.readline())
+        assert verdict == "passed", detail
+        assert json.loads(holder.stdout.readline())[0] == "passed"
+    finally:
+        for p in (holder, threaded):
+            p.kill()
+            p.wait()

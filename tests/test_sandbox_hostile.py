@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from sandbox import Sandbox, Verdict, jail
+from sandbox import Sandbox, Verdict
 
 SQUARE = "def square(x):\n    return x * x\n"
 TESTS = "assert square(3) == 9\nassert square(-2) == 4\n"
@@ -246,17 +246,20 @@ SURVIVORS = [
 def test_nothing_survives_the_run(sb, how):
     # The marker would land in /tmp of the solution's own namespace, and that mount is gone with it; so look for
     # the processes themselves: none of them may still exist after the run.
-    before = _sandbox_procs()
     res = run(sb, _marker_program("/tmp", how))
     assert res.verdict is Verdict.PASSED, res.detail
     time.sleep(0.3)
-    assert _sandbox_procs() <= before
+    assert _sandbox_procs(_uids(sb)) == set()
 
 
-def _sandbox_procs() -> set[int]:
-    """Live processes of the sandboxes this test process started, seen from the host (a zombie is dead already;
-    whether it is reaped is up to the host's init). Their per-run uids encode their server's pid, so sandboxes of
-    other programs on a shared machine are not counted; processes whose server is gone are."""
+def _uids(box) -> set[int]:
+    """The run uids of a sandbox's servers: unique on the host while they live (sandbox.run_slot)."""
+    return {u for s in box._all for u in s.uids if u is not None}
+
+
+def _sandbox_procs(uids: set[int]) -> set[int]:
+    """Live processes, seen from the host, that run as one of these uids (a zombie is dead already; whether it is
+    reaped is up to the host's init)."""
     out = set()
     for pid in os.listdir("/proc"):
         if pid.isdigit() and not _zombie(int(pid)):
@@ -265,26 +268,17 @@ def _sandbox_procs() -> set[int]:
                     uid = int(next(line for line in fh if line.startswith("Uid:")).split()[1])
             except (OSError, StopIteration, ValueError):
                 continue
-            if uid >= jail.RUN_UID_BASE and _ours_or_orphan((uid - jail.RUN_UID_BASE) // 2):
+            if uid in uids:
                 out.add(int(pid))
     return out
-
-
-def _ours_or_orphan(server: int) -> bool:
-    try:
-        with open(f"/proc/{server}/stat") as fh:
-            return int(fh.read().split(")")[-1].split()[1]) == os.getpid()
-    except OSError:
-        return True
 
 
 def test_fork_bomb_is_contained_and_the_next_run_works(sb):
     bomb = "import os\ndef square(x):\n    while True:\n        try:\n            os.fork()\n        except OSError:\n"\
            "            pass\n"
-    before = _sandbox_procs()  # the sandbox's own long-lived judges
     assert run(sb, bomb).verdict is Verdict.TIMEOUT
     time.sleep(0.3)
-    assert _sandbox_procs() <= before
+    assert _sandbox_procs(_uids(sb)) == set()
     assert run(sb, SQUARE).verdict is Verdict.PASSED
 
 
@@ -297,18 +291,17 @@ def test_killing_parent_or_group_harms_nothing(sb, kill):
 
 
 def test_close_ends_every_process():
-    others = _sandbox_procs()  # judges of the module's shared sandbox
     box = Sandbox(timeout_s=5, parallelism=2)
     results = []
     worker = threading.Thread(target=lambda: results.append(box.run("import time\ntime.sleep(30)\n", "")))
     worker.start()
     time.sleep(1.0)
-    servers = [s.proc.pid for s in box._all]
+    servers, uids = [s.proc.pid for s in box._all], _uids(box)
     box.close()
     worker.join(10)
     time.sleep(0.3)
     assert servers and all(not os.path.exists(f"/proc/{pid}") or _zombie(pid) for pid in servers)
-    assert _sandbox_procs() <= others
+    assert _sandbox_procs(uids) == set()
 
 
 def _zombie(pid: int) -> bool:
