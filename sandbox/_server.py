@@ -184,11 +184,11 @@ def serve(opts: dict, control: socket.socket) -> None:
 
 
 def prepare(root: str, opts: dict) -> tuple[dict, object]:
-    """Everything the server does before its first fork (imports, its slot and run cgroup, isolation, run uids,
-    the seccomp filter, the warm-up): (its hello to the caller: the protections in effect and the state of what
-    bounds a run; the filter or None). Fills opts["shared_mounts"] and opts["uids"]."""
+    """Everything the server does before its first fork (imports, its slot and run cgroup, the seccomp filter,
+    isolation, run uids, the warm-up): (its hello to the caller: the protections in effect, what bounds a run and
+    what it sees; the filter or None). Fills opts["shared_mounts"] and opts["uids"]."""
     global jail, solution_side, judge_process, RUN_CGROUP
-    from sandbox import cgroup, jail, judge_process, run_slot, solution_side, syscall_filter, warmup
+    from sandbox import cgroup, jail, judge_process, mounts, run_slot, solution_side, syscall_filter, warmup
 
     for name in PRELOAD:
         importlib.import_module(name)
@@ -209,10 +209,14 @@ def prepare(root: str, opts: dict) -> tuple[dict, object]:
         hello["cgroup"] += (": fallback to per-process rlimits, so a run's processes together may hold up to "
                             "max_processes x memory_mb, and its memfds and files count against no memory limit "
                             "(each file is capped at file_size_mb)")
+    # Before isolation: libseccomp's bindings are an installed package, which the runs' root does not show.
+    seccomp = syscall_filter.build()
+    shown, hidden, allowed = mounts.run_view(root)
     try:
-        active = jail.isolate_server([sys.base_prefix, sys.prefix, os.path.join(root, "sandbox")])
+        active, hello["mounts"] = jail.isolate_server(shown, hidden, allowed)
     except OSError as exc:
         active = ["isolation_failed: " + str(exc)]
+        hello["mounts"] = f"the host's whole tree: isolation failed ({exc})"
     opts["shared_mounts"] = jail.shares_mounts()
     drop_user = os.geteuid() == 0 and "mount_namespace" in active and "user_namespace" not in active
     opts["uids"] = (None, None)
@@ -223,7 +227,8 @@ def prepare(root: str, opts: dict) -> tuple[dict, object]:
     if "mount_namespace" in active:
         active += ["pid_namespace", "per_run_ipc_namespace", "no_new_privs"]
     active.append("rlimits")
-    seccomp = syscall_filter.build() if "mount_namespace" in active else None
+    if "mount_namespace" not in active:
+        seccomp = None
     if seccomp is not None:
         active.append("seccomp")
     if RUN_CGROUP is not None:

