@@ -234,7 +234,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
             before = evaluator.test_benchmarks("before")
             evaluator.validate(-1)
         ops.baseline_done(before, stages)
-    adapter_dir = None
+    adapter_dir, accounts = None, None
     if cfg.pipeline.schedule == "stream":  # generation, execution and training overlap (pipeline/stream.py)
         def after_round(record: dict) -> dict:
             """What the round-based loop measures after a round's weights are served, in the same order: the
@@ -247,7 +247,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
             return out
 
         ops.state.capture_rng(rng)  # before planning: a resumed run plans the same rounds from it
-        version, adapter_dir = stream_job(
+        version, adapter_dir, accounts = stream_job(
             system, cfg, plan_rounds(cfg, train_set, rng), model_path=model_path, run_dir=run_dir, stages=stages,
             make_data=lambda plan, exps: round_data(system, cfg, plan.exercises, exps, by_id, corpus, plan.round),
             round_metrics=iteration_metrics, after_round=after_round,
@@ -302,6 +302,8 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
         after = float("nan")
     buffer_stats = ray.get(system.buffer.stats.remote())
     buffer_stats["ledger"] = ray.get(system.buffer.ledger.remote())
+    if accounts is not None:  # rollout, buffer and learner counts checked against each other (pipeline/accounts.py)
+        buffer_stats["accounts"] = accounts
     run_dir.finish(before, after, len(evaluator.tests[evaluator.primary]), stages.seconds, buffer_stats,
                    adapter_dir or system.learner.adapter_dir, version,
                    extra_summary={**evaluator.summary(), **ops.summary_extra()},

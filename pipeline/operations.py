@@ -140,7 +140,7 @@ class Operations:
         ray.get(system.buffer.restore.remote(saved, refs))
         weights = str(self.run_dir.path / s.learner_checkpoint / MERGED_FILE) if s.learner_checkpoint else None
         return StreamResume(s.next_iteration, s.stream["trained"], s.stream["released"], s.policy_version, weights,
-                            saved["complete_rounds"])
+                            saved["complete_rounds"], s.stream.get("accounts", {}))
 
     def stream_round_done(self, cp, system, stages) -> None:
         """The stream's commit point (`run_stream`'s on_commit): the round's trained samples, the buffer, the
@@ -157,7 +157,7 @@ class Operations:
             s.learner_checkpoint = str(Path(cp.weights).parent.resolve().relative_to(root)) if cp.weights else ""
         else:
             s.capture_learner(system.learner, self.run_dir.path)
-        s.stream = {"trained": cp.trained, "released": cp.released, "buffer": name}
+        s.stream = {"trained": cp.trained, "released": cp.released, "buffer": name, "accounts": cp.accounts}
         s.stage_seconds = dict(stages.seconds)
         s.components.update({n: save() for n, (save, _) in self.components.items()})
         s.save(self.run_dir.path)

@@ -23,6 +23,7 @@ import ray
 
 from codealign.config import RunConfig
 from codealign.records import Experience
+from pipeline.accounts import settle
 from pipeline.rollout import CHUNK, Rollout
 from pipeline.schedule import BusyClock, RoundPlan
 
@@ -39,6 +40,7 @@ class StreamResult:
     ledger: dict = field(default_factory=dict)
     samples_trained: int = 0
     staleness_checks: list[dict] = field(default_factory=list)  # every ledger snapshot taken during the run
+    accounts: dict = field(default_factory=dict)  # pipeline/accounts.settle at the end of the run
 
 
 @dataclass
@@ -54,6 +56,8 @@ class StreamCheckpoint:
     version: int
     weights: str | None
     experiences: list[Experience]  # what the round trained
+    # the rollout's counts per round, the ids of each learner batch, the ids of rounds without training data
+    accounts: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -67,6 +71,7 @@ class StreamResume:
     version: int
     weights: str | None = None
     complete_rounds: list[int] = field(default_factory=list)
+    accounts: dict = field(default_factory=dict)  # as StreamCheckpoint.accounts
 
 
 def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buffer, learner,
@@ -96,6 +101,11 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         last_weights, restored = resume.weights, set(resume.complete_rounds)
         for r in restored:
             rollout.open[r] = 0
+        # the counts of rounds the restored buffer holds; a round in flight at the commit is produced again
+        rollout.counts = {int(r): Counter(c) for r, c in resume.accounts.get("rollout", {}).items()
+                          if int(r) < resume.next_round or int(r) in restored}
+    learner_batches: list[list[str]] = [list(b) for b in (resume.accounts.get("learner_batches", []) if resume else [])]
+    untrained: list[str] = list(resume.accounts.get("untrained", [])) if resume else []
     waiting: dict[int, dict] = {}  # learner step -> the round it trains and what to log with it
     busy_learner = False
     unpublished = False
@@ -107,12 +117,18 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         released = max(released, rounds)
         buffer.advance.remote(released, version)  # no wait: this driver's later calls to the buffer come after it
 
+    def accounts(final: bool) -> dict:
+        ledger, taken = ray.get([buffer.ledger.remote(), buffer.taken_ids.remote()])
+        return settle(rollout.totals(), ledger, taken, learner_batches, untrained, pipe.reuse, final)
+
     def log(record: dict) -> None:
         nonlocal last_busy
         now = clock.snapshot()
         record["seconds"] = {k: round(v - last_busy.get(k, 0.0), 3) for k, v in now.items()}
         last_busy = now
         record["ledger"] = ray.get(buffer.ledger.remote())
+        checked = accounts(final=False)
+        record["accounts"] = {"balanced": checked["balanced"], "problems": checked["problems"]}
         out.staleness_checks.append(record["ledger"])
         out.rounds.append(record)
         on_round(record)
@@ -120,7 +136,10 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
     def commit(round_: int, experiences: list[Experience]) -> None:
         # the learner is idle here (one batch at a time) and every judged sample has been flushed to the buffer
         if on_commit is not None and not unpublished:
-            on_commit(StreamCheckpoint(round_, round_ + 1, trained, released, version, last_weights, experiences))
+            counts = {"rollout": {r: dict(c) for r, c in rollout.counts.items()},
+                      "learner_batches": [list(b) for b in learner_batches], "untrained": list(untrained)}
+            on_commit(StreamCheckpoint(round_, round_ + 1, trained, released, version, last_weights, experiences,
+                                       counts))
 
     admission_may_change = True  # the bound moves only when the learner releases a round
     last_poll = 0.0
@@ -153,6 +172,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
             busy_learner = False
             clock.end("train")
             info = waiting.pop(report["step"])
+            learner_batches.append(list(report.get("ids", ())))  # what the learner says it trained
             if report.get("weights"):
                 version = trained
                 last_weights = report["weights"]
@@ -185,6 +205,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         out.samples_trained += len(experiences)
         next_train += 1
         if not data:  # nothing to learn from this round: the policy stays; the round is done
+            untrained.extend(batch["ids"])
             record["new_policy_version"] = version
             if not unpublished:
                 release(plan.round + 1)
@@ -194,7 +215,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
             continue
         last = next_train == len(plans)
         publish = last or (trained + 1) % pipe.publish_every == 0
-        learner.submit(trained, ray.put(data), trained, publish)
+        learner.submit(trained, ray.put(data), trained, publish, batch["ids"])
         # reported as the step count after it
         waiting[trained + 1] = {"round": plan.round, "record": record, "experiences": experiences}
         trained += 1
@@ -210,6 +231,9 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
     out.fractions = clock.fractions()
     out.wall_s = time.monotonic() - clock.started
     out.ledger = ray.get(buffer.ledger.remote())
+    out.accounts = accounts(final=True)
+    if not out.accounts["balanced"]:
+        print(f"the sample accounts do not add up: {out.accounts['problems']}", flush=True)
     return out
 
 
@@ -240,11 +264,11 @@ def make_learner(cfg: RunConfig, round_learner, model_path: str, storage_dir, re
 
 def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_path: str, run_dir, stages,
                round_metrics, after_round=None, on_commit=None, resume: StreamResume | None = None,
-               on_logged=None) -> tuple[int, str | None]:
+               on_logged=None) -> tuple[int, str | None, dict]:
     """The training part of `pipeline.loop.run` when `pipeline.schedule` is stream: returns (final policy
-    version, the adapter directory to keep). `after_round(record) -> dict` adds to each round's record before it
-    is logged (the serving probe and the validation split, on the version served at that moment); `on_logged(record)`
-    sees it after; `on_commit` / `resume`: see `run_stream`."""
+    version, the adapter directory to keep, the sample accounts at the end). `after_round(record) -> dict` adds to
+    each round's record before it is logged (the serving probe and the validation split, on the version served at
+    that moment); `on_logged(record)` sees it after; `on_commit` / `resume`: see `run_stream`."""
     from codealign.weights import load_for_generators
 
     learner = make_learner(cfg, system.learner, model_path, run_dir.path / "train", resume)
@@ -268,4 +292,4 @@ def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_
     for name, secs in result.busy.items():
         stages.seconds[name] = stages.seconds.get(name, 0.0) + secs
     stages.seconds["pipeline_wall"] = result.wall_s
-    return result.version, learner.adapter_dir
+    return result.version, learner.adapter_dir, result.accounts

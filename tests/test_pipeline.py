@@ -66,7 +66,10 @@ def test_max_staleness_0_reproduces_the_round_based_loop(ray_cluster, tmp_path, 
     # the same weights in the end: the greedy evaluation after training is the same text
     after = [lines(r.run_dir.path / "eval_after.jsonl") for r in (sync, pipe)]
     assert [x["text"] for x in after[0]] == [x["text"] for x in after[1]]
-    assert pipe_metrics[-1]["ledger"]["trained"] == 12 and pipe_metrics[-1]["ledger"]["balanced"]
+    assert pipe_metrics[-1]["ledger"]["trained"] == 12 and pipe_metrics[-1]["accounts"]["balanced"]
+    accounts = json.loads((pipe.run_dir.path / "summary.json").read_text())["replay_buffer"]["accounts"]
+    assert accounts["balanced"] and accounts["learner_ids"] == accounts["rollout"]["judged"] == 12
+    assert accounts["learner_batches"] == 2 and accounts["untrained"] == 0
 
 
 def test_bound_and_ledger_hold_when_an_executor_and_a_generator_die(ray_cluster, tmp_path, tiny_model_path,
@@ -90,8 +93,12 @@ def test_bound_and_ledger_hold_when_an_executor_and_a_generator_die(ray_cluster,
         assert [m["iteration"] for m in metrics] == [0, 1, 2]
         for m in metrics:  # at every point the learner took a batch: within the bound, and the ledger balances
             assert all(int(s) <= 1 for s in m["staleness_histogram"]), m["staleness_histogram"]
-            assert m["ledger"]["balanced"] and m["ledger"]["max_staleness_seen"] <= 1
-        ledger = json.loads((result.run_dir.path / "summary.json").read_text())["replay_buffer"]["ledger"]
+            assert m["accounts"]["balanced"], m["accounts"]
+            assert m["ledger"]["max_staleness_seen"] <= 1
+        buffer = json.loads((result.run_dir.path / "summary.json").read_text())["replay_buffer"]
+        ledger, accounts = buffer["ledger"], buffer["accounts"]
+        # the rollout, the buffer and the learner each counted 18: none lost, none trained twice
+        assert accounts["balanced"] and accounts["rollout"]["judged"] == accounts["learner_ids"] == 18
         # 3 rounds x 3 exercises x 2 samples: all produced and trained, none lost
         assert ledger["admitted"] == ledger["produced"] == 18 and ledger["trained"] == 18
         assert ledger["in_flight"] == ledger["dropped"] == ledger["evicted"] == ledger["buffered"] == 0

@@ -14,9 +14,12 @@ def ids(r: int, n: int = 2) -> list[str]:
 
 
 def balanced(ledger: SampleLedger) -> dict:
+    """The events counted as they happened agree with the states the samples are in."""
     out = ledger.ledger()
-    assert out["balanced"], out
-    assert out["produced"] == out["trained"] + out["evicted"] + out["dropped"] + out["buffered"]
+    ev = out["events"]
+    assert out["consistent"], out
+    assert ev["admitted"] == ev["arrived"] + ev["lost"] + out["in_flight"] == len(ledger.samples)
+    assert ev["lost"] == out["lost"] and ev["evicted"] <= out["evicted"] and ev["dropped"] <= out["dropped"]
     assert ledger.buffered == out["buffered"]  # the running count eviction uses agrees with the states
     return out
 
@@ -53,11 +56,11 @@ def test_ledger_balances_by_id_through_drops_losses_reuse_and_eviction():
     ledger.admit(0, ids(0, 3))
     ledger.put("r0-0", "a", 0)
     ledger.put("r0-1", "b", 0)
-    ledger.lose("r0-2")  # its execution failed for good: dropped, counted
+    ledger.lose("r0-2")  # its execution failed for good: lost, counted, not produced
     assert ledger.round_complete(0) and not ledger.round_complete(1)
     batch = ledger.take_round(0, 0)
     assert batch["refs"] == ["a", "b"]
-    assert ledger.states() == {"r0-0": "buffered", "r0-1": "buffered", "r0-2": "dropped"}  # kept for reuse
+    assert ledger.states() == {"r0-0": "buffered", "r0-1": "buffered", "r0-2": "lost"}  # kept for reuse
     ledger.advance(1, 1)
     ledger.admit(1, ids(1, 2))
     ledger.put("r1-0", "c", 1)
@@ -70,6 +73,30 @@ def test_ledger_balances_by_id_through_drops_losses_reuse_and_eviction():
     ledger.advance(2, 3)  # version 3: r1's samples, kept for reuse, are now beyond the bound
     assert ledger.states()["r1-0"] == "trained"
     assert balanced(ledger)["buffered"] == 0
+
+
+def test_a_lost_sample_was_never_produced():
+    ledger = SampleLedger(LedgerConfig())
+    ledger.admit(0, ids(0, 3))
+    ledger.put("r0-0", "a", 0)
+    ledger.put("r0-1", "b", 0)
+    ledger.lose("r0-2")
+    out = balanced(ledger)
+    assert (out["produced"], out["lost"], out["dropped"], out["admitted"]) == (2, 1, 0, 3)
+    with pytest.raises(ValueError, match="not in flight"):
+        ledger.lose("r0-0")  # it arrived: it cannot also be lost
+
+
+def test_the_ledger_notices_a_state_changed_without_its_event():
+    """The states alone always add up (each sample has one); the events counted as they happened catch a sample
+    that changed state behind the ledger's back."""
+    ledger = SampleLedger(LedgerConfig())
+    ledger.admit(0, ids(0, 3))
+    for sid in ids(0, 3):
+        ledger.put(sid, sid, 0)
+    assert balanced(ledger)["produced"] == 3
+    ledger.samples["r0-1"].state = "trained"  # retired without being taken by any batch
+    assert not ledger.ledger()["consistent"]
 
 
 def test_a_sample_older_than_the_bound_is_dropped_not_trained():
@@ -165,10 +192,70 @@ def test_a_snapshot_restores_trained_and_complete_rounds_and_leaves_rounds_in_fl
 
     restored = SampleLedger(LedgerConfig(max_staleness=1, reuse=2))
     restored.restore(snap, {sid: f"new-{sid}" for sid in snap["refs"]})
-    assert restored.ledger() == {**ledger.ledger(), "buffered": 4, "in_flight": 0, "admitted": 4, "produced": 4}
+    out, before = restored.ledger(), ledger.ledger()
+    assert out["consistent"] and (out["buffered"], out["in_flight"], out["admitted"], out["produced"]) == (4, 0, 4, 4)
+    assert out["events"]["taken"] == 2 and out["staleness_histogram"] == before["staleness_histogram"]
+    assert (out["learner_version"], out["released_rounds"]) == (before["learner_version"], before["released_rounds"])
     batch = restored.take_round(1, 1)
     assert batch["ids"] == ids(1) + ids(0)  # its own round, then round 0's reuse
     assert batch["refs"] == [f"new-{sid}" for sid in ids(1) + ids(0)]
     assert restored.admit(2, ids(2))  # round 2 is admitted again, under the same ids
     with pytest.raises(ValueError, match="not empty"):
         restored.restore(snap, {})
+
+
+def test_rollout_buffer_and_learner_accounts_add_up_and_a_broken_count_is_caught(ray_cluster):
+    """Stand-in actors (no engine) through the real driver: the rollout's, the buffer's and the learner's own counts
+    agree; a learner that reports one sample fewer than it was given, or a batch twice, breaks the accounts."""
+    import random
+
+    from actors.replay_buffer import ReplayBuffer
+    from bench.pipeline import SimGroup, SimLearner, SimPool
+    from codealign.config import RunConfig
+    from codealign.records import Exercise
+    from pipeline.schedule import plan_rounds
+    from pipeline.stream import run_stream
+
+    cfg = RunConfig()
+    cfg.loop.iterations, cfg.loop.exercises_per_iteration, cfg.loop.samples_per_exercise = 3, 2, 2
+    cfg.train.algorithm, cfg.pipeline.max_staleness = "ppo", 1
+    plans = plan_rounds(cfg, [Exercise(f"ex{i}", f"exercise {i}", "assert True") for i in range(6)],
+                        random.Random(0))
+
+    def run(learner):
+        gen, pool, buffer = SimGroup(1, 1e-3), SimPool(1, 1e-3), ReplayBuffer.remote(ledger=LedgerConfig(1))
+        try:
+            return run_stream(cfg, plans, gen, pool, buffer, learner, make_data=lambda plan, exps: exps,
+                              load_weights=lambda path: None)
+        finally:
+            for actor in gen.replicas + pool.actors + [buffer]:
+                ray_cluster.kill(actor)
+            learner.close()
+
+    class Forgetful(SimLearner):  # loses one sample of its second batch from its report
+        def poll(self):
+            out = super().poll()
+            for r in out:
+                if r["step"] == 2:
+                    r["ids"] = r["ids"][:-1]
+            return out
+
+    class Twice(SimLearner):  # reports its first batch's ids again with the second
+        def poll(self):
+            out = super().poll()
+            for r in out:
+                if r["step"] == 1:
+                    self.first = list(r["ids"])
+                if r["step"] == 2:
+                    r["ids"] = r["ids"] + self.first
+            return out
+
+    ok = run(SimLearner(1e-3))
+    assert ok.accounts["balanced"], ok.accounts["problems"]
+    assert ok.accounts["learner_ids"] == ok.accounts["rollout"]["judged"] == ok.accounts["buffer"]["taken"] == 12
+    assert ok.accounts["learner_batches"] == 3 and ok.accounts["rollout"]["generated"] == 12
+    forgetful = run(Forgetful(1e-3))
+    assert not forgetful.accounts["balanced"] and "not trained: ['r" in forgetful.accounts["problems"][0]
+    twice = run(Twice(1e-3))
+    assert not twice.accounts["balanced"]
+    assert any("more than one batch" in p for p in twice.accounts["problems"])

@@ -221,7 +221,7 @@ def streaming_train_loop(config: dict) -> None:
                     shutil.rmtree(old, ignore_errors=True)
                 published = published[-2:]
             mailbox.report.remote({"step": step, "metrics": metrics, "weights": weights,
-                                   "seconds": time.monotonic() - start})
+                                   "seconds": time.monotonic() - start, "ids": payload.get("ids", [])})
 
 
 class StreamingLearner:
@@ -262,8 +262,11 @@ class StreamingLearner:
         self._pool = ThreadPoolExecutor(1)
         self._fit: Future = self._pool.submit(trainer.fit)
 
-    def submit(self, step: int, data_ref: ray.ObjectRef, train_version: int, publish: bool) -> None:
-        self.mailbox.put_batch.remote(step, {"data": [data_ref], "version": train_version, "publish": publish})
+    def submit(self, step: int, data_ref: ray.ObjectRef, train_version: int, publish: bool,
+               ids: list[str] = ()) -> None:
+        """`ids`: the batch's sample ids, reported back once trained (the driver's sample accounts)."""
+        self.mailbox.put_batch.remote(step, {"data": [data_ref], "version": train_version, "publish": publish,
+                                             "ids": list(ids)})
 
     def poll(self) -> list[dict]:
         """Finished steps since the last call: {step, metrics, weights (path or None), seconds}."""
@@ -299,11 +302,12 @@ class PerRoundLearner:
     def __init__(self, learner: Learner):
         self.learner = learner
         self._pool = ThreadPoolExecutor(1)
-        self._jobs: list[tuple[int, bool, Future]] = []
+        self._jobs: list[tuple[int, bool, list[str], Future]] = []
         self._lock = threading.Lock()
 
-    def submit(self, step: int, data_ref: ray.ObjectRef, train_version: int, publish: bool) -> None:
-        self._jobs.append((step, publish, self._pool.submit(self._train, data_ref)))
+    def submit(self, step: int, data_ref: ray.ObjectRef, train_version: int, publish: bool,
+               ids: list[str] = ()) -> None:
+        self._jobs.append((step, publish, list(ids), self._pool.submit(self._train, data_ref)))
 
     def _train(self, data_ref):
         start = time.monotonic()
@@ -312,11 +316,11 @@ class PerRoundLearner:
 
     def poll(self) -> list[dict]:
         out = []
-        while self._jobs and self._jobs[0][2].done():
-            step, publish, fut = self._jobs.pop(0)
+        while self._jobs and self._jobs[0][3].done():
+            step, publish, ids, fut = self._jobs.pop(0)
             metrics, path, seconds = fut.result()  # TrainingFailed goes up to the driver
             out.append({"step": step + 1, "metrics": metrics, "weights": str(path) if publish else None,
-                        "seconds": seconds})
+                        "seconds": seconds, "ids": ids})
         return out
 
     @property
