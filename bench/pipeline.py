@@ -139,9 +139,17 @@ class SimLearner:
         out = []
         while self.jobs and ray.wait([self.jobs[0][3]], timeout=0)[0]:
             step, publish, t0, ref, ids = self.jobs.pop(0)
+            self.last = (step, publish)
             out.append({"step": step, "metrics": ray.get(ref), "weights": "sim" if publish else None,
                         "seconds": time.monotonic() - t0, "ids": ids})
         return out
+
+    def finish(self) -> dict | None:
+        while self.jobs:
+            time.sleep(0.01)
+            self.poll()
+        last = getattr(self, "last", None)
+        return None if last is None or last[1] else {"step": last[0], "weights": "sim", "final": True}
 
     def close(self) -> None:
         ray.kill(self.trainer)

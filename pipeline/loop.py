@@ -28,7 +28,7 @@ from exercises.extract import as_answer, extract_code
 from exercises.loaders import load_mbpp
 from pipeline.evaluate import LoopEvaluator
 from pipeline.preferences import build_pairs, references_to_check
-from pipeline.report import RunDir
+from pipeline.report import RunDir, round_line
 from pipeline.resilience import RoundOutcome, failure, learn_and_sync
 from pipeline.schedule import plan_rounds
 from pipeline.serving import ServingProbe, send_policy
@@ -133,7 +133,10 @@ def round_data(system: System, cfg: RunConfig, batch: list[Exercise], experience
         return build_pairs(by_id, experiences, t.max_pairs, seed=cfg.seed + it, rejected=t.rejected,
                            verified_references=verified)
     if t.algorithm == "ppo":  # the judged samples themselves, with the generator's logprobs
-        return experiences
+        from trainers.ppo import select_rollouts
+
+        # none left once the exercises without reward signal are dropped: nothing to train (not a NaN loss)
+        return experiences if t.critic or select_rollouts(experiences, t, 0, t.num_workers)[0] else []
     if t.algorithm == "sft":
         return corpus or verified_solutions(system, batch, experiences)
     if t.distill.mode == "logit" and t.distill.sequences == "student":  # on-policy, as in GKD
@@ -173,6 +176,19 @@ def iteration_metrics(experiences: list[Experience]) -> dict:
         "verdicts": dict(verdicts),
         "sample_pass_rate": verdicts.get("passed", 0) / max(1, len(experiences)),
     }
+
+
+def round_metrics(cfg: RunConfig, experiences: list[Experience]) -> dict:
+    """`iteration_metrics`, and for critic-free PPO how many exercises carry no reward signal (all their samples
+    got the same reward): the learner drops those, so a round of nothing else has no trainable data."""
+    out = iteration_metrics(experiences)
+    t = cfg.train
+    if t.algorithm == "ppo" and not t.critic:
+        from trainers.ppo import rl_rewards, zero_signal_groups
+
+        out["groups"] = len({e.exercise_id for e in experiences})
+        out["groups_without_signal"] = len(zero_signal_groups(experiences, rl_rewards(experiences, t.rl_reward)))
+    return out
 
 
 def run_eval(system: System, cfg: RunConfig, exercises: list[Exercise], label: str, stages: Stages,
@@ -250,7 +266,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
         version, adapter_dir, accounts = stream_job(
             system, cfg, plan_rounds(cfg, train_set, rng), model_path=model_path, run_dir=run_dir, stages=stages,
             make_data=lambda plan, exps: round_data(system, cfg, plan.exercises, exps, by_id, corpus, plan.round),
-            round_metrics=iteration_metrics, after_round=after_round,
+            round_metrics=partial(round_metrics, cfg), after_round=after_round,
             on_commit=lambda cp: ops.stream_round_done(cp, system, stages), resume=ops.stream_resume(system),
             on_logged=lambda record: ops.sinks.log(record, step=record["iteration"]))
     for it in range(ops.state.next_iteration, cfg.loop.iterations if cfg.pipeline.schedule == "rounds" else 0):
@@ -261,7 +277,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
             ref = ray.put(experiences)
             ray.get(system.buffer.add.remote([ref], version, len(experiences)))
             data = round_data(system, cfg, batch, experiences, by_id, corpus, it)
-            metrics = {"iteration": it, "policy_version": version, **iteration_metrics(experiences),
+            metrics = {"iteration": it, "policy_version": version, **round_metrics(cfg, experiences),
                        "train_items": len(data)}
             send = partial(send_policy, system.generator, cfg)  # the adapter or the merged weights
             outcome = learn_and_sync(system, data, version, iter_stages, it, send) if data else RoundOutcome(version)
@@ -284,10 +300,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
             ops.failed(outcome.failure)
         run_dir.log_metrics(metrics)
         ops.iteration_done(it, metrics, experiences, version, rng, system.learner, stages)
-        loss = metrics.get(f"{cfg.train.algorithm}/loss", float("nan"))
-        print(f"iteration {it}: reward {metrics['reward_mean']:+.2f}, pass rate {metrics['sample_pass_rate']:.2f}, "
-              f"{len(data)} {'pairs' if cfg.train.algorithm == 'dpo' else 'training items'}, "
-              f"{cfg.train.algorithm} loss {loss:.4f}, policy v{version}", flush=True)
+        print(round_line(metrics, cfg.train.algorithm), flush=True)
         if outcome.failure:
             print(f"iteration {it}: learner round failed at {outcome.failure['stage']} "
                   f"({outcome.failure['message']}); still serving v{version}", flush=True)

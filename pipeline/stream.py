@@ -106,16 +106,38 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
                           if int(r) < resume.next_round or int(r) in restored}
     learner_batches: list[list[str]] = [list(b) for b in (resume.accounts.get("learner_batches", []) if resume else [])]
     untrained: list[str] = list(resume.accounts.get("untrained", [])) if resume else []
+    # rounds without training data so far: they take no learner version, so they count as released when known
+    # (released = published version + such rounds; see `release`)
+    skipped = released - version
     waiting: dict[int, dict] = {}  # learner step -> the round it trains and what to log with it
     busy_learner = False
-    unpublished = False
+    unpublished = False  # a trained batch whose weights are not published yet
+    last_experiences: list[Experience] = []  # the last logged round's, for the final commit
     sync_refs: list[ray.ObjectRef] = []
     last_busy = clock.snapshot()
 
-    def release(rounds: int) -> None:
-        nonlocal released
-        released = max(released, rounds)
+    def release() -> None:
+        """Admission moves to `version + skipped` rounds: round r is trained at version r minus the rounds before
+        it without data, at most `version + max_staleness` once admitted, so the bound holds; and a round without
+        data after a trained batch not yet published (publish_every > 1) moves admission on, where counting it as
+        unreleased would wait for a publication that needs the next round."""
+        nonlocal released, admission_may_change
+        released = max(released, version + skipped)
+        admission_may_change = True
         buffer.advance.remote(released, version)  # no wait: this driver's later calls to the buffer come after it
+
+    admission_may_change = True  # the bound moves only when the learner releases a round
+
+    def publish(report: dict) -> None:
+        """Weights the learner reported: to the generators, without waiting."""
+        nonlocal version, last_weights, sync_refs, unpublished
+        version = trained
+        last_weights = report["weights"]
+        new = generator.start_update(load_weights(report["weights"]), version)
+        clock.begin("sync", len(new))
+        sync_refs += new
+        unpublished = False
+        release()
 
     def accounts(final: bool) -> dict:
         ledger, taken = ray.get([buffer.ledger.remote(), buffer.taken_ids.remote()])
@@ -141,7 +163,6 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
             on_commit(StreamCheckpoint(round_, round_ + 1, trained, released, version, last_weights, experiences,
                                        counts))
 
-    admission_may_change = True  # the bound moves only when the learner releases a round
     last_poll = 0.0
     while next_train < len(plans) or waiting:
         while admission_may_change and next_admit < len(plans):
@@ -174,21 +195,14 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
             info = waiting.pop(report["step"])
             learner_batches.append(list(report.get("ids", ())))  # what the learner says it trained
             if report.get("weights"):
-                version = trained
-                last_weights = report["weights"]
-                weights = load_weights(report["weights"])
-                new = generator.start_update(weights, version)
-                clock.begin("sync", len(new))
-                sync_refs += new
-                unpublished = False
-                release(info["round"] + 1)
-                admission_may_change = True
+                publish(report)
             info["record"].update(report["metrics"])
             info["record"]["new_policy_version"] = version
             if report.get("weights"):
                 info["record"]["weights_published"] = report["weights"]  # what the generators were sent
             info["record"]["learner_seconds"] = round(report.get("seconds", 0.0), 3)
             log(info["record"])
+            last_experiences = info["experiences"]
             commit(info["round"], info["experiences"])
 
         if busy_learner or next_train >= next_admit:
@@ -206,11 +220,12 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         next_train += 1
         if not data:  # nothing to learn from this round: the policy stays; the round is done
             untrained.extend(batch["ids"])
+            record["no_trainable_data"] = True
             record["new_policy_version"] = version
-            if not unpublished:
-                release(plan.round + 1)
-                admission_may_change = True
+            skipped += 1
+            release()
             log(record)
+            last_experiences = experiences
             commit(plan.round, experiences)
             continue
         last = next_train == len(plans)
@@ -223,6 +238,11 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         busy_learner = True
         clock.begin("train")
 
+    if unpublished:  # the last trained batch (publish_every > 1, then rounds without data): published at the end
+        final = learner.finish()
+        publish(final)
+        print(f"published the last trained batch at the end: policy v{version}", flush=True)
+        commit(out.rounds[-1]["iteration"], last_experiences)
     if sync_refs:
         ray.get(sync_refs)
         clock.end("sync", len(sync_refs))
@@ -270,6 +290,7 @@ def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_
     each round's record before it is logged (the serving probe and the validation split, on the version served at
     that moment); `on_logged(record)` sees it after; `on_commit` / `resume`: see `run_stream`."""
     from codealign.weights import load_for_generators
+    from pipeline.report import round_line
 
     learner = make_learner(cfg, system.learner, model_path, run_dir.path / "train", resume)
 
@@ -279,10 +300,7 @@ def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_
         run_dir.log_metrics(record)
         if on_logged is not None:
             on_logged(record)
-        loss = record.get(f"{cfg.train.algorithm}/loss", float("nan"))
-        print(f"round {record['iteration']}: reward {record.get('reward_mean', 0.0):+.2f}, "
-              f"{record['train_items']} training items, {cfg.train.algorithm} loss {loss:.4f}, "
-              f"policy v{record['new_policy_version']}, staleness {record['staleness_histogram']}", flush=True)
+        print(f"{round_line(record, cfg.train.algorithm)}, staleness {record['staleness_histogram']}", flush=True)
 
     try:
         result = run_stream(cfg, plans, system.generator, system.executors, system.buffer, learner, make_data,

@@ -158,3 +158,56 @@ def test_execution_goes_to_the_free_executor_not_behind_a_slow_program(ray_clust
     finally:
         for actor in Group.replicas + Pool.actors + [buffer]:
             ray_cluster.kill(actor)
+
+
+def test_a_ppo_round_without_reward_signal_says_so_instead_of_a_nan_loss(ray_cluster):
+    """Every sample fails its tests (binary reward: every exercise's samples got the same reward): the round has
+    no trainable data. The record, the printed line and the report say so and how many groups were dropped; the
+    learner gets no batch, the policy stays, and the accounts hold those samples as taken without training data."""
+    import random
+    from functools import partial
+
+    from actors.replay_buffer import LedgerConfig, ReplayBuffer
+    from bench.pipeline import SimGroup, SimLearner
+    from codealign.config import RunConfig
+    from codealign.records import ExecutionResult, Exercise
+    from pipeline.report import render_report, round_line
+    from pipeline.schedule import plan_rounds
+    from sandbox import Verdict
+
+    @ray_cluster.remote(num_cpus=0)
+    class Failing:
+        def run_batch(self, jobs):
+            return [ExecutionResult(Verdict.FAILED, -0.3, 0.0) for _ in jobs]
+
+    class Pool:
+        actors = [Failing.remote()]
+
+    cfg = RunConfig()
+    cfg.loop.iterations, cfg.loop.exercises_per_iteration, cfg.loop.samples_per_exercise = 2, 2, 2
+    cfg.train.algorithm, cfg.train.rl_reward, cfg.pipeline.max_staleness = "ppo", "binary", 0
+    plans = plan_rounds(cfg, [Exercise(f"ex{i}", f"exercise {i}", "assert True") for i in range(4)],
+                        random.Random(0))
+    gen, buffer, learner = SimGroup(1, 1e-3), ReplayBuffer.remote(ledger=LedgerConfig()), SimLearner(1e-3)
+    try:
+        result = stream.run_stream(
+            cfg, plans, gen, Pool(), buffer, learner, load_weights=lambda path: None,
+            make_data=lambda plan, exps: loop.round_data(None, cfg, plan.exercises, exps, {}, [], plan.round),
+            round_metrics=partial(loop.round_metrics, cfg))
+    finally:
+        for actor in gen.replicas + Pool.actors + [buffer]:
+            ray_cluster.kill(actor)
+        learner.close()
+    assert len(result.rounds) == 2
+    for r in result.rounds:
+        assert r["train_items"] == 0 and r["no_trainable_data"] is True
+        assert (r["groups_without_signal"], r["groups"]) == (2, 2)
+        assert "ppo/loss" not in r and r["new_policy_version"] == 0
+        line = round_line(r, "ppo")
+        assert "no trainable data: 2 of 2 exercise groups carried no reward signal" in line and "nan" not in line
+    assert result.version == 0 and result.accounts["balanced"] and result.accounts["untrained"] == 8
+    assert result.accounts["learner_batches"] == 0
+    summary = {"eval_exercises": 2, "pass@1_before": 0.0, "pass@1_after": 0.0, "stage_seconds": {"train": 1.0},
+               "replay_buffer": {}}
+    report = render_report(summary, result.rounds)
+    assert report.count("no trainable data: 2 of 2 exercise groups") == 2 and "nan" not in report

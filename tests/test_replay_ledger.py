@@ -259,3 +259,45 @@ def test_rollout_buffer_and_learner_accounts_add_up_and_a_broken_count_is_caught
     twice = run(Twice(1e-3))
     assert not twice.accounts["balanced"]
     assert any("more than one batch" in p for p in twice.accounts["problems"])
+
+
+@pytest.mark.parametrize("rounds", [3, 2])
+def test_publish_every_2_with_a_round_without_data_neither_waits_nor_leaves_a_batch_unpublished(ray_cluster, rounds):
+    """publish_every 2, max_staleness 1; round 1 has no training data after round 0's batch, unpublished. With 3
+    rounds the rollout must go on to round 2 (it used to wait for a publication that needed round 2 trained); with 2,
+    round 0's batch is the last trained one and must reach the generators before the run ends."""
+    import random
+    import threading
+
+    from actors.replay_buffer import ReplayBuffer
+    from bench.pipeline import SimGroup, SimLearner, SimPool
+    from codealign.config import RunConfig
+    from codealign.records import Exercise
+    from pipeline.schedule import plan_rounds
+    from pipeline.stream import run_stream
+
+    cfg = RunConfig()
+    cfg.loop.iterations, cfg.loop.exercises_per_iteration, cfg.loop.samples_per_exercise = rounds, 2, 2
+    cfg.train.algorithm, cfg.pipeline.max_staleness, cfg.pipeline.publish_every = "ppo", 1, 2
+    plans = plan_rounds(cfg, [Exercise(f"ex{i}", f"exercise {i}", "assert True") for i in range(6)],
+                        random.Random(0))
+    gen, pool, buffer = SimGroup(1, 1e-3), SimPool(1, 1e-3), ReplayBuffer.remote(ledger=LedgerConfig(1))
+    learner, out = SimLearner(1e-3), []
+    run = threading.Thread(target=lambda: out.append(run_stream(
+        cfg, plans, gen, pool, buffer, learner, load_weights=lambda path: None,
+        make_data=lambda plan, exps: [] if plan.round == 1 else exps)), daemon=True)
+    run.start()
+    run.join(timeout=60)
+    try:
+        assert not run.is_alive(), "the stream waits for ever"
+        [result] = out
+        served = ray_cluster.get(gen.replicas[0].ready.remote())["policy_version"]
+        trained = rounds - 1
+        assert result.version == served == trained  # the last trained batch is what the generators serve
+        assert [r["iteration"] for r in result.rounds] == list(range(rounds))
+        assert result.ledger["max_staleness_seen"] <= 1 and result.ledger["dropped"] == 0
+        assert result.accounts["balanced"], result.accounts["problems"]
+    finally:
+        for actor in gen.replicas + pool.actors + [buffer]:
+            ray_cluster.kill(actor)
+        learner.close()
