@@ -268,7 +268,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
             make_data=lambda plan, exps: round_data(system, cfg, plan.exercises, exps, by_id, corpus, plan.round),
             round_metrics=partial(round_metrics, cfg), after_round=after_round,
             on_commit=lambda cp: ops.stream_round_done(cp, system, stages), resume=ops.stream_resume(system),
-            on_logged=lambda record: ops.sinks.log(record, step=record["iteration"]))
+            on_logged=lambda record: ops.sinks.log(record, step=record["iteration"]), on_failure=ops.failed)
     for it in range(ops.state.next_iteration, cfg.loop.iterations if cfg.pipeline.schedule == "rounds" else 0):
         iter_stages = Stages()
         try:

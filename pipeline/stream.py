@@ -41,6 +41,7 @@ class StreamResult:
     samples_trained: int = 0
     staleness_checks: list[dict] = field(default_factory=list)  # every ledger snapshot taken during the run
     accounts: dict = field(default_factory=dict)  # pipeline/accounts.settle at the end of the run
+    failures: list[dict] = field(default_factory=list)  # learner batches that failed (pipeline.resilience.failure)
 
 
 @dataclass
@@ -79,13 +80,18 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
                on_round: Callable[[dict], None] = lambda m: None,
                round_metrics: Callable = lambda e: {}, chunk: int = CHUNK,
                on_commit: Callable[[StreamCheckpoint], None] | None = None,
-               resume: StreamResume | None = None) -> StreamResult:
+               resume: StreamResume | None = None,
+               restart_learner: Callable[[str | None, int], object] | None = None) -> StreamResult:
     """Drive all `plans` through the pipeline; returns the final policy version and what was measured.
 
     `learner`: StreamingLearner / PerRoundLearner (or a stand-in) with submit / poll / close.
     `load_weights(path)`: what the generators are sent for a published version.
     `on_commit`: called after each round is logged whose weights are published (not while a trained batch is
-    unpublished), to persist the run; `resume`: start from such a checkpoint instead of round 0."""
+    unpublished), to persist the run; `resume`: start from such a checkpoint instead of round 0.
+    A learner batch that fails (a NaN loss, workers lost) is logged with its failure, the last published version
+    keeps serving, and `cfg.loop.on_train_failure` decides: `stop` ends the stream (what is in flight is judged
+    and counted, nothing more admitted), `continue` goes on with `restart_learner(weights, version)` (the learner
+    to train on from the published version; None when it cannot, which stops)."""
     pipe = cfg.pipeline
     clock = BusyClock()
     rollout = Rollout(generator, executors, buffer, cfg.loop.samples_per_exercise, clock, chunk)
@@ -163,6 +169,41 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
             on_commit(StreamCheckpoint(round_, round_ + 1, trained, released, version, last_weights, experiences,
                                        counts))
 
+    def fail(exc: Exception) -> bool:
+        """The learner's batch failed: log it, keep the published version; returns whether the stream stops."""
+        nonlocal learner, trained, busy_learner, unpublished, skipped
+        from pipeline.resilience import failure
+
+        [info] = waiting.values()  # one batch at a time
+        waiting.clear()
+        busy_learner = False
+        clock.end("train")
+        f = failure("train", exc, info["round"], version)
+        out.failures.append(f)
+        untrained.extend(info["ids"])  # taken from the buffer, trained by no batch
+        skipped += trained - version  # the failed batch, and any trained but unpublished, take no version
+        trained, unpublished = version, False
+        info["record"].update(failure=f, new_policy_version=version)
+        stop = cfg.loop.on_train_failure == "stop"
+        if not stop:
+            new = restart_learner(last_weights, version) if restart_learner is not None else None
+            stop = new is None
+            learner = new if new is not None else learner
+        log(info["record"])
+        print(f"round {info['round']}: learner failed ({f['message']}); still serving v{version}"
+              f"{', stopping' if stop else ''}", flush=True)
+        release()
+        commit(info["round"], info["experiences"])
+        return stop
+
+    def drain() -> None:
+        """Finish what the rollout has in flight (judged and counted in the buffer), admitting nothing more."""
+        while rollout.pending():
+            done, _ = ray.wait(rollout.pending(), num_returns=1)
+            for ref in done:
+                rollout.handle(ref)
+            rollout.flush()
+
     last_poll = 0.0
     while next_train < len(plans) or waiting:
         while admission_may_change and next_admit < len(plans):
@@ -189,7 +230,14 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         if time.monotonic() - last_poll < WAIT_S and not rollout.round_done(next_train):
             continue
         last_poll = time.monotonic()
-        for report in learner.poll():
+        try:
+            reports = learner.poll()
+        except Exception as exc:  # the learner's batch failed: loop.on_train_failure
+            if fail(exc):
+                drain()
+                break
+            continue
+        for report in reports:
             busy_learner = False
             clock.end("train")
             info = waiting.pop(report["step"])
@@ -232,7 +280,8 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         publish = last or (trained + 1) % pipe.publish_every == 0
         learner.submit(trained, ray.put(data), trained, publish, batch["ids"])
         # reported as the step count after it
-        waiting[trained + 1] = {"round": plan.round, "record": record, "experiences": experiences}
+        waiting[trained + 1] = {"round": plan.round, "record": record, "experiences": experiences,
+                                "ids": batch["ids"]}
         trained += 1
         unpublished = not publish
         busy_learner = True
@@ -284,7 +333,7 @@ def make_learner(cfg: RunConfig, round_learner, model_path: str, storage_dir, re
 
 def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_path: str, run_dir, stages,
                round_metrics, after_round=None, on_commit=None, resume: StreamResume | None = None,
-               on_logged=None) -> tuple[int, str | None, dict]:
+               on_logged=None, on_failure=None) -> tuple[int, str | None, dict]:
     """The training part of `pipeline.loop.run` when `pipeline.schedule` is stream: returns (final policy
     version, the adapter directory to keep, the sample accounts at the end). `after_round(record) -> dict` adds to
     each round's record before it is logged (the serving probe and the validation split, on the version served at
@@ -294,6 +343,23 @@ def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_
 
     learner = make_learner(cfg, system.learner, model_path, run_dir.path / "train", resume)
 
+    def restart(weights: str | None, version: int):
+        """After a failed batch: the round-based learner goes on from its last good round; the long-lived one is
+        started again from the published version's adapter (None before the first publication or in full
+        fine-tuning, where it has nothing to resume from: the stream stops)."""
+        nonlocal learner
+        if not long_lived(cfg):
+            return learner
+        try:
+            learner.close()
+        except Exception:  # its run already failed; that failure is recorded
+            pass
+        if not weights or not cfg.train.lora.enabled:
+            return None
+        learner = make_learner(cfg, system.learner, model_path, run_dir.path / "train",
+                               StreamResume(0, version, 0, version, weights))
+        return learner
+
     def on_round(record: dict) -> None:
         if after_round is not None:
             record.update(after_round(record))
@@ -302,11 +368,20 @@ def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_
             on_logged(record)
         print(f"{round_line(record, cfg.train.algorithm)}, staleness {record['staleness_histogram']}", flush=True)
 
+    result = None
     try:
         result = run_stream(cfg, plans, system.generator, system.executors, system.buffer, learner, make_data,
-                            load_for_generators, on_round, round_metrics, on_commit=on_commit, resume=resume)
+                            load_for_generators, on_round, round_metrics, on_commit=on_commit, resume=resume,
+                            restart_learner=restart)
     finally:
-        learner.close()
+        try:
+            learner.close()
+        except Exception:  # a learner whose batch failed: that failure is in the result already
+            if result is None or not result.failures:
+                raise
+    for f in result.failures:  # into the summary and the report (loop.run: Operations.failed)
+        if on_failure is not None:
+            on_failure(f)
     for name, secs in result.busy.items():
         stages.seconds[name] = stages.seconds.get(name, 0.0) + secs
     stages.seconds["pipeline_wall"] = result.wall_s

@@ -301,3 +301,61 @@ def test_publish_every_2_with_a_round_without_data_neither_waits_nor_leaves_a_ba
         for actor in gen.replicas + pool.actors + [buffer]:
             ray_cluster.kill(actor)
         learner.close()
+
+
+@pytest.mark.parametrize("policy", ["stop", "continue"])
+def test_a_failed_learner_batch_follows_loop_on_train_failure(ray_cluster, policy):
+    """Round 1's batch fails in the learner (as a NaN loss ends the long-lived run). `stop`: the stream ends after
+    logging the failure, what was in flight is judged and counted; `continue`: the learner is started again from
+    the published version and round 2 trains on it. Either way the last good version serves and the accounts add
+    up (the failed batch's samples were taken and trained by no batch)."""
+    import random
+
+    from actors.replay_buffer import ReplayBuffer
+    from bench.pipeline import SimGroup, SimLearner, SimPool
+    from codealign.config import RunConfig
+    from codealign.records import Exercise
+    from pipeline.schedule import plan_rounds
+    from pipeline.stream import run_stream
+    from trainers.learner import TrainingFailed
+
+    class FailsAtStep2(SimLearner):
+        def poll(self):
+            out = super().poll()
+            if any(r["step"] == 2 for r in out):
+                raise TrainingFailed("the long-lived learner stopped: ppo/loss is nan")
+            return out
+
+    cfg = RunConfig()
+    cfg.loop.iterations, cfg.loop.exercises_per_iteration, cfg.loop.samples_per_exercise = 3, 2, 2
+    cfg.train.algorithm, cfg.pipeline.max_staleness, cfg.loop.on_train_failure = "ppo", 1, policy
+    plans = plan_rounds(cfg, [Exercise(f"ex{i}", f"exercise {i}", "assert True") for i in range(6)],
+                        random.Random(0))
+    gen, pool, buffer = SimGroup(1, 1e-3), SimPool(1, 1e-3), ReplayBuffer.remote(ledger=LedgerConfig(1))
+    learners, restarts = [FailsAtStep2(1e-3)], []
+
+    def restart(weights, version):
+        restarts.append((weights, version))
+        learners.append(SimLearner(1e-3))
+        return learners[-1]
+
+    try:
+        result = run_stream(cfg, plans, gen, pool, buffer, learners[0], make_data=lambda plan, exps: exps,
+                            load_weights=lambda path: None, restart_learner=restart)
+        served = ray_cluster.get(gen.replicas[0].ready.remote())["policy_version"]
+    finally:
+        for actor in gen.replicas + pool.actors + [buffer]:
+            ray_cluster.kill(actor)
+        for learner in learners:
+            learner.close()
+    failed = result.rounds[1]
+    assert failed["failure"]["stage"] == "train" and "nan" in failed["failure"]["message"]
+    assert failed["new_policy_version"] == 1 and [f["iteration"] for f in result.failures] == [1]
+    assert result.accounts["balanced"], result.accounts["problems"]
+    assert result.accounts["untrained"] == 4 and result.ledger["in_flight"] == 0
+    if policy == "stop":
+        assert [r["iteration"] for r in result.rounds] == [0, 1] and restarts == []
+        assert result.version == served == 1
+    else:
+        assert [r["iteration"] for r in result.rounds] == [0, 1, 2] and restarts == [("sim", 1)]
+        assert result.rounds[2]["policy_version"] == 1 and result.version == served == 2
