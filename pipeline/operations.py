@@ -11,9 +11,9 @@ from pathlib import Path
 import ray
 
 from codealign.config import RunConfig
-from codealign.weights import load_for_generators
 from pipeline.metrics import MetricSinks
 from pipeline.report import RunDir
+from pipeline.serving import send_policy
 from pipeline.state import (
     DriverState,
     load_buffer,
@@ -98,8 +98,8 @@ class Operations:
                 continue
             ref = ray.put(payload["experiences"])
             ray.get(system.buffer.add.remote([ref], payload["policy_version"], len(payload["experiences"])))
-        if s.policy_version and checkpoint is not None:
-            system.generator.update_weights(load_for_generators(checkpoint / MERGED_FILE), s.policy_version)
+        if s.policy_version and checkpoint is not None:  # the adapter with enable_lora, as the run served it
+            send_policy(system.generator, self.cfg, checkpoint, s.policy_version)
         for name, (_, load) in self.components.items():
             if name in s.components:
                 load(s.components[name])

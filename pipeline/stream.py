@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import ray
 
@@ -338,8 +339,8 @@ def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_
     version, the adapter directory to keep, the sample accounts at the end). `after_round(record) -> dict` adds to
     each round's record before it is logged (the serving probe and the validation split, on the version served at
     that moment); `on_logged(record)` sees it after; `on_commit` / `resume`: see `run_stream`."""
-    from codealign.weights import load_for_generators
     from pipeline.report import round_line
+    from pipeline.serving import policy_for_generators, served_as
 
     learner = make_learner(cfg, system.learner, model_path, run_dir.path / "train", resume)
 
@@ -360,7 +361,13 @@ def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_
                                StreamResume(0, version, 0, version, weights))
         return learner
 
+    def load_weights(merged_file: str):
+        """A published version as the generators take it: the adapter with enable_lora, else merged."""
+        return policy_for_generators(cfg, Path(merged_file).parent)
+
     def on_round(record: dict) -> None:
+        if record.get("weights_published"):
+            record["served_as"] = served_as(cfg)
         if after_round is not None:
             record.update(after_round(record))
         run_dir.log_metrics(record)
@@ -371,7 +378,7 @@ def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_
     result = None
     try:
         result = run_stream(cfg, plans, system.generator, system.executors, system.buffer, learner, make_data,
-                            load_for_generators, on_round, round_metrics, on_commit=on_commit, resume=resume,
+                            load_weights, on_round, round_metrics, on_commit=on_commit, resume=resume,
                             restart_learner=restart)
     finally:
         try:

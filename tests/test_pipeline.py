@@ -4,6 +4,7 @@ bound holds and every sample is accounted for while an executor and a generator 
 
 import json
 
+import pytest
 import yaml
 
 import pipeline.loop as loop
@@ -12,7 +13,8 @@ from codealign.config import config_from_dict
 from tests.test_config import LOCAL
 
 
-def tiny_config(tmp_path, model_path: str, name: str, schedule: str, max_staleness: int, iterations: int = 2):
+def tiny_config(tmp_path, model_path: str, name: str, schedule: str, max_staleness: int, iterations: int = 2,
+                enable_lora: bool = False):
     raw = yaml.safe_load(LOCAL.read_text())
     raw.update(name=name, output_dir=str(tmp_path), ray_num_cpus=0)
     raw["model"].update(path=model_path, max_model_len=512)
@@ -21,6 +23,8 @@ def tiny_config(tmp_path, model_path: str, name: str, schedule: str, max_stalene
     raw["train"].update(max_pairs=4, max_length=192, num_cpus_per_worker=1, learning_rate=1e-3)
     raw["generator"].update(max_tokens=24, num_cpus=1)
     raw["pipeline"].update(schedule=schedule, max_staleness=max_staleness)
+    if enable_lora:  # the adapter served unmerged over the base (pipeline/serving.policy_for_generators)
+        raw["generator"].update(enable_lora=True, max_lora_rank=raw["train"]["lora"]["r"])
     return config_from_dict(raw)
 
 
@@ -46,11 +50,14 @@ def lines(path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
-def test_max_staleness_0_reproduces_the_round_based_loop(ray_cluster, tmp_path, tiny_model_path, monkeypatch):
+@pytest.mark.parametrize("enable_lora", [False, True])
+def test_max_staleness_0_reproduces_the_round_based_loop(ray_cluster, tmp_path, tiny_model_path, monkeypatch,
+                                                         enable_lora):
     runs = {}
     for schedule in ("rounds", "stream"):
         seen = record_rounds(monkeypatch)
-        result = loop.run(tiny_config(tmp_path, tiny_model_path, schedule, schedule, max_staleness=0))
+        result = loop.run(tiny_config(tmp_path, tiny_model_path, schedule, schedule, max_staleness=0,
+                                      enable_lora=enable_lora))
         result.system.shutdown()
         runs[schedule] = (seen, lines(result.run_dir.path / "metrics.jsonl"), result)
     (sync_seen, sync_metrics, sync), (pipe_seen, pipe_metrics, pipe) = runs["rounds"], runs["stream"]
@@ -62,6 +69,7 @@ def test_max_staleness_0_reproduces_the_round_based_loop(ray_cluster, tmp_path, 
                     "dpo/optimizer_carried", "serve/probe_gain_served", "serve/probe_gain_trained"):
             assert p[key] == s[key], key
         assert p["staleness_histogram"] == {"0": s["samples"]}
+        assert p["served_as"] == s["served_as"] == ("adapter" if enable_lora else "merged")
     assert pipe.policy_version == sync.policy_version == 2
     # the same weights in the end: the greedy evaluation after training is the same text
     after = [lines(r.run_dir.path / "eval_after.jsonl") for r in (sync, pipe)]
@@ -211,3 +219,61 @@ def test_a_ppo_round_without_reward_signal_says_so_instead_of_a_nan_loss(ray_clu
                "replay_buffer": {}}
     report = render_report(summary, result.rounds)
     assert report.count("no trainable data: 2 of 2 exercise groups") == 2 and "nan" not in report
+
+
+def test_the_stream_serves_the_adapter_with_enable_lora(ray_cluster, tmp_path):
+    """What the stream driver sends for a published version (pipeline/stream.stream_job's load_weights, through
+    GeneratorGroup.start_update): with generator.enable_lora on a LoRA run the adapter, hot-loaded unmerged
+    (update_lora), also when a lost replica is caught up; without it the merged weights."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from actors.generator_group import GeneratorGroup
+    from codealign.config import RunConfig
+    from pipeline.serving import policy_for_generators
+    from trainers.modeling import ADAPTER_DIR, MERGED_FILE
+
+    @ray_cluster.remote(num_cpus=0)
+    class Replica:
+        def __init__(self):
+            self.calls, self.policy_version = [], 0
+
+        def ready(self):
+            return {"policy_version": self.policy_version}
+
+        def update_weights(self, weights, version):
+            self.calls.append(("merged", sorted(weights), version))
+            self.policy_version = version
+
+        def update_lora(self, adapter, config, version):
+            self.calls.append(("adapter", sorted(adapter), config["r"], version))
+            self.policy_version = version
+
+        def seen(self):
+            return self.calls
+
+    published = tmp_path / "v00001"
+    (published / ADAPTER_DIR).mkdir(parents=True)
+    save_file({"base_model.model.layer.lora_A.weight": torch.ones(2, 4)},
+              str(published / ADAPTER_DIR / "adapter_model.safetensors"))
+    (published / ADAPTER_DIR / "adapter_config.json").write_text('{"r": 2, "lora_alpha": 4}')
+    save_file({"layer.weight": torch.ones(4, 4, dtype=torch.bfloat16)}, str(published / MERGED_FILE))
+    group = GeneratorGroup.__new__(GeneratorGroup)
+    group.replicas, group.max_attempts, group._latest, group.policy_version = [Replica.remote()], 1, None, 0
+    try:
+        cfg = RunConfig()
+        cfg.generator.enable_lora, cfg.train.lora.enabled = True, True
+        ray_cluster.get(group.start_update(policy_for_generators(cfg, published), 1))
+        group.replicas.append(Replica.remote())  # a replica restarted at version 0: caught up with the adapter
+        group._bring_back(1)
+        cfg.generator.enable_lora = False
+        merged = policy_for_generators(cfg, published)
+        assert isinstance(merged["layer.weight"], np.ndarray)
+        ray_cluster.get(group.start_update(merged, 2))
+        adapter_call = ("adapter", ["base_model.model.layer.lora_A.weight"], 2, 1)
+        assert ray_cluster.get(group.replicas[0].seen.remote()) == [adapter_call, ("merged", ["layer.weight"], 2)]
+        assert ray_cluster.get(group.replicas[1].seen.remote()) == [adapter_call, ("merged", ["layer.weight"], 2)]
+    finally:
+        for r in group.replicas:
+            ray_cluster.kill(r)
