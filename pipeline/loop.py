@@ -3,7 +3,6 @@ evaluate."""
 
 from __future__ import annotations
 
-import os
 import random
 import statistics
 import time
@@ -78,18 +77,6 @@ class System:
         self.executors.shutdown()
         self.generator.shutdown()
         ray.kill(self.buffer)
-
-
-def init_ray(cfg: RunConfig) -> None:
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if cfg.ray_address:
-        ray.init(address=cfg.ray_address)
-    else:
-        from pipeline.operations import local_ray_options
-
-        ray.init(**local_ray_options(cfg))
 
 
 def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
@@ -216,7 +203,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
         from pipeline.adversarial import run_adversarial
 
         return run_adversarial(cfg)
-    from pipeline.operations import Operations
+    from pipeline.operations import Operations, start_ray
 
     data_dir = cfg.resolved_data_dir()
     train_set = load_mbpp(data_dir, cfg.data.train_ids)
@@ -233,7 +220,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
     run_dir = RunDir.open(resume_dir) if resume_dir else RunDir.create(cfg)
     ops = Operations.start(cfg, run_dir)
     stages = Stages(dict(ops.state.stage_seconds))
-    init_ray(cfg)
+    start_ray(cfg)
     with stages.time("startup"):
         system = build_system(cfg, model_path, run_dir)
     rng = random.Random(cfg.seed)

@@ -27,6 +27,22 @@ from pipeline.stream import StreamResume, long_lived
 from trainers.modeling import MERGED_FILE
 
 
+def start_ray(cfg: RunConfig | None = None, **local) -> bool:
+    """The one place codealign starts Ray (the loop, the oracle's data generation, the evaluation CLI): the
+    cluster at `cfg.ray_address`, else a local instance (`local_ray_options(cfg)`, or `local` without a config);
+    nothing when this process has Ray up already. Returns whether it started it (the caller then shuts it down)."""
+    import os
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if cfg is not None and cfg.ray_address:
+        ray.init(address=cfg.ray_address)
+    else:
+        ray.init(**(local_ray_options(cfg) if cfg is not None else local))
+    return True
+
+
 def local_ray_options(cfg: RunConfig) -> dict:
     """A local Ray instance; the dashboard (http://127.0.0.1:<ray_dashboard_port>, default 8265) shows the
     actors, their logs, CPU/memory per process and the Ray Train run while the loop runs."""
