@@ -175,6 +175,8 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         nonlocal learner, trained, busy_learner, unpublished, skipped
         from pipeline.resilience import failure
 
+        if not waiting:  # not a batch's failure (nothing was being trained): nothing to contain it in
+            raise exc
         [info] = waiting.values()  # one batch at a time
         waiting.clear()
         busy_learner = False
@@ -278,18 +280,20 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
             commit(plan.round, experiences)
             continue
         last = next_train == len(plans)
-        publish = last or (trained + 1) % pipe.publish_every == 0
-        learner.submit(trained, ray.put(data), trained, publish, batch["ids"])
+        publish_now = last or (trained + 1) % pipe.publish_every == 0
+        learner.submit(trained, ray.put(data), trained, publish_now, batch["ids"])
         # reported as the step count after it
         waiting[trained + 1] = {"round": plan.round, "record": record, "experiences": experiences,
                                 "ids": batch["ids"]}
         trained += 1
-        unpublished = not publish
+        unpublished = not publish_now
         busy_learner = True
         clock.begin("train")
 
     if unpublished:  # the last trained batch (publish_every > 1, then rounds without data): published at the end
         final = learner.finish()
+        if final is None or not final.get("weights"):
+            raise RuntimeError(f"the learner did not publish its last trained batch (step {trained})")
         publish(final)
         print(f"published the last trained batch at the end: policy v{version}", flush=True)
         commit(out.rounds[-1]["iteration"], last_experiences)
