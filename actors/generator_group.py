@@ -7,6 +7,7 @@ the requests it had in flight are sent again: nothing is silently dropped."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
@@ -17,6 +18,14 @@ from codealign.records import Completion, GenerationRequest
 
 LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
 
+
+
+@dataclass
+class Adapter:
+    """A LoRA adapter to serve unmerged (`update_lora`): its tensors as numpy and its PEFT config."""
+
+    tensors: dict
+    config: dict
 
 class GeneratorGroup:
     def __init__(self, model_path: str, model: ModelConfig, cfg: GeneratorConfig, role: str = "student",
@@ -98,19 +107,25 @@ class GeneratorGroup:
         return results
 
     def start_update(self, weights, version: int) -> list[ray.ObjectRef]:
-        """`update_weights` without waiting: each replica takes the new weights after the requests it already
-        holds (an actor serves one call at a time), so the stream of requests never stops; a replica restarted
-        later is brought to this version too. Returns the replicas' acknowledgements."""
-        ref = weights if isinstance(weights, ray.ObjectRef) else ray.put(weights)
-        self._latest = ("update_weights", (ref, version))
+        """`update_weights` (or `update_lora` for an `Adapter`) without waiting: each replica takes the new
+        weights after the requests it already holds (an actor serves one call at a time), so the stream of requests
+        never stops; a replica restarted later is brought to this version too. Returns the acknowledgements."""
+        if isinstance(weights, Adapter):  # hot-loaded unmerged over the base (generator.enable_lora)
+            method, args = "update_lora", (ray.put(weights.tensors), weights.config, version)
+        else:
+            method, args = "update_weights", (weights if isinstance(weights, ray.ObjectRef) else ray.put(weights),
+                                              version)
+        self._latest = (method, args)
         self.policy_version = version
-        return [r.update_weights.remote(ref, version) for r in self.replicas]
+        return [getattr(r, method).remote(*args) for r in self.replicas]
 
     def recover(self, i: int) -> None:
         """Replica i was lost mid-call: wait for Ray to restart it and catch it up (see `generate`)."""
         self._bring_back(i)
 
     def update_lora(self, adapter, adapter_config: dict, version: int, timeout_s: float | None = None) -> list[dict]:
+        if isinstance(adapter, Adapter):
+            adapter, adapter_config = adapter.tensors, adapter.config
         ref = adapter if isinstance(adapter, ray.ObjectRef) else ray.put(adapter)
         results = self._broadcast("update_lora", ref, adapter_config, version, timeout_s=timeout_s)
         self.policy_version = version

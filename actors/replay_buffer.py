@@ -4,7 +4,9 @@ Two ways in:
 - `add(refs, version, count)`: whole batches, tagged by version (the round-based interface; `get` reads them back).
 - the pipeline's per-sample interface: `admit` (admission control), `put` (a judged sample enters), `take_round`
   (the learner's batch), with every sample id in exactly one state of the ledger at all times:
-  in flight -> buffered -> trained | evicted | dropped (stale). produced = trained + evicted + dropped + buffered.
+  in flight -> buffered -> trained | evicted | dropped (stale), or in flight -> lost (never produced).
+  Besides the states, the ledger counts events per round (admitted, arrived, lost, taken, evicted, dropped) as they
+  happen; `pipeline/accounts.py` checks those counts against the rollout's and the learner's own.
 
 The rules live in `SampleLedger`, plain Python (unit-tested without Ray); `ReplayBuffer` is the actor around it.
 """
@@ -35,7 +37,8 @@ class Sample:
     state: str = "in_flight"
 
 
-STATES = ("in_flight", "buffered", "trained", "evicted", "dropped")
+STATES = ("in_flight", "buffered", "trained", "evicted", "dropped", "lost")
+EVENTS = ("admitted", "arrived", "lost", "taken", "uses", "evicted", "dropped")
 
 
 @dataclass
@@ -56,6 +59,13 @@ class SampleLedger:
     next_index: int = 0
     staleness_seen: Counter = field(default_factory=Counter)  # staleness -> samples trained at it
     buffered: int = 0  # samples in the "buffered" state, kept so an arrival costs O(1), not a scan of every id
+    # round -> what happened to its samples, counted when it happened (not derived from the states): admitted,
+    # arrived (judged, put), lost (never produced), taken (first use by a batch), uses (every use), evicted and
+    # dropped (stale) before any use
+    events: dict[int, Counter] = field(default_factory=dict)
+
+    def _count(self, s: Sample, event: str) -> None:
+        self.events.setdefault(s.round, Counter())[event] += 1
 
     # -- admission ---------------------------------------------------------------------------------------------
     def admissible_rounds(self) -> int:
@@ -71,6 +81,7 @@ class SampleLedger:
             if sid in self.samples:
                 raise ValueError(f"sample id {sid!r} admitted twice")
             self.samples[sid] = Sample(sid, round_, self.next_index)
+            self._count(self.samples[sid], "admitted")
             self.next_index += 1
         return True
 
@@ -80,15 +91,19 @@ class SampleLedger:
         if s is None or s.state != "in_flight":
             raise ValueError(f"sample {sid!r} was not in flight (state: {s.state if s else 'unknown'})")
         s.ref, s.policy_version, s.state = ref, policy_version, "buffered"
+        self._count(s, "arrived")
         self.buffered += 1
         if self.buffered > self.cfg.capacity:
             self._evict_over_capacity()
 
     def lose(self, sid: str) -> None:
-        """A sample that cannot be produced (its generation or execution failed for good) is dropped, counted."""
-        s = self.samples[sid]
-        if s.state == "in_flight":
-            s.state = "dropped"
+        """A sample that cannot be produced (its generation or execution failed for good): lost, counted, and
+        not produced."""
+        s = self.samples.get(sid)
+        if s is None or s.state != "in_flight":
+            raise ValueError(f"sample {sid!r} lost but not in flight (state: {s.state if s else 'unknown'})")
+        s.state = "lost"
+        self._count(s, "lost")
 
     def _evict_over_capacity(self) -> None:
         buffered = sorted((s for s in self.samples.values() if s.state == "buffered"), key=lambda s: s.index)
@@ -99,6 +114,8 @@ class SampleLedger:
         """Leave the buffer: a sample trained at least once counts as trained, whatever retires it."""
         if s.state == "buffered":
             self.buffered -= 1
+        if not s.uses:
+            self._count(s, why)
         s.state = "trained" if s.uses else why
         s.ref = None  # the object store may free it
 
@@ -129,6 +146,9 @@ class SampleLedger:
                "staleness": [v - s.policy_version for s in batch], "dropped": dropped,
                "reused": sum(1 for s in batch if s.round < round_)}
         for s in batch:
+            if not s.uses:
+                self._count(s, "taken")
+            self._count(s, "uses")
             s.uses += 1
             self.staleness_seen[v - s.policy_version] += 1
             if s.uses >= self.cfg.reuse:
@@ -146,16 +166,31 @@ class SampleLedger:
                 self._retire(s, "evicted")
 
     # -- accounting --------------------------------------------------------------------------------------------
+    def totals(self) -> Counter:
+        out = Counter({e: 0 for e in EVENTS})
+        for c in self.events.values():
+            out.update(c)
+        return out
+
     def ledger(self) -> dict:
+        """The states, the events counted as they happened, and whether the two agree (`consistent`): every
+        admitted sample is in one state; what arrived was taken, evicted or dropped, or still waits untaken."""
         by_state = Counter(s.state for s in self.samples.values())
         counts = {state: by_state.get(state, 0) for state in STATES}
-        produced = sum(counts[s] for s in STATES if s != "in_flight")
-        return {**counts, "produced": produced, "admitted": len(self.samples),
-                "balanced": produced == counts["trained"] + counts["evicted"] + counts["dropped"] + counts["buffered"]
-                and produced + counts["in_flight"] == len(self.samples),
-                "learner_version": self.learner_version, "released_rounds": self.released,
+        ev = self.totals()
+        waiting = sum(1 for s in self.samples.values() if s.state == "buffered" and not s.uses)
+        consistent = (ev["admitted"] == len(self.samples) == sum(counts.values())
+                      and ev["admitted"] == ev["arrived"] + ev["lost"] + counts["in_flight"]
+                      and ev["arrived"] == ev["taken"] + ev["evicted"] + ev["dropped"] + waiting
+                      and ev["lost"] == counts["lost"])
+        return {**counts, "produced": ev["arrived"], "admitted": ev["admitted"], "events": dict(ev),
+                "consistent": consistent, "learner_version": self.learner_version, "released_rounds": self.released,
                 "staleness_histogram": dict(sorted(self.staleness_seen.items())),
                 "max_staleness_seen": max(self.staleness_seen, default=0)}
+
+    def taken_ids(self) -> dict[str, int]:
+        """Sample id -> the batches it was taken for (what the learner must report having trained)."""
+        return {s.id: s.uses for s in self.samples.values() if s.uses}
 
     def states(self) -> dict[str, str]:
         return {sid: s.state for sid, s in self.samples.items()}
@@ -172,8 +207,9 @@ class SampleLedger:
                              "uses": s.uses, "state": s.state} for s in self.samples.values() if s.round in keep],
                 "refs": {s.id: s.ref for s in self.samples.values() if s.round in keep and s.state == "buffered"},
                 "learner_version": self.learner_version, "released": self.released, "next_index": self.next_index,
-                "staleness_seen": dict(self.staleness_seen), "complete_rounds": sorted(r for r in keep
-                                                                                       if r >= next_round)}
+                "staleness_seen": dict(self.staleness_seen),
+                "events": {r: dict(c) for r, c in self.events.items() if r in keep},
+                "complete_rounds": sorted(r for r in keep if r >= next_round)}
 
     def restore(self, snap: dict, refs: dict[str, object]) -> None:
         """The inverse of `snapshot`, into an empty ledger; `refs`: sample id -> the buffered sample's new ref."""
@@ -187,6 +223,8 @@ class SampleLedger:
         self.learner_version, self.released = snap["learner_version"], snap["released"]
         self.next_index = snap["next_index"]
         self.staleness_seen = Counter({int(k): v for k, v in snap["staleness_seen"].items()})
+        self.events = {int(r): Counter(c) for r, c in snap["events"].items()}
+        self.buffered = sum(1 for s in self.samples.values() if s.state == "buffered")
 
 
 @ray.remote(num_cpus=0)
@@ -255,6 +293,9 @@ class ReplayBuffer:
 
     def states(self) -> dict[str, str]:
         return self.ledger_.states()
+
+    def taken_ids(self) -> dict[str, int]:
+        return self.ledger_.taken_ids()
 
     def snapshot(self, next_round: int) -> dict:
         snap = self.ledger_.snapshot(next_round)

@@ -130,18 +130,26 @@ class SimLearner:
 
     def __init__(self, scale: float):
         self.trainer = SimTrainer.remote(scale)
-        self.jobs: list[tuple[int, bool, float, ray.ObjectRef]] = []
+        self.jobs: list[tuple[int, bool, float, ray.ObjectRef, list]] = []
 
-    def submit(self, step, data_ref, train_version, publish) -> None:
-        self.jobs.append((step + 1, publish, time.monotonic(), self.trainer.train.remote(data_ref)))
+    def submit(self, step, data_ref, train_version, publish, ids=()) -> None:
+        self.jobs.append((step + 1, publish, time.monotonic(), self.trainer.train.remote(data_ref), list(ids)))
 
     def poll(self) -> list[dict]:
         out = []
         while self.jobs and ray.wait([self.jobs[0][3]], timeout=0)[0]:
-            step, publish, t0, ref = self.jobs.pop(0)
+            step, publish, t0, ref, ids = self.jobs.pop(0)
+            self.last = (step, publish)
             out.append({"step": step, "metrics": ray.get(ref), "weights": "sim" if publish else None,
-                        "seconds": time.monotonic() - t0})
+                        "seconds": time.monotonic() - t0, "ids": ids})
         return out
+
+    def finish(self) -> dict | None:
+        while self.jobs:
+            time.sleep(0.01)
+            self.poll()
+        last = getattr(self, "last", None)
+        return None if last is None or last[1] else {"step": last[0], "weights": "sim", "final": True}
 
     def close(self) -> None:
         ray.kill(self.trainer)

@@ -452,6 +452,9 @@ class PipelineConfig:
         if self.publish_every > self.max_staleness + 1:
             raise ConfigError("pipeline.publish_every: must be <= pipeline.max_staleness + 1, or the rollout would "
                               "wait for weights the learner publishes only after training what it waits to produce")
+        if self.schedule == "rounds" and self.publish_every != 1:
+            raise ConfigError("pipeline.publish_every: the rounds schedule publishes after every round; set 1 or "
+                              "use pipeline.schedule: stream")
         if self.importance_cap <= 0:
             raise ConfigError("pipeline.importance_cap: must be > 0")
 

@@ -164,7 +164,6 @@ class EvalSession:
 
     def __init__(self, model: str, max_tokens: int = 384, max_model_len: int = 4096, executors: int = 2,
                  timeout: float = 10.0, seed: int = 0, kv_cache_gib: int = 1, dtype: str = "auto"):
-        import ray
 
         from actors.executor import ExecutorPool
         from actors.generator_group import GeneratorGroup
@@ -173,10 +172,9 @@ class EvalSession:
 
         self.model, self.max_tokens, self.seed = model, max_tokens, seed
         model_path = resolve_eval_model(model)
-        self.started_ray = not ray.is_initialized()
-        if self.started_ray:
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+        from pipeline.operations import start_ray
+
+        self.started_ray = start_ray(num_cpus=8, include_dashboard=False, log_to_driver=False)
         self.gen = GeneratorGroup(model_path, ModelConfig(dtype=dtype, max_model_len=max_model_len),
                                   GeneratorConfig(kv_cache_gib=kv_cache_gib, max_tokens=max_tokens, seed=seed),
                                   max_restarts=1)

@@ -28,7 +28,8 @@ from exercises.extract import as_answer
 from exercises.generation import Generated, with_visible_tests
 from exercises.loaders import load_mbpp
 from exercises.validation import RunJobs
-from pipeline.loop import RunResult, Stages, build_system, init_ray, iteration_metrics, run_eval, sample_and_judge
+from pipeline.loop import RunResult, Stages, build_system, iteration_metrics, run_eval, sample_and_judge
+from pipeline.operations import start_ray
 from pipeline.oracle_run import Oracle, filter_generated, writer_for
 from pipeline.report import RunDir
 from sandbox import Verdict
@@ -92,7 +93,7 @@ def run_adversarial(cfg: RunConfig) -> RunResult:
     state_path = run_dir.path / STATE_FILE
     curriculum = Curriculum.load(cfg.oracle.resume_curriculum) if cfg.oracle.resume_curriculum else Curriculum()
     stages = Stages()
-    init_ray(cfg)
+    start_ray(cfg)
     with stages.time("startup"):
         system = build_system(cfg, model_path, run_dir)
         oracle = Oracle(cfg)

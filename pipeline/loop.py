@@ -3,7 +3,6 @@ evaluate."""
 
 from __future__ import annotations
 
-import os
 import random
 import statistics
 import time
@@ -28,7 +27,7 @@ from exercises.extract import as_answer, extract_code
 from exercises.loaders import load_mbpp
 from pipeline.evaluate import LoopEvaluator
 from pipeline.preferences import build_pairs, references_to_check
-from pipeline.report import RunDir
+from pipeline.report import RunDir, round_line
 from pipeline.resilience import RoundOutcome, failure, learn_and_sync
 from pipeline.schedule import plan_rounds
 from pipeline.serving import ServingProbe, send_policy
@@ -80,18 +79,6 @@ class System:
         ray.kill(self.buffer)
 
 
-def init_ray(cfg: RunConfig) -> None:
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if cfg.ray_address:
-        ray.init(address=cfg.ray_address)
-    else:
-        from pipeline.operations import local_ray_options
-
-        ray.init(**local_ray_options(cfg))
-
-
 def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
     generator = GeneratorGroup(model_path, cfg.model, cfg.generator, role="student",
                                replicas=cfg.generator.replicas, max_restarts=cfg.generator.max_restarts)
@@ -133,7 +120,10 @@ def round_data(system: System, cfg: RunConfig, batch: list[Exercise], experience
         return build_pairs(by_id, experiences, t.max_pairs, seed=cfg.seed + it, rejected=t.rejected,
                            verified_references=verified)
     if t.algorithm == "ppo":  # the judged samples themselves, with the generator's logprobs
-        return experiences
+        from trainers.ppo import select_rollouts
+
+        # none left once the exercises without reward signal are dropped: nothing to train (not a NaN loss)
+        return experiences if t.critic or select_rollouts(experiences, t, 0, t.num_workers)[0] else []
     if t.algorithm == "sft":
         return corpus or verified_solutions(system, batch, experiences)
     if t.distill.mode == "logit" and t.distill.sequences == "student":  # on-policy, as in GKD
@@ -175,6 +165,19 @@ def iteration_metrics(experiences: list[Experience]) -> dict:
     }
 
 
+def round_metrics(cfg: RunConfig, experiences: list[Experience]) -> dict:
+    """`iteration_metrics`, and for critic-free PPO how many exercises carry no reward signal (all their samples
+    got the same reward): the learner drops those, so a round of nothing else has no trainable data."""
+    out = iteration_metrics(experiences)
+    t = cfg.train
+    if t.algorithm == "ppo" and not t.critic:
+        from trainers.ppo import rl_rewards, zero_signal_groups
+
+        out["groups"] = len({e.exercise_id for e in experiences})
+        out["groups_without_signal"] = len(zero_signal_groups(experiences, rl_rewards(experiences, t.rl_reward)))
+    return out
+
+
 def run_eval(system: System, cfg: RunConfig, exercises: list[Exercise], label: str, stages: Stages,
              run_dir: RunDir) -> float:
     with stages.time(f"eval_{label}"):
@@ -200,7 +203,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
         from pipeline.adversarial import run_adversarial
 
         return run_adversarial(cfg)
-    from pipeline.operations import Operations
+    from pipeline.operations import Operations, start_ray
 
     data_dir = cfg.resolved_data_dir()
     train_set = load_mbpp(data_dir, cfg.data.train_ids)
@@ -217,7 +220,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
     run_dir = RunDir.open(resume_dir) if resume_dir else RunDir.create(cfg)
     ops = Operations.start(cfg, run_dir)
     stages = Stages(dict(ops.state.stage_seconds))
-    init_ray(cfg)
+    start_ray(cfg)
     with stages.time("startup"):
         system = build_system(cfg, model_path, run_dir)
     rng = random.Random(cfg.seed)
@@ -234,7 +237,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
             before = evaluator.test_benchmarks("before")
             evaluator.validate(-1)
         ops.baseline_done(before, stages)
-    adapter_dir = None
+    adapter_dir, accounts = None, None
     if cfg.pipeline.schedule == "stream":  # generation, execution and training overlap (pipeline/stream.py)
         def after_round(record: dict) -> dict:
             """What the round-based loop measures after a round's weights are served, in the same order: the
@@ -247,12 +250,12 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
             return out
 
         ops.state.capture_rng(rng)  # before planning: a resumed run plans the same rounds from it
-        version, adapter_dir = stream_job(
+        version, adapter_dir, accounts = stream_job(
             system, cfg, plan_rounds(cfg, train_set, rng), model_path=model_path, run_dir=run_dir, stages=stages,
             make_data=lambda plan, exps: round_data(system, cfg, plan.exercises, exps, by_id, corpus, plan.round),
-            round_metrics=iteration_metrics, after_round=after_round,
+            round_metrics=partial(round_metrics, cfg), after_round=after_round,
             on_commit=lambda cp: ops.stream_round_done(cp, system, stages), resume=ops.stream_resume(system),
-            on_logged=lambda record: ops.sinks.log(record, step=record["iteration"]))
+            on_logged=lambda record: ops.sinks.log(record, step=record["iteration"]), on_failure=ops.failed)
     for it in range(ops.state.next_iteration, cfg.loop.iterations if cfg.pipeline.schedule == "rounds" else 0):
         iter_stages = Stages()
         try:
@@ -261,7 +264,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
             ref = ray.put(experiences)
             ray.get(system.buffer.add.remote([ref], version, len(experiences)))
             data = round_data(system, cfg, batch, experiences, by_id, corpus, it)
-            metrics = {"iteration": it, "policy_version": version, **iteration_metrics(experiences),
+            metrics = {"iteration": it, "policy_version": version, **round_metrics(cfg, experiences),
                        "train_items": len(data)}
             send = partial(send_policy, system.generator, cfg)  # the adapter or the merged weights
             outcome = learn_and_sync(system, data, version, iter_stages, it, send) if data else RoundOutcome(version)
@@ -284,10 +287,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
             ops.failed(outcome.failure)
         run_dir.log_metrics(metrics)
         ops.iteration_done(it, metrics, experiences, version, rng, system.learner, stages)
-        loss = metrics.get(f"{cfg.train.algorithm}/loss", float("nan"))
-        print(f"iteration {it}: reward {metrics['reward_mean']:+.2f}, pass rate {metrics['sample_pass_rate']:.2f}, "
-              f"{len(data)} {'pairs' if cfg.train.algorithm == 'dpo' else 'training items'}, "
-              f"{cfg.train.algorithm} loss {loss:.4f}, policy v{version}", flush=True)
+        print(round_line(metrics, cfg.train.algorithm), flush=True)
         if outcome.failure:
             print(f"iteration {it}: learner round failed at {outcome.failure['stage']} "
                   f"({outcome.failure['message']}); still serving v{version}", flush=True)
@@ -302,6 +302,8 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
         after = float("nan")
     buffer_stats = ray.get(system.buffer.stats.remote())
     buffer_stats["ledger"] = ray.get(system.buffer.ledger.remote())
+    if accounts is not None:  # rollout, buffer and learner counts checked against each other (pipeline/accounts.py)
+        buffer_stats["accounts"] = accounts
     run_dir.finish(before, after, len(evaluator.tests[evaluator.primary]), stages.seconds, buffer_stats,
                    adapter_dir or system.learner.adapter_dir, version,
                    extra_summary={**evaluator.summary(), **ops.summary_extra()},

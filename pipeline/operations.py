@@ -11,9 +11,9 @@ from pathlib import Path
 import ray
 
 from codealign.config import RunConfig
-from codealign.weights import load_for_generators
 from pipeline.metrics import MetricSinks
 from pipeline.report import RunDir
+from pipeline.serving import send_policy
 from pipeline.state import (
     DriverState,
     load_buffer,
@@ -25,6 +25,22 @@ from pipeline.state import (
 )
 from pipeline.stream import StreamResume, long_lived
 from trainers.modeling import MERGED_FILE
+
+
+def start_ray(cfg: RunConfig | None = None, **local) -> bool:
+    """The one place codealign starts Ray (the loop, the oracle's data generation, the evaluation CLI): the
+    cluster at `cfg.ray_address`, else a local instance (`local_ray_options(cfg)`, or `local` without a config);
+    nothing when this process has Ray up already. Returns whether it started it (the caller then shuts it down)."""
+    import os
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if cfg is not None and cfg.ray_address:
+        ray.init(address=cfg.ray_address)
+    else:
+        ray.init(**(local_ray_options(cfg) if cfg is not None else local))
+    return True
 
 
 def local_ray_options(cfg: RunConfig) -> dict:
@@ -98,8 +114,8 @@ class Operations:
                 continue
             ref = ray.put(payload["experiences"])
             ray.get(system.buffer.add.remote([ref], payload["policy_version"], len(payload["experiences"])))
-        if s.policy_version and checkpoint is not None:
-            system.generator.update_weights(load_for_generators(checkpoint / MERGED_FILE), s.policy_version)
+        if s.policy_version and checkpoint is not None:  # the adapter with enable_lora, as the run served it
+            send_policy(system.generator, self.cfg, checkpoint, s.policy_version)
         for name, (_, load) in self.components.items():
             if name in s.components:
                 load(s.components[name])
@@ -140,7 +156,7 @@ class Operations:
         ray.get(system.buffer.restore.remote(saved, refs))
         weights = str(self.run_dir.path / s.learner_checkpoint / MERGED_FILE) if s.learner_checkpoint else None
         return StreamResume(s.next_iteration, s.stream["trained"], s.stream["released"], s.policy_version, weights,
-                            saved["complete_rounds"])
+                            saved["complete_rounds"], s.stream.get("accounts", {}))
 
     def stream_round_done(self, cp, system, stages) -> None:
         """The stream's commit point (`run_stream`'s on_commit): the round's trained samples, the buffer, the
@@ -157,7 +173,7 @@ class Operations:
             s.learner_checkpoint = str(Path(cp.weights).parent.resolve().relative_to(root)) if cp.weights else ""
         else:
             s.capture_learner(system.learner, self.run_dir.path)
-        s.stream = {"trained": cp.trained, "released": cp.released, "buffer": name}
+        s.stream = {"trained": cp.trained, "released": cp.released, "buffer": name, "accounts": cp.accounts}
         s.stage_seconds = dict(stages.seconds)
         s.components.update({n: save() for n, (save, _) in self.components.items()})
         s.save(self.run_dir.path)

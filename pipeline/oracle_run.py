@@ -16,21 +16,10 @@ from exercises.decontamination import Decontaminator
 from exercises.extract import as_answer, extract_code
 from exercises.generation import ExerciseWriter, Generated
 from exercises.loaders import load_mbpp
+from pipeline.operations import start_ray
 from sandbox import Verdict
 
 CHUNK = 16
-
-
-def init_ray(cfg: RunConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if cfg.ray_address:
-        ray.init(address=cfg.ray_address)
-    else:
-        ray.init(num_cpus=cfg.ray_num_cpus or None, include_dashboard=False, log_to_driver=False)
 
 
 class Oracle:
@@ -107,7 +96,7 @@ def filter_generated(gen: Generated, cfg: RunConfig, run_jobs, held: list[Exerci
 
 def generate_and_filter(cfg: RunConfig, held: list[Exercise], decon: Decontaminator) -> FilterOutcome:
     """`launch.py generate-data --config`: one round of generation, judged by the executor actors."""
-    init_ray(cfg)
+    start_ray(cfg)
     oracle = Oracle(cfg)
     pool = ExecutorPool(cfg.executor, cfg.reward)
     try:
@@ -126,7 +115,7 @@ def backtranslate_corpus(cfg: RunConfig, files: list[tuple[str, str]]):
 
     o = cfg.oracle
     if o.backend == "vllm":
-        init_ray(cfg)
+        start_ray(cfg)
     writer = Oracle(cfg)
     try:
         rater = Oracle(cfg, model=o.rater_model, base_url=o.rater_base_url, role="rater")

@@ -79,6 +79,25 @@ def render_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def no_data_reason(m: dict) -> str:
+    """What a round that trained nothing says instead of a loss (a NaN loss would read as a failure)."""
+    if "groups_without_signal" in m:
+        return (f"no trainable data: {m['groups_without_signal']} of {m['groups']} exercise groups carried no "
+                "reward signal and were dropped")
+    return "no trainable data"
+
+
+def round_line(m: dict, algorithm: str) -> str:
+    """The line printed after each round (both schedules)."""
+    head = (f"round {m['iteration']}: reward {m.get('reward_mean', 0.0):+.2f}, "
+            f"pass rate {m.get('sample_pass_rate', 0.0):.2f}")
+    if not m["train_items"]:
+        return f"{head}, {no_data_reason(m)}, policy v{m['new_policy_version']}"
+    loss = m.get(f"{algorithm}/loss", float("nan"))
+    items = "pairs" if algorithm == "dpo" else "training items"
+    return f"{head}, {m['train_items']} {items}, {algorithm} loss {loss:.4f}, policy v{m['new_policy_version']}"
+
+
 def render_report(summary: dict, iterations: list[dict]) -> str:
     total = sum(summary["stage_seconds"].values()) or 1.0
     out = ["# codealign run report", "",
@@ -93,6 +112,11 @@ def render_report(summary: dict, iterations: list[dict]) -> str:
     nan = float("nan")
     for m in iterations:
         algo = next((k.split("/")[0] for k in m if k.endswith("/loss")), "")
+        if not m["train_items"]:
+            out.append(f"| {m['iteration']} | v{m['policy_version']}→v{m['new_policy_version']} | "
+                       f"{m['reward_mean']:+.3f} | {m['reward_std']:.3f} | {m['sample_pass_rate']:.3f} | 0 | "
+                       f"{no_data_reason(m)} | |")
+            continue
         out.append(
             f"| {m['iteration']} | v{m['policy_version']}→v{m['new_policy_version']} | {m['reward_mean']:+.3f} | "
             f"{m['reward_std']:.3f} | {m['sample_pass_rate']:.3f} | {m['train_items']} | "

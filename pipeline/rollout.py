@@ -16,7 +16,7 @@ executor; after `MAX_ATTEMPTS` a chunk's samples are dropped *and counted* in th
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 import ray
@@ -59,7 +59,8 @@ class Rollout:
         self.plans: dict[int, RoundPlan] = {}
         self.tasks: dict[ray.ObjectRef, GenerateTask | ExecuteTask] = {}
         self._next_executor = 0
-        self.produced = 0
+        # round -> the rollout's own count of its samples: admitted, generated, judged, lost (pipeline/accounts.py)
+        self.counts: dict[int, Counter] = {}
         self.failures = {"generator": 0, "executor": 0}
         self.open: dict[int, int] = {}  # round -> samples neither judged nor lost yet
         self._arrived: list[tuple[str, list, int]] = []  # judged samples not yet sent to the buffer
@@ -74,6 +75,7 @@ class Rollout:
             return False
         self.plans[plan.round] = plan
         self.open[plan.round] = len(plan.requests) * self.n
+        self.counts[plan.round] = Counter(admitted=self.open[plan.round])
         replicas = len(self.generator.replicas)
         for start in range(0, len(plan.requests), self.chunk):
             chunk = list(range(start, min(start + self.chunk, len(plan.requests))))
@@ -118,6 +120,12 @@ class Rollout:
         self.clock.begin("execute")
 
     # -- completion ----------------------------------------------------------------------------------------------
+    def totals(self) -> dict[str, int]:
+        out = Counter({"admitted": 0, "generated": 0, "judged": 0, "lost": 0})
+        for c in self.counts.values():
+            out.update(c)
+        return dict(out)
+
     def pending(self) -> list[ray.ObjectRef]:
         return list(self.tasks)
 
@@ -135,6 +143,7 @@ class Rollout:
     def _lose(self, round_: int, i: int, k: int) -> None:
         self.buffer.lose.remote(sample_id(round_, i, k))
         self.open[round_] -= 1
+        self.counts[round_]["lost"] += 1
 
     def handle(self, ref: ray.ObjectRef) -> None:
         task = self.tasks.pop(ref)
@@ -165,6 +174,7 @@ class Rollout:
         items = [(i, k, c, extract_code(c.text)) for i, comps in zip(task.indices, completions)
                  for k, c in enumerate(comps)]
         produced = {(i, k) for i, k, _, _ in items}
+        self.counts[task.round]["generated"] += len(produced)
         for i in task.indices:  # a request that came back with fewer than n completions (an error): counted
             for k in range(self.n):
                 if (i, k) not in produced:
@@ -193,4 +203,4 @@ class Rollout:
             exp = Experience(ex.id, ex.prompt, c.text, code, res, c.policy_version, c.token_ids, c.logprobs, sid)
             self._arrived.append((sid, [ray.put(exp)], c.policy_version))
             self.open[task.round] -= 1
-            self.produced += 1
+            self.counts[task.round]["judged"] += 1

@@ -41,14 +41,28 @@ def serves_adapter(cfg: RunConfig) -> bool:
     return cfg.generator.enable_lora and cfg.train.lora.enabled
 
 
-def send_policy(generator, cfg: RunConfig, checkpoint_dir: Path, version: int) -> str:
-    """Put a round's policy on the generators; returns what was sent ("adapter" or "merged")."""
+def policy_for_generators(cfg: RunConfig, checkpoint_dir: Path):
+    """What the generators are sent for a checkpoint: its LoRA adapter (`Adapter`, served unmerged) with
+    `generator.enable_lora` on a LoRA run, else its merged weights. The one choice both schedules make."""
+    from actors.generator_group import Adapter
+
     if serves_adapter(cfg):
-        adapter, config = load_adapter(checkpoint_dir / ADAPTER_DIR)
-        generator.update_lora(adapter, config, version)
-        return "adapter"
-    generator.update_weights(load_for_generators(checkpoint_dir / MERGED_FILE), version)
-    return "merged"
+        return Adapter(*load_adapter(Path(checkpoint_dir) / ADAPTER_DIR))
+    return load_for_generators(Path(checkpoint_dir) / MERGED_FILE)
+
+
+def served_as(cfg: RunConfig) -> str:
+    return "adapter" if serves_adapter(cfg) else "merged"
+
+
+def send_policy(generator, cfg: RunConfig, checkpoint_dir: Path, version: int) -> str:
+    """Put a round's policy on the generators and wait; returns what was sent ("adapter" or "merged")."""
+    policy = policy_for_generators(cfg, checkpoint_dir)
+    if serves_adapter(cfg):
+        generator.update_lora(policy, None, version)
+    else:
+        generator.update_weights(policy, version)
+    return served_as(cfg)
 
 
 def _per_answer(scores: list[list[float]]) -> list[float]:

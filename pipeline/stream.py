@@ -18,11 +18,13 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import ray
 
 from codealign.config import RunConfig
 from codealign.records import Experience
+from pipeline.accounts import settle
 from pipeline.rollout import CHUNK, Rollout
 from pipeline.schedule import BusyClock, RoundPlan
 
@@ -39,6 +41,8 @@ class StreamResult:
     ledger: dict = field(default_factory=dict)
     samples_trained: int = 0
     staleness_checks: list[dict] = field(default_factory=list)  # every ledger snapshot taken during the run
+    accounts: dict = field(default_factory=dict)  # pipeline/accounts.settle at the end of the run
+    failures: list[dict] = field(default_factory=list)  # learner batches that failed (pipeline.resilience.failure)
 
 
 @dataclass
@@ -54,6 +58,8 @@ class StreamCheckpoint:
     version: int
     weights: str | None
     experiences: list[Experience]  # what the round trained
+    # the rollout's counts per round, the ids of each learner batch, the ids of rounds without training data
+    accounts: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -67,6 +73,7 @@ class StreamResume:
     version: int
     weights: str | None = None
     complete_rounds: list[int] = field(default_factory=list)
+    accounts: dict = field(default_factory=dict)  # as StreamCheckpoint.accounts
 
 
 def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buffer, learner,
@@ -74,13 +81,18 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
                on_round: Callable[[dict], None] = lambda m: None,
                round_metrics: Callable = lambda e: {}, chunk: int = CHUNK,
                on_commit: Callable[[StreamCheckpoint], None] | None = None,
-               resume: StreamResume | None = None) -> StreamResult:
+               resume: StreamResume | None = None,
+               restart_learner: Callable[[str | None, int], object] | None = None) -> StreamResult:
     """Drive all `plans` through the pipeline; returns the final policy version and what was measured.
 
     `learner`: StreamingLearner / PerRoundLearner (or a stand-in) with submit / poll / close.
     `load_weights(path)`: what the generators are sent for a published version.
     `on_commit`: called after each round is logged whose weights are published (not while a trained batch is
-    unpublished), to persist the run; `resume`: start from such a checkpoint instead of round 0."""
+    unpublished), to persist the run; `resume`: start from such a checkpoint instead of round 0.
+    A learner batch that fails (a NaN loss, workers lost) is logged with its failure, the last published version
+    keeps serving, and `cfg.loop.on_train_failure` decides: `stop` ends the stream (what is in flight is judged
+    and counted, nothing more admitted), `continue` goes on with `restart_learner(weights, version)` (the learner
+    to train on from the published version; None when it cannot, which stops)."""
     pipe = cfg.pipeline
     clock = BusyClock()
     rollout = Rollout(generator, executors, buffer, cfg.loop.samples_per_exercise, clock, chunk)
@@ -96,16 +108,47 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         last_weights, restored = resume.weights, set(resume.complete_rounds)
         for r in restored:
             rollout.open[r] = 0
+        # the counts of rounds the restored buffer holds; a round in flight at the commit is produced again
+        rollout.counts = {int(r): Counter(c) for r, c in resume.accounts.get("rollout", {}).items()
+                          if int(r) < resume.next_round or int(r) in restored}
+    learner_batches: list[list[str]] = [list(b) for b in (resume.accounts.get("learner_batches", []) if resume else [])]
+    untrained: list[str] = list(resume.accounts.get("untrained", [])) if resume else []
+    # rounds without training data so far: they take no learner version, so they count as released when known
+    # (released = published version + such rounds; see `release`)
+    skipped = released - version
     waiting: dict[int, dict] = {}  # learner step -> the round it trains and what to log with it
     busy_learner = False
-    unpublished = False
+    unpublished = False  # a trained batch whose weights are not published yet
+    last_experiences: list[Experience] = []  # the last logged round's, for the final commit
     sync_refs: list[ray.ObjectRef] = []
     last_busy = clock.snapshot()
 
-    def release(rounds: int) -> None:
-        nonlocal released
-        released = max(released, rounds)
+    def release() -> None:
+        """Admission moves to `version + skipped` rounds: round r is trained at version r minus the rounds before
+        it without data, at most `version + max_staleness` once admitted, so the bound holds; and a round without
+        data after a trained batch not yet published (publish_every > 1) moves admission on, where counting it as
+        unreleased would wait for a publication that needs the next round."""
+        nonlocal released, admission_may_change
+        released = max(released, version + skipped)
+        admission_may_change = True
         buffer.advance.remote(released, version)  # no wait: this driver's later calls to the buffer come after it
+
+    admission_may_change = True  # the bound moves only when the learner releases a round
+
+    def publish(report: dict) -> None:
+        """Weights the learner reported: to the generators, without waiting."""
+        nonlocal version, last_weights, sync_refs, unpublished
+        version = trained
+        last_weights = report["weights"]
+        new = generator.start_update(load_weights(report["weights"]), version)
+        clock.begin("sync", len(new))
+        sync_refs += new
+        unpublished = False
+        release()
+
+    def accounts(final: bool) -> dict:
+        ledger, taken = ray.get([buffer.ledger.remote(), buffer.taken_ids.remote()])
+        return settle(rollout.totals(), ledger, taken, learner_batches, untrained, pipe.reuse, final)
 
     def log(record: dict) -> None:
         nonlocal last_busy
@@ -113,6 +156,8 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         record["seconds"] = {k: round(v - last_busy.get(k, 0.0), 3) for k, v in now.items()}
         last_busy = now
         record["ledger"] = ray.get(buffer.ledger.remote())
+        checked = accounts(final=False)
+        record["accounts"] = {"balanced": checked["balanced"], "problems": checked["problems"]}
         out.staleness_checks.append(record["ledger"])
         out.rounds.append(record)
         on_round(record)
@@ -120,9 +165,48 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
     def commit(round_: int, experiences: list[Experience]) -> None:
         # the learner is idle here (one batch at a time) and every judged sample has been flushed to the buffer
         if on_commit is not None and not unpublished:
-            on_commit(StreamCheckpoint(round_, round_ + 1, trained, released, version, last_weights, experiences))
+            counts = {"rollout": {r: dict(c) for r, c in rollout.counts.items()},
+                      "learner_batches": [list(b) for b in learner_batches], "untrained": list(untrained)}
+            on_commit(StreamCheckpoint(round_, round_ + 1, trained, released, version, last_weights, experiences,
+                                       counts))
 
-    admission_may_change = True  # the bound moves only when the learner releases a round
+    def fail(exc: Exception) -> bool:
+        """The learner's batch failed: log it, keep the published version; returns whether the stream stops."""
+        nonlocal learner, trained, busy_learner, unpublished, skipped
+        from pipeline.resilience import failure
+
+        if not waiting:  # not a batch's failure (nothing was being trained): nothing to contain it in
+            raise exc
+        [info] = waiting.values()  # one batch at a time
+        waiting.clear()
+        busy_learner = False
+        clock.end("train")
+        f = failure("train", exc, info["round"], version)
+        out.failures.append(f)
+        untrained.extend(info["ids"])  # taken from the buffer, trained by no batch
+        skipped += trained - version  # the failed batch, and any trained but unpublished, take no version
+        trained, unpublished = version, False
+        info["record"].update(failure=f, new_policy_version=version)
+        stop = cfg.loop.on_train_failure == "stop"
+        if not stop:
+            new = restart_learner(last_weights, version) if restart_learner is not None else None
+            stop = new is None
+            learner = new if new is not None else learner
+        log(info["record"])
+        print(f"round {info['round']}: learner failed ({f['message']}); still serving v{version}"
+              f"{', stopping' if stop else ''}", flush=True)
+        release()
+        commit(info["round"], info["experiences"])
+        return stop
+
+    def drain() -> None:
+        """Finish what the rollout has in flight (judged and counted in the buffer), admitting nothing more."""
+        while rollout.pending():
+            done, _ = ray.wait(rollout.pending(), num_returns=1)
+            for ref in done:
+                rollout.handle(ref)
+            rollout.flush()
+
     last_poll = 0.0
     while next_train < len(plans) or waiting:
         while admission_may_change and next_admit < len(plans):
@@ -149,26 +233,27 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         if time.monotonic() - last_poll < WAIT_S and not rollout.round_done(next_train):
             continue
         last_poll = time.monotonic()
-        for report in learner.poll():
+        try:
+            reports = learner.poll()
+        except Exception as exc:  # the learner's batch failed: loop.on_train_failure
+            if fail(exc):
+                drain()
+                break
+            continue
+        for report in reports:
             busy_learner = False
             clock.end("train")
             info = waiting.pop(report["step"])
+            learner_batches.append(list(report.get("ids", ())))  # what the learner says it trained
             if report.get("weights"):
-                version = trained
-                last_weights = report["weights"]
-                weights = load_weights(report["weights"])
-                new = generator.start_update(weights, version)
-                clock.begin("sync", len(new))
-                sync_refs += new
-                unpublished = False
-                release(info["round"] + 1)
-                admission_may_change = True
+                publish(report)
             info["record"].update(report["metrics"])
             info["record"]["new_policy_version"] = version
             if report.get("weights"):
                 info["record"]["weights_published"] = report["weights"]  # what the generators were sent
             info["record"]["learner_seconds"] = round(report.get("seconds", 0.0), 3)
             log(info["record"])
+            last_experiences = info["experiences"]
             commit(info["round"], info["experiences"])
 
         if busy_learner or next_train >= next_admit:
@@ -185,23 +270,33 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         out.samples_trained += len(experiences)
         next_train += 1
         if not data:  # nothing to learn from this round: the policy stays; the round is done
+            untrained.extend(batch["ids"])
+            record["no_trainable_data"] = True
             record["new_policy_version"] = version
-            if not unpublished:
-                release(plan.round + 1)
-                admission_may_change = True
+            skipped += 1
+            release()
             log(record)
+            last_experiences = experiences
             commit(plan.round, experiences)
             continue
         last = next_train == len(plans)
-        publish = last or (trained + 1) % pipe.publish_every == 0
-        learner.submit(trained, ray.put(data), trained, publish)
+        publish_now = last or (trained + 1) % pipe.publish_every == 0
+        learner.submit(trained, ray.put(data), trained, publish_now, batch["ids"])
         # reported as the step count after it
-        waiting[trained + 1] = {"round": plan.round, "record": record, "experiences": experiences}
+        waiting[trained + 1] = {"round": plan.round, "record": record, "experiences": experiences,
+                                "ids": batch["ids"]}
         trained += 1
-        unpublished = not publish
+        unpublished = not publish_now
         busy_learner = True
         clock.begin("train")
 
+    if unpublished:  # the last trained batch (publish_every > 1, then rounds without data): published at the end
+        final = learner.finish()
+        if final is None or not final.get("weights"):
+            raise RuntimeError(f"the learner did not publish its last trained batch (step {trained})")
+        publish(final)
+        print(f"published the last trained batch at the end: policy v{version}", flush=True)
+        commit(out.rounds[-1]["iteration"], last_experiences)
     if sync_refs:
         ray.get(sync_refs)
         clock.end("sync", len(sync_refs))
@@ -210,6 +305,9 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
     out.fractions = clock.fractions()
     out.wall_s = time.monotonic() - clock.started
     out.ledger = ray.get(buffer.ledger.remote())
+    out.accounts = accounts(final=True)
+    if not out.accounts["balanced"]:
+        print(f"the sample accounts do not add up: {out.accounts['problems']}", flush=True)
     return out
 
 
@@ -240,32 +338,62 @@ def make_learner(cfg: RunConfig, round_learner, model_path: str, storage_dir, re
 
 def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_path: str, run_dir, stages,
                round_metrics, after_round=None, on_commit=None, resume: StreamResume | None = None,
-               on_logged=None) -> tuple[int, str | None]:
+               on_logged=None, on_failure=None) -> tuple[int, str | None, dict]:
     """The training part of `pipeline.loop.run` when `pipeline.schedule` is stream: returns (final policy
-    version, the adapter directory to keep). `after_round(record) -> dict` adds to each round's record before it
-    is logged (the serving probe and the validation split, on the version served at that moment); `on_logged(record)`
-    sees it after; `on_commit` / `resume`: see `run_stream`."""
-    from codealign.weights import load_for_generators
+    version, the adapter directory to keep, the sample accounts at the end). `after_round(record) -> dict` adds to
+    each round's record before it is logged (the serving probe and the validation split, on the version served at
+    that moment); `on_logged(record)` sees it after; `on_commit` / `resume`: see `run_stream`."""
+    from pipeline.report import round_line
+    from pipeline.serving import policy_for_generators, served_as
 
     learner = make_learner(cfg, system.learner, model_path, run_dir.path / "train", resume)
 
+    def restart(weights: str | None, version: int):
+        """After a failed batch: the round-based learner goes on from its last good round; the long-lived one is
+        started again from the published version's adapter (None before the first publication or in full
+        fine-tuning, where it has nothing to resume from: the stream stops)."""
+        nonlocal learner
+        if not long_lived(cfg):
+            return learner
+        try:
+            learner.close()
+        except Exception:  # its run already failed; that failure is recorded
+            pass
+        if not weights or not cfg.train.lora.enabled:
+            return None
+        learner = make_learner(cfg, system.learner, model_path, run_dir.path / "train",
+                               StreamResume(0, version, 0, version, weights))
+        return learner
+
+    def load_weights(merged_file: str):
+        """A published version as the generators take it: the adapter with enable_lora, else merged."""
+        return policy_for_generators(cfg, Path(merged_file).parent)
+
     def on_round(record: dict) -> None:
+        if record.get("weights_published"):
+            record["served_as"] = served_as(cfg)
         if after_round is not None:
             record.update(after_round(record))
         run_dir.log_metrics(record)
         if on_logged is not None:
             on_logged(record)
-        loss = record.get(f"{cfg.train.algorithm}/loss", float("nan"))
-        print(f"round {record['iteration']}: reward {record.get('reward_mean', 0.0):+.2f}, "
-              f"{record['train_items']} training items, {cfg.train.algorithm} loss {loss:.4f}, "
-              f"policy v{record['new_policy_version']}, staleness {record['staleness_histogram']}", flush=True)
+        print(f"{round_line(record, cfg.train.algorithm)}, staleness {record['staleness_histogram']}", flush=True)
 
+    result = None
     try:
         result = run_stream(cfg, plans, system.generator, system.executors, system.buffer, learner, make_data,
-                            load_for_generators, on_round, round_metrics, on_commit=on_commit, resume=resume)
+                            load_weights, on_round, round_metrics, on_commit=on_commit, resume=resume,
+                            restart_learner=restart)
     finally:
-        learner.close()
+        try:
+            learner.close()
+        except Exception:  # a learner whose batch failed: that failure is in the result already
+            if result is None or not result.failures:
+                raise
+    for f in result.failures:  # into the summary and the report (loop.run: Operations.failed)
+        if on_failure is not None:
+            on_failure(f)
     for name, secs in result.busy.items():
         stages.seconds[name] = stages.seconds.get(name, 0.0) + secs
     stages.seconds["pipeline_wall"] = result.wall_s
-    return result.version, learner.adapter_dir
+    return result.version, learner.adapter_dir, result.accounts

@@ -157,7 +157,11 @@ def test_a_killed_stream_driver_resumes_with_its_buffer_and_long_lived_learner(r
     ref_summary = json.loads((ref_dir / "summary.json").read_text())
     assert summary["resumed"] is True and summary["policy_version"] == ref_summary["policy_version"] == 2
     ledger, ref_ledger = summary["replay_buffer"]["ledger"], ref_summary["replay_buffer"]["ledger"]
-    assert ledger["balanced"] and ledger["trained"] == ref_ledger["trained"] == 8 and ledger["in_flight"] == 0
+    assert ledger["trained"] == ref_ledger["trained"] == 8 and ledger["in_flight"] == 0
+    # the counts kept by the rollout, the buffer and the learner over both lives of the driver add up
+    accounts = summary["replay_buffer"]["accounts"]
+    assert accounts["balanced"], accounts["problems"]
+    assert accounts["learner_ids"] == accounts["rollout"]["judged"] == accounts["buffer"]["taken"] == 8
     assert summary["pass@1_after"] == pytest.approx(ref_summary["pass@1_after"], abs=1e-9)
     after = [s["text"] for s in read_jsonl(run_dir / "eval_after.jsonl")]
     assert after == [s["text"] for s in read_jsonl(ref_dir / "eval_after.jsonl")]
@@ -238,7 +242,7 @@ def test_a_round_in_flight_at_the_commit_is_produced_again_under_the_same_ids(ra
         result = run_stream(cfg, plans, gen, pool, buffer, learner, make_data=lambda plan, exps: exps,
                             load_weights=lambda path: None, on_commit=later.append,
                             resume=StreamResume(cp.next_round, cp.trained, cp.released, cp.version, cp.weights,
-                                                snap["complete_rounds"]))
+                                                snap["complete_rounds"], cp.accounts))
     finally:
         for actor in gen.replicas + pool.actors + [buffer]:
             ray.kill(actor)
@@ -247,4 +251,8 @@ def test_a_round_in_flight_at_the_commit_is_produced_again_under_the_same_ids(ra
     trained = [e.sample_id for e in cp.experiences] + [e.sample_id for c in later for e in c.experiences]
     every = [sid for plan in plans for sid in plan.sample_ids(2)]
     assert sorted(trained) == sorted(every) and len(set(trained)) == len(every) == 12
-    assert result.ledger["balanced"] and (result.ledger["trained"], result.ledger["in_flight"]) == (12, 0)
+    assert (result.ledger["trained"], result.ledger["in_flight"]) == (12, 0)
+    # the resumed driver's accounts: round 0 from the checkpoint (rollout counts, learner ids), rounds 1-2 live
+    assert result.accounts["balanced"], result.accounts["problems"]
+    assert result.accounts["learner_ids"] == result.accounts["rollout"]["admitted"] == 12
+    assert result.accounts["learner_batches"] == 3

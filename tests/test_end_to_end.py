@@ -42,7 +42,9 @@ def test_short_loop_on_the_real_model(ray_cluster, tmp_path, real_model_path):
 
         # every sample went through the replay buffer (pipelined, max_staleness 1) and was trained: none lost
         ledger = ray_cluster.get(result.system.buffer.ledger.remote())
-        assert ledger["produced"] == ledger["trained"] == 8 and ledger["balanced"]
+        assert ledger["produced"] == ledger["trained"] == 8 and ledger["consistent"]
+        accounts = json.loads((run_dir / "summary.json").read_text())["replay_buffer"]["accounts"]
+        assert accounts["balanced"] and accounts["learner_ids"] == accounts["rollout"]["judged"] == 8
         assert metrics["staleness_histogram"] == {"0": 8}
 
         report = (run_dir / "report.md").read_text()

@@ -4,6 +4,7 @@ bound holds and every sample is accounted for while an executor and a generator 
 
 import json
 
+import pytest
 import yaml
 
 import pipeline.loop as loop
@@ -12,7 +13,8 @@ from codealign.config import config_from_dict
 from tests.test_config import LOCAL
 
 
-def tiny_config(tmp_path, model_path: str, name: str, schedule: str, max_staleness: int, iterations: int = 2):
+def tiny_config(tmp_path, model_path: str, name: str, schedule: str, max_staleness: int, iterations: int = 2,
+                enable_lora: bool = False):
     raw = yaml.safe_load(LOCAL.read_text())
     raw.update(name=name, output_dir=str(tmp_path), ray_num_cpus=0)
     raw["model"].update(path=model_path, max_model_len=512)
@@ -21,6 +23,8 @@ def tiny_config(tmp_path, model_path: str, name: str, schedule: str, max_stalene
     raw["train"].update(max_pairs=4, max_length=192, num_cpus_per_worker=1, learning_rate=1e-3)
     raw["generator"].update(max_tokens=24, num_cpus=1)
     raw["pipeline"].update(schedule=schedule, max_staleness=max_staleness)
+    if enable_lora:  # the adapter served unmerged over the base (pipeline/serving.policy_for_generators)
+        raw["generator"].update(enable_lora=True, max_lora_rank=raw["train"]["lora"]["r"])
     return config_from_dict(raw)
 
 
@@ -46,11 +50,14 @@ def lines(path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
-def test_max_staleness_0_reproduces_the_round_based_loop(ray_cluster, tmp_path, tiny_model_path, monkeypatch):
+@pytest.mark.parametrize("enable_lora", [False, True])
+def test_max_staleness_0_reproduces_the_round_based_loop(ray_cluster, tmp_path, tiny_model_path, monkeypatch,
+                                                         enable_lora):
     runs = {}
     for schedule in ("rounds", "stream"):
         seen = record_rounds(monkeypatch)
-        result = loop.run(tiny_config(tmp_path, tiny_model_path, schedule, schedule, max_staleness=0))
+        result = loop.run(tiny_config(tmp_path, tiny_model_path, schedule, schedule, max_staleness=0,
+                                      enable_lora=enable_lora))
         result.system.shutdown()
         runs[schedule] = (seen, lines(result.run_dir.path / "metrics.jsonl"), result)
     (sync_seen, sync_metrics, sync), (pipe_seen, pipe_metrics, pipe) = runs["rounds"], runs["stream"]
@@ -62,11 +69,15 @@ def test_max_staleness_0_reproduces_the_round_based_loop(ray_cluster, tmp_path, 
                     "dpo/optimizer_carried", "serve/probe_gain_served", "serve/probe_gain_trained"):
             assert p[key] == s[key], key
         assert p["staleness_histogram"] == {"0": s["samples"]}
+        assert p["served_as"] == s["served_as"] == ("adapter" if enable_lora else "merged")
     assert pipe.policy_version == sync.policy_version == 2
     # the same weights in the end: the greedy evaluation after training is the same text
     after = [lines(r.run_dir.path / "eval_after.jsonl") for r in (sync, pipe)]
     assert [x["text"] for x in after[0]] == [x["text"] for x in after[1]]
-    assert pipe_metrics[-1]["ledger"]["trained"] == 12 and pipe_metrics[-1]["ledger"]["balanced"]
+    assert pipe_metrics[-1]["ledger"]["trained"] == 12 and pipe_metrics[-1]["accounts"]["balanced"]
+    accounts = json.loads((pipe.run_dir.path / "summary.json").read_text())["replay_buffer"]["accounts"]
+    assert accounts["balanced"] and accounts["learner_ids"] == accounts["rollout"]["judged"] == 12
+    assert accounts["learner_batches"] == 2 and accounts["untrained"] == 0
 
 
 def test_bound_and_ledger_hold_when_an_executor_and_a_generator_die(ray_cluster, tmp_path, tiny_model_path,
@@ -90,8 +101,12 @@ def test_bound_and_ledger_hold_when_an_executor_and_a_generator_die(ray_cluster,
         assert [m["iteration"] for m in metrics] == [0, 1, 2]
         for m in metrics:  # at every point the learner took a batch: within the bound, and the ledger balances
             assert all(int(s) <= 1 for s in m["staleness_histogram"]), m["staleness_histogram"]
-            assert m["ledger"]["balanced"] and m["ledger"]["max_staleness_seen"] <= 1
-        ledger = json.loads((result.run_dir.path / "summary.json").read_text())["replay_buffer"]["ledger"]
+            assert m["accounts"]["balanced"], m["accounts"]
+            assert m["ledger"]["max_staleness_seen"] <= 1
+        buffer = json.loads((result.run_dir.path / "summary.json").read_text())["replay_buffer"]
+        ledger, accounts = buffer["ledger"], buffer["accounts"]
+        # the rollout, the buffer and the learner each counted 18: none lost, none trained twice
+        assert accounts["balanced"] and accounts["rollout"]["judged"] == accounts["learner_ids"] == 18
         # 3 rounds x 3 exercises x 2 samples: all produced and trained, none lost
         assert ledger["admitted"] == ledger["produced"] == 18 and ledger["trained"] == 18
         assert ledger["in_flight"] == ledger["dropped"] == ledger["evicted"] == ledger["buffered"] == 0
@@ -151,3 +166,114 @@ def test_execution_goes_to_the_free_executor_not_behind_a_slow_program(ray_clust
     finally:
         for actor in Group.replicas + Pool.actors + [buffer]:
             ray_cluster.kill(actor)
+
+
+def test_a_ppo_round_without_reward_signal_says_so_instead_of_a_nan_loss(ray_cluster):
+    """Every sample fails its tests (binary reward: every exercise's samples got the same reward): the round has
+    no trainable data. The record, the printed line and the report say so and how many groups were dropped; the
+    learner gets no batch, the policy stays, and the accounts hold those samples as taken without training data."""
+    import random
+    from functools import partial
+
+    from actors.replay_buffer import LedgerConfig, ReplayBuffer
+    from bench.pipeline import SimGroup, SimLearner
+    from codealign.config import RunConfig
+    from codealign.records import ExecutionResult, Exercise
+    from pipeline.report import render_report, round_line
+    from pipeline.schedule import plan_rounds
+    from sandbox import Verdict
+
+    @ray_cluster.remote(num_cpus=0)
+    class Failing:
+        def run_batch(self, jobs):
+            return [ExecutionResult(Verdict.FAILED, -0.3, 0.0) for _ in jobs]
+
+    class Pool:
+        actors = [Failing.remote()]
+
+    cfg = RunConfig()
+    cfg.loop.iterations, cfg.loop.exercises_per_iteration, cfg.loop.samples_per_exercise = 2, 2, 2
+    cfg.train.algorithm, cfg.train.rl_reward, cfg.pipeline.max_staleness = "ppo", "binary", 0
+    plans = plan_rounds(cfg, [Exercise(f"ex{i}", f"exercise {i}", "assert True") for i in range(4)],
+                        random.Random(0))
+    gen, buffer, learner = SimGroup(1, 1e-3), ReplayBuffer.remote(ledger=LedgerConfig()), SimLearner(1e-3)
+    try:
+        result = stream.run_stream(
+            cfg, plans, gen, Pool(), buffer, learner, load_weights=lambda path: None,
+            make_data=lambda plan, exps: loop.round_data(None, cfg, plan.exercises, exps, {}, [], plan.round),
+            round_metrics=partial(loop.round_metrics, cfg))
+    finally:
+        for actor in gen.replicas + Pool.actors + [buffer]:
+            ray_cluster.kill(actor)
+        learner.close()
+    assert len(result.rounds) == 2
+    for r in result.rounds:
+        assert r["train_items"] == 0 and r["no_trainable_data"] is True
+        assert (r["groups_without_signal"], r["groups"]) == (2, 2)
+        assert "ppo/loss" not in r and r["new_policy_version"] == 0
+        line = round_line(r, "ppo")
+        assert "no trainable data: 2 of 2 exercise groups carried no reward signal" in line and "nan" not in line
+    assert result.version == 0 and result.accounts["balanced"] and result.accounts["untrained"] == 8
+    assert result.accounts["learner_batches"] == 0
+    summary = {"eval_exercises": 2, "pass@1_before": 0.0, "pass@1_after": 0.0, "stage_seconds": {"train": 1.0},
+               "replay_buffer": {}}
+    report = render_report(summary, result.rounds)
+    assert report.count("no trainable data: 2 of 2 exercise groups") == 2 and "nan" not in report
+
+
+def test_the_stream_serves_the_adapter_with_enable_lora(ray_cluster, tmp_path):
+    """What the stream driver sends for a published version (pipeline/stream.stream_job's load_weights, through
+    GeneratorGroup.start_update): with generator.enable_lora on a LoRA run the adapter, hot-loaded unmerged
+    (update_lora), also when a lost replica is caught up; without it the merged weights."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from actors.generator_group import GeneratorGroup
+    from codealign.config import RunConfig
+    from pipeline.serving import policy_for_generators
+    from trainers.modeling import ADAPTER_DIR, MERGED_FILE
+
+    @ray_cluster.remote(num_cpus=0)
+    class Replica:
+        def __init__(self):
+            self.calls, self.policy_version = [], 0
+
+        def ready(self):
+            return {"policy_version": self.policy_version}
+
+        def update_weights(self, weights, version):
+            self.calls.append(("merged", sorted(weights), version))
+            self.policy_version = version
+
+        def update_lora(self, adapter, config, version):
+            self.calls.append(("adapter", sorted(adapter), config["r"], version))
+            self.policy_version = version
+
+        def seen(self):
+            return self.calls
+
+    published = tmp_path / "v00001"
+    (published / ADAPTER_DIR).mkdir(parents=True)
+    save_file({"base_model.model.layer.lora_A.weight": torch.ones(2, 4)},
+              str(published / ADAPTER_DIR / "adapter_model.safetensors"))
+    (published / ADAPTER_DIR / "adapter_config.json").write_text('{"r": 2, "lora_alpha": 4}')
+    save_file({"layer.weight": torch.ones(4, 4, dtype=torch.bfloat16)}, str(published / MERGED_FILE))
+    group = GeneratorGroup.__new__(GeneratorGroup)
+    group.replicas, group.max_attempts, group._latest, group.policy_version = [Replica.remote()], 1, None, 0
+    try:
+        cfg = RunConfig()
+        cfg.generator.enable_lora, cfg.train.lora.enabled = True, True
+        ray_cluster.get(group.start_update(policy_for_generators(cfg, published), 1))
+        group.replicas.append(Replica.remote())  # a replica restarted at version 0: caught up with the adapter
+        group._bring_back(1)
+        cfg.generator.enable_lora = False
+        merged = policy_for_generators(cfg, published)
+        assert isinstance(merged["layer.weight"], np.ndarray)
+        ray_cluster.get(group.start_update(merged, 2))
+        adapter_call = ("adapter", ["base_model.model.layer.lora_A.weight"], 2, 1)
+        assert ray_cluster.get(group.replicas[0].seen.remote()) == [adapter_call, ("merged", ["layer.weight"], 2)]
+        assert ray_cluster.get(group.replicas[1].seen.remote()) == [adapter_call, ("merged", ["layer.weight"], 2)]
+    finally:
+        for r in group.replicas:
+            ray_cluster.kill(r)

@@ -14,9 +14,12 @@ def ids(r: int, n: int = 2) -> list[str]:
 
 
 def balanced(ledger: SampleLedger) -> dict:
+    """The events counted as they happened agree with the states the samples are in."""
     out = ledger.ledger()
-    assert out["balanced"], out
-    assert out["produced"] == out["trained"] + out["evicted"] + out["dropped"] + out["buffered"]
+    ev = out["events"]
+    assert out["consistent"], out
+    assert ev["admitted"] == ev["arrived"] + ev["lost"] + out["in_flight"] == len(ledger.samples)
+    assert ev["lost"] == out["lost"] and ev["evicted"] <= out["evicted"] and ev["dropped"] <= out["dropped"]
     assert ledger.buffered == out["buffered"]  # the running count eviction uses agrees with the states
     return out
 
@@ -53,11 +56,11 @@ def test_ledger_balances_by_id_through_drops_losses_reuse_and_eviction():
     ledger.admit(0, ids(0, 3))
     ledger.put("r0-0", "a", 0)
     ledger.put("r0-1", "b", 0)
-    ledger.lose("r0-2")  # its execution failed for good: dropped, counted
+    ledger.lose("r0-2")  # its execution failed for good: lost, counted, not produced
     assert ledger.round_complete(0) and not ledger.round_complete(1)
     batch = ledger.take_round(0, 0)
     assert batch["refs"] == ["a", "b"]
-    assert ledger.states() == {"r0-0": "buffered", "r0-1": "buffered", "r0-2": "dropped"}  # kept for reuse
+    assert ledger.states() == {"r0-0": "buffered", "r0-1": "buffered", "r0-2": "lost"}  # kept for reuse
     ledger.advance(1, 1)
     ledger.admit(1, ids(1, 2))
     ledger.put("r1-0", "c", 1)
@@ -70,6 +73,30 @@ def test_ledger_balances_by_id_through_drops_losses_reuse_and_eviction():
     ledger.advance(2, 3)  # version 3: r1's samples, kept for reuse, are now beyond the bound
     assert ledger.states()["r1-0"] == "trained"
     assert balanced(ledger)["buffered"] == 0
+
+
+def test_a_lost_sample_was_never_produced():
+    ledger = SampleLedger(LedgerConfig())
+    ledger.admit(0, ids(0, 3))
+    ledger.put("r0-0", "a", 0)
+    ledger.put("r0-1", "b", 0)
+    ledger.lose("r0-2")
+    out = balanced(ledger)
+    assert (out["produced"], out["lost"], out["dropped"], out["admitted"]) == (2, 1, 0, 3)
+    with pytest.raises(ValueError, match="not in flight"):
+        ledger.lose("r0-0")  # it arrived: it cannot also be lost
+
+
+def test_the_ledger_notices_a_state_changed_without_its_event():
+    """The states alone always add up (each sample has one); the events counted as they happened catch a sample
+    that changed state behind the ledger's back."""
+    ledger = SampleLedger(LedgerConfig())
+    ledger.admit(0, ids(0, 3))
+    for sid in ids(0, 3):
+        ledger.put(sid, sid, 0)
+    assert balanced(ledger)["produced"] == 3
+    ledger.samples["r0-1"].state = "trained"  # retired without being taken by any batch
+    assert not ledger.ledger()["consistent"]
 
 
 def test_a_sample_older_than_the_bound_is_dropped_not_trained():
@@ -88,7 +115,9 @@ def test_pipeline_config_is_checked_at_load():
     assert config_from_dict(base).pipeline.max_staleness == 1
     for bad, field in [({"max_staleness": -1}, "pipeline.max_staleness"), ({"schedule": "x"}, "pipeline.schedule"),
                        ({"publish_every": 3, "max_staleness": 1}, "pipeline.publish_every"),
-                       ({"off_policy": "vtrace"}, "pipeline.off_policy"), ({"reuse": 0}, "pipeline.reuse")]:
+                       ({"off_policy": "vtrace"}, "pipeline.off_policy"), ({"reuse": 0}, "pipeline.reuse"),
+                       # the rounds schedule publishes after every round: a batching it would ignore is refused
+                       ({"schedule": "rounds", "publish_every": 2}, "pipeline.publish_every")]:
         with pytest.raises(ConfigError, match=field):
             config_from_dict({**base, "pipeline": bad})
 
@@ -165,10 +194,170 @@ def test_a_snapshot_restores_trained_and_complete_rounds_and_leaves_rounds_in_fl
 
     restored = SampleLedger(LedgerConfig(max_staleness=1, reuse=2))
     restored.restore(snap, {sid: f"new-{sid}" for sid in snap["refs"]})
-    assert restored.ledger() == {**ledger.ledger(), "buffered": 4, "in_flight": 0, "admitted": 4, "produced": 4}
+    out, before = restored.ledger(), ledger.ledger()
+    assert out["consistent"] and (out["buffered"], out["in_flight"], out["admitted"], out["produced"]) == (4, 0, 4, 4)
+    assert out["events"]["taken"] == 2 and out["staleness_histogram"] == before["staleness_histogram"]
+    assert (out["learner_version"], out["released_rounds"]) == (before["learner_version"], before["released_rounds"])
     batch = restored.take_round(1, 1)
     assert batch["ids"] == ids(1) + ids(0)  # its own round, then round 0's reuse
     assert batch["refs"] == [f"new-{sid}" for sid in ids(1) + ids(0)]
     assert restored.admit(2, ids(2))  # round 2 is admitted again, under the same ids
     with pytest.raises(ValueError, match="not empty"):
         restored.restore(snap, {})
+
+
+def test_rollout_buffer_and_learner_accounts_add_up_and_a_broken_count_is_caught(ray_cluster):
+    """Stand-in actors (no engine) through the real driver: the rollout's, the buffer's and the learner's own counts
+    agree; a learner that reports one sample fewer than it was given, or a batch twice, breaks the accounts."""
+    import random
+
+    from actors.replay_buffer import ReplayBuffer
+    from bench.pipeline import SimGroup, SimLearner, SimPool
+    from codealign.config import RunConfig
+    from codealign.records import Exercise
+    from pipeline.schedule import plan_rounds
+    from pipeline.stream import run_stream
+
+    cfg = RunConfig()
+    cfg.loop.iterations, cfg.loop.exercises_per_iteration, cfg.loop.samples_per_exercise = 3, 2, 2
+    cfg.train.algorithm, cfg.pipeline.max_staleness = "ppo", 1
+    plans = plan_rounds(cfg, [Exercise(f"ex{i}", f"exercise {i}", "assert True") for i in range(6)],
+                        random.Random(0))
+
+    def run(learner):
+        gen, pool, buffer = SimGroup(1, 1e-3), SimPool(1, 1e-3), ReplayBuffer.remote(ledger=LedgerConfig(1))
+        try:
+            return run_stream(cfg, plans, gen, pool, buffer, learner, make_data=lambda plan, exps: exps,
+                              load_weights=lambda path: None)
+        finally:
+            for actor in gen.replicas + pool.actors + [buffer]:
+                ray_cluster.kill(actor)
+            learner.close()
+
+    class Forgetful(SimLearner):  # loses one sample of its second batch from its report
+        def poll(self):
+            out = super().poll()
+            for r in out:
+                if r["step"] == 2:
+                    r["ids"] = r["ids"][:-1]
+            return out
+
+    class Twice(SimLearner):  # reports its first batch's ids again with the second
+        def poll(self):
+            out = super().poll()
+            for r in out:
+                if r["step"] == 1:
+                    self.first = list(r["ids"])
+                if r["step"] == 2:
+                    r["ids"] = r["ids"] + self.first
+            return out
+
+    ok = run(SimLearner(1e-3))
+    assert ok.accounts["balanced"], ok.accounts["problems"]
+    assert ok.accounts["learner_ids"] == ok.accounts["rollout"]["judged"] == ok.accounts["buffer"]["taken"] == 12
+    assert ok.accounts["learner_batches"] == 3 and ok.accounts["rollout"]["generated"] == 12
+    forgetful = run(Forgetful(1e-3))
+    assert not forgetful.accounts["balanced"] and "not trained: ['r" in forgetful.accounts["problems"][0]
+    twice = run(Twice(1e-3))
+    assert not twice.accounts["balanced"]
+    assert any("more than one batch" in p for p in twice.accounts["problems"])
+
+
+@pytest.mark.parametrize("rounds", [3, 2])
+def test_publish_every_2_with_a_round_without_data_neither_waits_nor_leaves_a_batch_unpublished(ray_cluster, rounds):
+    """publish_every 2, max_staleness 1; round 1 has no training data after round 0's batch, unpublished. With 3
+    rounds the rollout must go on to round 2 (it used to wait for a publication that needed round 2 trained); with 2,
+    round 0's batch is the last trained one and must reach the generators before the run ends."""
+    import random
+    import threading
+
+    from actors.replay_buffer import ReplayBuffer
+    from bench.pipeline import SimGroup, SimLearner, SimPool
+    from codealign.config import RunConfig
+    from codealign.records import Exercise
+    from pipeline.schedule import plan_rounds
+    from pipeline.stream import run_stream
+
+    cfg = RunConfig()
+    cfg.loop.iterations, cfg.loop.exercises_per_iteration, cfg.loop.samples_per_exercise = rounds, 2, 2
+    cfg.train.algorithm, cfg.pipeline.max_staleness, cfg.pipeline.publish_every = "ppo", 1, 2
+    plans = plan_rounds(cfg, [Exercise(f"ex{i}", f"exercise {i}", "assert True") for i in range(6)],
+                        random.Random(0))
+    gen, pool, buffer = SimGroup(1, 1e-3), SimPool(1, 1e-3), ReplayBuffer.remote(ledger=LedgerConfig(1))
+    learner, out = SimLearner(1e-3), []
+    run = threading.Thread(target=lambda: out.append(run_stream(
+        cfg, plans, gen, pool, buffer, learner, load_weights=lambda path: None,
+        make_data=lambda plan, exps: [] if plan.round == 1 else exps)), daemon=True)
+    run.start()
+    run.join(timeout=60)
+    try:
+        assert not run.is_alive(), "the stream waits for ever"
+        [result] = out
+        served = ray_cluster.get(gen.replicas[0].ready.remote())["policy_version"]
+        trained = rounds - 1
+        assert result.version == served == trained  # the last trained batch is what the generators serve
+        assert [r["iteration"] for r in result.rounds] == list(range(rounds))
+        assert result.ledger["max_staleness_seen"] <= 1 and result.ledger["dropped"] == 0
+        assert result.accounts["balanced"], result.accounts["problems"]
+    finally:
+        for actor in gen.replicas + pool.actors + [buffer]:
+            ray_cluster.kill(actor)
+        learner.close()
+
+
+@pytest.mark.parametrize("policy", ["stop", "continue"])
+def test_a_failed_learner_batch_follows_loop_on_train_failure(ray_cluster, policy):
+    """Round 1's batch fails in the learner (as a NaN loss ends the long-lived run). `stop`: the stream ends after
+    logging the failure, what was in flight is judged and counted; `continue`: the learner is started again from
+    the published version and round 2 trains on it. Either way the last good version serves and the accounts add
+    up (the failed batch's samples were taken and trained by no batch)."""
+    import random
+
+    from actors.replay_buffer import ReplayBuffer
+    from bench.pipeline import SimGroup, SimLearner, SimPool
+    from codealign.config import RunConfig
+    from codealign.records import Exercise
+    from pipeline.schedule import plan_rounds
+    from pipeline.stream import run_stream
+    from trainers.learner import TrainingFailed
+
+    class FailsAtStep2(SimLearner):
+        def poll(self):
+            out = super().poll()
+            if any(r["step"] == 2 for r in out):
+                raise TrainingFailed("the long-lived learner stopped: ppo/loss is nan")
+            return out
+
+    cfg = RunConfig()
+    cfg.loop.iterations, cfg.loop.exercises_per_iteration, cfg.loop.samples_per_exercise = 3, 2, 2
+    cfg.train.algorithm, cfg.pipeline.max_staleness, cfg.loop.on_train_failure = "ppo", 1, policy
+    plans = plan_rounds(cfg, [Exercise(f"ex{i}", f"exercise {i}", "assert True") for i in range(6)],
+                        random.Random(0))
+    gen, pool, buffer = SimGroup(1, 1e-3), SimPool(1, 1e-3), ReplayBuffer.remote(ledger=LedgerConfig(1))
+    learners, restarts = [FailsAtStep2(1e-3)], []
+
+    def restart(weights, version):
+        restarts.append((weights, version))
+        learners.append(SimLearner(1e-3))
+        return learners[-1]
+
+    try:
+        result = run_stream(cfg, plans, gen, pool, buffer, learners[0], make_data=lambda plan, exps: exps,
+                            load_weights=lambda path: None, restart_learner=restart)
+        served = ray_cluster.get(gen.replicas[0].ready.remote())["policy_version"]
+    finally:
+        for actor in gen.replicas + pool.actors + [buffer]:
+            ray_cluster.kill(actor)
+        for learner in learners:
+            learner.close()
+    failed = result.rounds[1]
+    assert failed["failure"]["stage"] == "train" and "nan" in failed["failure"]["message"]
+    assert failed["new_policy_version"] == 1 and [f["iteration"] for f in result.failures] == [1]
+    assert result.accounts["balanced"], result.accounts["problems"]
+    assert result.accounts["untrained"] == 4 and result.ledger["in_flight"] == 0
+    if policy == "stop":
+        assert [r["iteration"] for r in result.rounds] == [0, 1] and restarts == []
+        assert result.version == served == 1
+    else:
+        assert [r["iteration"] for r in result.rounds] == [0, 1, 2] and restarts == [("sim", 1)]
+        assert result.rounds[2]["policy_version"] == 1 and result.version == served == 2

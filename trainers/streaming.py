@@ -187,11 +187,35 @@ def streaming_train_loop(config: dict) -> None:
     from trainers.steps import OPTIMIZER_FILE
 
     step, published, carry = int(config.get("start_step", 0)), [], None
+    last_published = step
+
+    def publish() -> str:
+        nonlocal published, last_published
+        directory = out_root / f"v{step:05d}"
+        unwrapped = getattr(policy, "module", policy)
+        # in the generators' dtype, as a round checkpoint (fp32 serving keeps what bf16 would round away)
+        save_for_generators(unwrapped, directory, dtype=getattr(torch, config.get("served_dtype") or "bfloat16"),
+                            base_weights=base)
+        if not hasattr(unwrapped, "peft_config"):  # full fine-tuning: what the serving probe loads
+            torch.save(trainable_state(unwrapped), directory / FULL_WEIGHTS_FILE)
+        if carry is not None:  # a resumed driver continues from this version with the same optimizer
+            torch.save(carry, directory / OPTIMIZER_FILE)
+        published.append(directory)
+        for old in published[:-2]:  # the driver loads a version as soon as it is reported
+            shutil.rmtree(old, ignore_errors=True)
+        published, last_published = published[-2:], step
+        return str(directory / MERGED_FILE)
+
     if resume and (Path(resume).parent / OPTIMIZER_FILE).is_file():  # AdamW's moments as the committed batch left them
         carry = torch.load(Path(resume).parent / OPTIMIZER_FILE, weights_only=False)
     while True:
         payload = _wait_batch(mailbox, step)
         if payload == "stop":
+            # a trained batch never published (publish_every > 1 and no later batch): published now, so the
+            # driver's final evaluation and kept adapter are the trained model (StreamingLearner.finish)
+            if rank == 0 and step > last_published:
+                mailbox.report.remote({"step": step, "metrics": {}, "weights": publish(), "seconds": 0.0, "ids": [],
+                                       "final": True})
             break
         data = ray.get(payload["data"][0])
         torch.manual_seed(cfg.seed)  # every batch as a fresh round would see it
@@ -206,22 +230,9 @@ def streaming_train_loop(config: dict) -> None:
         weights = None
         if rank == 0:
             if payload["publish"]:
-                directory = out_root / f"v{step:05d}"
-                unwrapped = getattr(policy, "module", policy)
-                # in the generators' dtype, as a round checkpoint (fp32 serving keeps what bf16 would round away)
-                save_for_generators(unwrapped, directory, dtype=getattr(torch, config.get("served_dtype") or
-                                                                        "bfloat16"), base_weights=base)
-                if not hasattr(unwrapped, "peft_config"):  # full fine-tuning: what the serving probe loads
-                    torch.save(trainable_state(unwrapped), directory / FULL_WEIGHTS_FILE)
-                if carry is not None:  # a resumed driver continues from this version with the same optimizer
-                    torch.save(carry, directory / OPTIMIZER_FILE)
-                weights = str(directory / MERGED_FILE)
-                published.append(directory)
-                for old in published[:-2]:  # the driver loads a version as soon as it is reported
-                    shutil.rmtree(old, ignore_errors=True)
-                published = published[-2:]
+                weights = publish()
             mailbox.report.remote({"step": step, "metrics": metrics, "weights": weights,
-                                   "seconds": time.monotonic() - start})
+                                   "seconds": time.monotonic() - start, "ids": payload.get("ids", [])})
 
 
 class StreamingLearner:
@@ -262,8 +273,11 @@ class StreamingLearner:
         self._pool = ThreadPoolExecutor(1)
         self._fit: Future = self._pool.submit(trainer.fit)
 
-    def submit(self, step: int, data_ref: ray.ObjectRef, train_version: int, publish: bool) -> None:
-        self.mailbox.put_batch.remote(step, {"data": [data_ref], "version": train_version, "publish": publish})
+    def submit(self, step: int, data_ref: ray.ObjectRef, train_version: int, publish: bool,
+               ids: list[str] = ()) -> None:
+        """`ids`: the batch's sample ids, reported back once trained (the driver's sample accounts)."""
+        self.mailbox.put_batch.remote(step, {"data": [data_ref], "version": train_version, "publish": publish,
+                                             "ids": list(ids)})
 
     def poll(self) -> list[dict]:
         """Finished steps since the last call: {step, metrics, weights (path or None), seconds}."""
@@ -275,6 +289,14 @@ class StreamingLearner:
             if r["weights"]:
                 self.last_weights = r["weights"]
         return new
+
+    def finish(self) -> dict | None:
+        """End the run; a last trained batch that was not published is published by the workers as they stop.
+        Returns that publication's report (None if every trained batch was published already)."""
+        self.mailbox.stop.remote()
+        self._fit.result(timeout=600)
+        final = [r for r in self.poll() if r.get("final")]
+        return final[-1] if final else None
 
     @property
     def adapter_dir(self) -> str | None:
@@ -299,11 +321,12 @@ class PerRoundLearner:
     def __init__(self, learner: Learner):
         self.learner = learner
         self._pool = ThreadPoolExecutor(1)
-        self._jobs: list[tuple[int, bool, Future]] = []
+        self._jobs: list[tuple[int, bool, list[str], Future]] = []
         self._lock = threading.Lock()
 
-    def submit(self, step: int, data_ref: ray.ObjectRef, train_version: int, publish: bool) -> None:
-        self._jobs.append((step, publish, self._pool.submit(self._train, data_ref)))
+    def submit(self, step: int, data_ref: ray.ObjectRef, train_version: int, publish: bool,
+               ids: list[str] = ()) -> None:
+        self._jobs.append((step, publish, list(ids), self._pool.submit(self._train, data_ref)))
 
     def _train(self, data_ref):
         start = time.monotonic()
@@ -312,12 +335,22 @@ class PerRoundLearner:
 
     def poll(self) -> list[dict]:
         out = []
-        while self._jobs and self._jobs[0][2].done():
-            step, publish, fut = self._jobs.pop(0)
+        while self._jobs and self._jobs[0][3].done():
+            step, publish, ids, fut = self._jobs.pop(0)
             metrics, path, seconds = fut.result()  # TrainingFailed goes up to the driver
             out.append({"step": step + 1, "metrics": metrics, "weights": str(path) if publish else None,
-                        "seconds": seconds})
+                        "seconds": seconds, "ids": ids})
+            self._last = (step + 1, str(path), publish)
         return out
+
+    def finish(self) -> dict | None:
+        """The last trained round's weights if they were not published (every round writes them)."""
+        self._pool.shutdown(wait=True)
+        self.poll()
+        last = getattr(self, "_last", None)
+        if last is None or last[2]:
+            return None
+        return {"step": last[0], "metrics": {}, "weights": last[1], "seconds": 0.0, "ids": [], "final": True}
 
     @property
     def adapter_dir(self) -> str | None:
