@@ -35,3 +35,21 @@ def load_for_generators(path: str | Path) -> dict[str, np.ndarray]:
     from safetensors.torch import load_file
 
     return to_numpy(load_file(str(path)))
+
+
+def round_stochastic(value: torch.Tensor, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
+    """`value` (fp32) in `dtype`, rounded up or down at random in proportion to its distance from the two
+    neighbours, so the served weights equal the trained ones in expectation. Round-to-nearest maps an update
+    smaller than half a bf16 step back onto the old weight: a LoRA round's update is mostly that small, and the
+    served model kept a third of what the learner gained (bench/serving_precision.py). Only bf16 is rounded this
+    way (fp16 and fp32 are returned rounded to nearest); `seed` makes it repeatable."""
+    if dtype != torch.bfloat16:
+        return value.to(dtype)
+    bits = value.float().contiguous().view(torch.int32)
+    gen = torch.Generator(device=value.device).manual_seed(seed)
+    # bf16 is fp32's upper 16 bits: adding uniform noise below them and truncating rounds up with probability
+    # equal to the dropped fraction
+    noise = torch.randint(0, 1 << 16, bits.shape, dtype=torch.int32, generator=gen, device=value.device)
+    finite = torch.isfinite(value)
+    rounded = torch.where(finite, (bits + noise) & ~0xFFFF, bits)
+    return rounded.view(torch.float32).to(torch.bfloat16)
