@@ -134,3 +134,14 @@ def load_training_data(cfg: RunConfig) -> TrainingData:
             raise ValueError(f"train.sft.data_file: every example overlaps an evaluation set ({guard.line()})")
     print(guard.line(), flush=True)
     return TrainingData(exercises, corpus, guard)
+
+
+if __name__ == "__main__":  # python -m exercises.training_data CONFIG [KEY=VALUE ...]: what the gate removes
+    import json
+    import sys
+
+    from codealign.config import load_config
+
+    data = load_training_data(load_config(sys.argv[1], sys.argv[2:]))
+    print(json.dumps(data.guard.summary(), indent=1))
+    print(data.guard.line())
