@@ -43,6 +43,13 @@ def evaluate_all(model: str, tasks: dict, out: Path, label: str, max_tokens: int
 
     fmt = PromptFormat("chat")
     results, extra, greedy = {}, {}, {}
+    if dtype == "bfloat16" and Path(model, "config.json").is_file() and \
+            "float32" in {(c := json.loads(Path(model, "config.json").read_text())).get("dtype"), c.get("torch_dtype")}:
+        from codealign.weights import bf16_model_copy
+
+        # the trained model is stored in fp32; vLLM's own cast to bf16 rounds to nearest and drops the small
+        # updates, so a bf16 engine serves a stochastically rounded copy (docs/architecture.md, weight path)
+        model = str(bf16_model_copy(model, Path(model).parent / "model-bf16"))
     with EvalSession(model, max_tokens=max_tokens, max_model_len=max_model_len, dtype=dtype) as session:
         for spec, key in BENCHMARKS:
             start = time.monotonic()
