@@ -37,3 +37,26 @@ def test_stochastic_rounding_is_unbiased_and_repeatable():
     assert torch.equal(once, round_stochastic(value, torch.bfloat16, seed=3))
     assert torch.equal(round_stochastic(-value, torch.bfloat16, seed=3), -once)
     assert round_stochastic(value, torch.float32).dtype == torch.float32
+
+
+def test_a_bf16_copy_of_an_fp32_model_keeps_its_small_updates(tiny_model_path, tmp_path):
+    """bench/quality.py's trained model is stored in fp32; its bf16 engines get this copy, not vLLM's nearest cast."""
+    import json
+    import shutil
+
+    from codealign.weights import bf16_model_copy
+
+    src = tmp_path / "fp32"
+    shutil.copytree(tiny_model_path, src)
+    weights = {k: v.bfloat16().float() for k, v in load_file(str(src / "model.safetensors")).items()}
+    torch.manual_seed(0)
+    updates = {k: torch.randn_like(v) * v.abs() * 1e-3 for k, v in weights.items()}  # a quarter of a bf16 step
+    from safetensors.torch import save_file
+
+    save_file({k: weights[k] + updates[k] for k in weights}, str(src / "model.safetensors"))
+    out = bf16_model_copy(src, tmp_path / "bf16")
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    copied = load_file(str(out / "model.safetensors"))
+    step = torch.cat([(copied[k].float() - weights[k]).flatten() for k in weights])
+    delta = torch.cat([updates[k].flatten() for k in weights])
+    assert 0.9 < float((step * delta).sum() / (delta * delta).sum()) < 1.1
