@@ -8,12 +8,17 @@
    whose own evaluation is on MBPP validation only;
 3. the trained model, greedy, on the same three, and CodeT-reranked pass@1 on MBPP test (`--codet-n` samples at
    T=0.8, `--codet-tests` generated asserts per task);
-4. the paired comparison of MBPP test before/after (exact McNemar p-value).
+4. the paired comparison of MBPP test before/after (exact McNemar p-value), and the same comparison with the MBPP
+   test tasks that MBPP train overlaps left out (`mbpp_p_value_without_overlap`).
+
+Training data is decontaminated by the loop (exercises/training_data.py): the MBPP train tasks that overlap an
+evaluation set are not trained on; `decontaminated` counts them (47 of 374 with the default filter).
 
 The small flags (`--eval-limit`, `--train-exercises`, `--samples`, `--dpo-exercises`) shrink every stage for a quick
 end-to-end check; their numbers are then not the benchmark's. Last line: one JSON object with mbpp_before,
 mbpp_after, humaneval_before, humaneval_after, humaneval_plus_before, humaneval_plus_after, mbpp_codet,
-mbpp_p_value, train_wall_s and model_after (a run directory's model, loadable by `launch.py eval --model`).
+mbpp_p_value, train_wall_s, model_after (a run directory's model, loadable by `launch.py eval --model`) and
+decontaminated (training tasks removed as overlapping an evaluation set).
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ def evaluate_all(model: str, tasks: dict, out: Path, label: str, max_tokens: int
 
     fmt = PromptFormat("chat")
     results, extra, greedy = {}, {}, {}
+    if dtype == "bfloat16" and Path(model, "config.json").is_file() and \
+            "float32" in {(c := json.loads(Path(model, "config.json").read_text())).get("dtype"), c.get("torch_dtype")}:
+        from codealign.weights import bf16_model_copy
+
+        # the trained model is stored in fp32; vLLM's own cast to bf16 rounds to nearest and drops the small
+        # updates, so a bf16 engine serves a stochastically rounded copy (docs/architecture.md, weight path)
+        model = str(bf16_model_copy(model, Path(model).parent / "model-bf16"))
     with EvalSession(model, max_tokens=max_tokens, max_model_len=max_model_len, dtype=dtype) as session:
         for spec, key in BENCHMARKS:
             start = time.monotonic()
@@ -81,6 +93,23 @@ def load_before(previous: Path, tasks: dict) -> dict:
         print(f"{'before':<7}{spec:<12}pass@1 {summary['pass@1']:.4f}  95% CI [{summary['ci95'][0]:.4f}, "
               f"{summary['ci95'][1]:.4f}]  {len(rows)} tasks  (from {previous})", flush=True)
     return results
+
+
+def removed_by_decontamination(run_dir: Path) -> tuple[int, set[str]]:
+    """How many training items the run's guard removed, and the evaluation tasks they matched (summary.json)."""
+    found = json.loads((run_dir / "summary.json").read_text()).get("decontamination", {}).get("items", {})
+    return len(found), {v["eval_task"] for v in found.values()}
+
+
+def overlapping_test_tasks(cfg) -> set[str]:
+    """MBPP test tasks that some task of the configured train split overlaps (what a contaminated run would have
+    trained on): the comparison is also reported without them."""
+    from exercises.loaders import load_mbpp
+    from exercises.training_data import EvalGuard
+
+    guard = EvalGuard.from_config(cfg)
+    guard.admit(load_mbpp(cfg.resolved_data_dir(), cfg.data.train_ids), "mbpp_train")
+    return {v["eval_task"] for v in guard.found.values()}
 
 
 def stage(config: str, overrides: list[str]) -> Path:
@@ -156,10 +185,9 @@ def main() -> None:
     if args.sft_epochs:
         sft.append(f"train.epochs={args.sft_epochs}")
     start = time.monotonic()
-    if args.trained:
-        model = str(model_from_run(Path(args.trained)))
-    else:
-        model = str(model_from_run(stage(args.config, sft)))
+    run_dir = Path(args.trained) if args.trained else stage(args.config, sft)
+    model = str(model_from_run(run_dir))
+    decontaminated = removed_by_decontamination(run_dir)[0] if (run_dir / "summary.json").is_file() else None
     if args.dpo_iterations and not args.trained:
         dpo = common + ["name=quality-dpo", "train.algorithm=dpo", "train.learning_rate=5.0e-5", "train.epochs=1",
                         "train.warmup_steps=0", "train.lr_schedule=constant",
@@ -176,12 +204,22 @@ def main() -> None:
                                 (args.codet_n, args.codet_tests, args.codet_limit), args.max_model_len)
     cmp = paired_comparison(before["mbpp"].per_task_pass1, after["mbpp"].per_task_pass1)
     print("MBPP test: " + cmp.sentence("before", "after"), flush=True)
+    overlap = overlapping_test_tasks(cfg)
+    clean_ids = [t for t in before["mbpp"].per_task_pass1 if t not in overlap]
+    cmp_clean = paired_comparison({t: before["mbpp"].per_task_pass1[t] for t in clean_ids},
+                                  {t: after["mbpp"].per_task_pass1[t] for t in clean_ids})
+    print(f"MBPP test without the {len(before['mbpp'].per_task_pass1) - len(clean_ids)} tasks MBPP train overlaps: "
+          + cmp_clean.sentence("before", "after"), flush=True)
     line = {f"{key}_{label}": res[key].pass_at[1] for key in ("mbpp", "humaneval", "humaneval_plus")
             for label, res in (("before", before), ("after", after))}
     line.update(mbpp_codet=codet["codet_pass@1"], mbpp_codet_greedy=codet["greedy_pass@1"],
                 mbpp_p_value=cmp.p_value, train_wall_s=round(train_wall_s, 1),
-                model_after=model)
+                model_after=model, decontaminated=decontaminated,
+                mbpp_tasks_without_overlap=cmp_clean.tasks, mbpp_before_without_overlap=cmp_clean.pass_a,
+                mbpp_after_without_overlap=cmp_clean.pass_b, mbpp_p_value_without_overlap=cmp_clean.p_value)
     (out / "summary.json").write_text(json.dumps({**line, "mbpp_paired": cmp.to_dict(), "codet": codet,
+                                                  "mbpp_paired_without_overlap": cmp_clean.to_dict(),
+                                                  "overlapping_test_tasks": sorted(overlap),
                                                   "eval_limit": args.eval_limit}, indent=2))
     print(json.dumps(line))
 

@@ -5,11 +5,20 @@
 Trains a LoRA adapter (the default recipe's r=16, alpha=32, AdamW) for a few steps of next-token loss on the
 reference solutions of the first MBPP training exercises, then scores those answers (the probe set) with:
 - `trained`: the fp32 adapter over the base, in fp32 (what the learner holds);
-- `merged_bf16`: the adapter folded into bf16 weights (what a bf16 engine loads as merged weights);
+- `merged_bf16`: the adapter folded into bf16 weights rounded to nearest (what a bf16 engine loaded before);
+- `merged_bf16_stochastic`: folded into bf16 weights rounded stochastically (`codealign.weights.round_stochastic`,
+  what the learner now writes for a bf16 engine);
 - `merged_fp32`: folded into fp32 weights (what `model.dtype: float32` serves);
 - `adapter_bf16`: the bf16 base with the adapter kept apart, cast to bf16 (what `generator.enable_lora` serves).
 Each variant's arithmetic runs in fp32 here, so the figures isolate what the stored weights keep.
 Last line: JSON with gain_* (nats per answer over the base) and kept_* (gain / trained gain).
+
+    .venv/bin/python bench/serving_precision.py --speed [--prompts 16] [--max-tokens 128]
+
+instead measures what each way of serving costs on this machine: greedy answers to the first `--prompts` HumanEval
+prompts (chat) from a vLLM engine in this process, per variant (`bf16` merged weights, `fp32` weights, `bf16+lora`:
+the bf16 base with a rank-16 adapter kept apart), generated tokens per second of wall time, each variant in its own
+process. Last line: JSON with tok_s_<variant>.
 """
 
 from __future__ import annotations
@@ -21,6 +30,71 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def speed_one(variant: str, prompts: int, max_tokens: int) -> float:
+    """Generated tokens per second of one engine serving `variant`."""
+    import time
+
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from actors.generator import Generator
+    from codealign.config import GeneratorConfig, ModelConfig
+    from codealign.models import resolve_model_path
+    from codealign.records import GenerationRequest
+    from exercises.loaders import load_humaneval
+
+    path = resolve_model_path("embedded:smollm2-135m-instruct")
+    lora = variant == "bf16+lora"
+    gen = Generator(path, ModelConfig(dtype="float32" if variant == "fp32" else "bfloat16", max_model_len=2048),
+                    GeneratorConfig(kv_cache_gib=1, enable_lora=lora, max_lora_rank=16))
+    if lora:  # a rank-16 adapter on every projection, as the default recipe trains
+        import tempfile
+
+        import torch
+
+        from codealign.config import LoraConfig, TrainConfig
+        from pipeline.serving import load_adapter
+        from trainers.modeling import load_policy
+
+        policy = load_policy(path, TrainConfig(bf16=False, lora=LoraConfig(r=16, alpha=32)))
+        with torch.no_grad():
+            for name, p in policy.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 1e-3)
+        out = tempfile.mkdtemp()
+        policy.save_pretrained(out)
+        gen.update_lora(*load_adapter(Path(out)), version=1)
+    tasks = load_humaneval(Path(os.environ.get("CODEALIGN_DATA", "../shared/data")))[:prompts]
+    requests = [GenerationRequest(t.prompt, n=1, temperature=0.0, max_tokens=max_tokens, request_id=t.id)
+                for t in tasks]
+    gen.generate(requests[:1])  # warm-up
+    start = time.monotonic()
+    done = gen.generate(requests)
+    seconds = time.monotonic() - start
+    tokens = sum(len(c.token_ids) for cs in done for c in cs)
+    print(f"{variant}: {tokens} tokens in {seconds:.1f} s", flush=True)
+    return tokens / seconds
+
+
+def speed(args) -> None:
+    import subprocess
+
+    figures = {}
+    for variant in args.variants.split(","):
+        cmd = [sys.executable, __file__, "--speed-one", variant, "--prompts", str(args.prompts),
+               "--max-tokens", str(args.max_tokens)]
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+            figures[f"tok_s_{variant}"] = json.loads(line)["tok_s"] if line.startswith("{") else None
+            if figures[f"tok_s_{variant}"] is None:
+                print(out.stderr[-2000:], flush=True)
+        except subprocess.TimeoutExpired:
+            figures[f"tok_s_{variant}"] = None
+            print(f"{variant}: not done in {args.timeout} s", flush=True)
+        print(variant, figures[f"tok_s_{variant}"], flush=True)
+    figures.update(prompts=args.prompts, max_tokens=args.max_tokens)
+    print(json.dumps(figures))
 
 
 def main() -> None:
@@ -40,7 +114,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--probes", type=int, default=4)
+    parser.add_argument("--speed", action="store_true", help="tokens per second of each way of serving instead")
+    parser.add_argument("--variants", default="bf16,fp32,bf16+lora")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--timeout", type=int, default=600, help="seconds per variant (engine start included)")
+    parser.add_argument("--speed-one", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.speed_one:
+        print(json.dumps({"tok_s": speed_one(args.speed_one, args.prompts, args.max_tokens)}))
+        return
+    if args.speed:
+        speed(args)
+        return
     torch.manual_seed(0)
     path = resolve_model_path(args.model)
     tok = AutoTokenizer.from_pretrained(path)
@@ -73,8 +159,10 @@ def main() -> None:
     policy.eval()
     results = {"trained": gain(policy) - base_lp}
 
-    for name, dtype in (("merged_bf16", torch.bfloat16), ("merged_fp32", torch.float32)):
-        weights = merged_state_dict(policy, dtype=dtype)
+    for name, dtype, rounding in (("merged_bf16", torch.bfloat16, "nearest"),
+                                  ("merged_bf16_stochastic", torch.bfloat16, "stochastic"),
+                                  ("merged_fp32", torch.float32, "nearest")):
+        weights = merged_state_dict(policy, dtype=dtype, rounding=rounding)
         base.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
         base.tie_weights()
         results[name] = gain(base) - base_lp

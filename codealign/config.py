@@ -55,6 +55,10 @@ class DataConfig:
     train_ids: tuple[int, int] = (601, 974)
     eval_ids: tuple[int, int] = (11, 510)
     eval_size: int = 100
+    # Training items that overlap an evaluation set (HumanEval, HumanEval+, MBPP test or validation, or an
+    # exercise file the run evaluates on) are removed (exercises/training_data.py); true trains on them anyway,
+    # and the summary says so.
+    allow_eval_overlap: bool = False
 
 
 @dataclass

@@ -23,10 +23,10 @@ from codealign.config import RunConfig
 from codealign.models import resolve_model_path
 from codealign.records import Exercise, Experience, PreferencePair
 from exercises.curriculum import STATE_FILE, Curriculum
-from exercises.decontamination import Decontaminator, load_benchmarks
 from exercises.extract import as_answer
 from exercises.generation import Generated, with_visible_tests
 from exercises.loaders import load_mbpp
+from exercises.training_data import load_training_data
 from exercises.validation import RunJobs
 from pipeline.loop import RunResult, Stages, build_system, iteration_metrics, run_eval, sample_and_judge
 from pipeline.operations import start_ray
@@ -86,8 +86,8 @@ def merge(a: Generated, b: Generated) -> Generated:
 def run_adversarial(cfg: RunConfig) -> RunResult:
     data_dir = cfg.resolved_data_dir()
     eval_set = load_mbpp(data_dir, cfg.data.eval_ids)[: cfg.data.eval_size]
-    held = load_mbpp(data_dir, cfg.data.train_ids)
-    decon = Decontaminator(load_benchmarks(data_dir), ngram=cfg.oracle.contamination_ngram)
+    sources = load_training_data(cfg)  # the gate every source passes: the MBPP seeds here, the oracle's below
+    held, decon = sources.exercises, sources.guard
     model_path = resolve_model_path(cfg.model.path)
     run_dir = RunDir.create(cfg)
     state_path = run_dir.path / STATE_FILE
@@ -157,7 +157,7 @@ def run_adversarial(cfg: RunConfig) -> RunResult:
         after = run_eval(system, cfg, eval_set, "after", stages, run_dir)
         buffer_stats = ray.get(system.buffer.stats.remote())
         run_dir.finish(before, after, len(eval_set), stages.seconds, buffer_stats, system.learner.adapter_dir,
-                       version)
+                       version, extra_summary=decon.summary(), extra_report=decon.report_section())
     finally:
         oracle.shutdown()
     return RunResult(run_dir, system, before, after, version)

@@ -24,7 +24,7 @@ from codealign.models import resolve_model_path
 from codealign.records import Completion, Exercise, Experience, GenerationRequest, SftExample
 from evaluation.passk import evaluate
 from exercises.extract import as_answer, extract_code
-from exercises.loaders import load_mbpp
+from exercises.training_data import load_training_data
 from pipeline.evaluate import LoopEvaluator
 from pipeline.preferences import build_pairs, references_to_check
 from pipeline.report import RunDir, round_line
@@ -205,18 +205,9 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
         return run_adversarial(cfg)
     from pipeline.operations import Operations, start_ray
 
-    data_dir = cfg.resolved_data_dir()
-    train_set = load_mbpp(data_dir, cfg.data.train_ids)
+    sources = load_training_data(cfg)  # every training source, through the decontamination gate
+    train_set, corpus = sources.exercises, sources.corpus  # corpus: sft.data_file's turns or corpus_dir's files
     model_path = resolve_model(cfg.model.path)  # embedded, local (.safetensors or .bin) or downloaded once
-    corpus = []  # read before anything starts: a bad file is refused in a second, not after the engines
-    if cfg.train.algorithm == "sft" and cfg.train.sft.corpus_dir:
-        from trainers.sft import load_corpus
-
-        corpus = load_corpus(cfg.train.sft)  # continued pre-training: the whole corpus, every round
-    elif cfg.train.algorithm == "sft" and cfg.train.sft.data_file:
-        from trainers.sft import load_sft_file
-
-        corpus = load_sft_file(cfg.train.sft)  # e.g. back-translated instructions: the same turns every round
     run_dir = RunDir.open(resume_dir) if resume_dir else RunDir.create(cfg)
     ops = Operations.start(cfg, run_dir)
     stages = Stages(dict(ops.state.stage_seconds))
@@ -306,7 +297,8 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
         buffer_stats["accounts"] = accounts
     run_dir.finish(before, after, len(evaluator.tests[evaluator.primary]), stages.seconds, buffer_stats,
                    adapter_dir or system.learner.adapter_dir, version,
-                   extra_summary={**evaluator.summary(), **ops.summary_extra()},
-                   extra_report=evaluator.report_section(run_dir.metrics()))
+                   extra_summary={**evaluator.summary(), **ops.summary_extra(), **sources.guard.summary()},
+                   extra_report=evaluator.report_section(run_dir.metrics()) + sources.guard.report_section())
+    print(sources.guard.line(), flush=True)
     ops.close(before, after)
     return RunResult(run_dir, system, before, after, version)

@@ -131,11 +131,16 @@ def lora_deltas(model) -> dict[str, torch.Tensor]:
 
 
 def merged_state_dict(model, dtype: torch.dtype = torch.bfloat16,
-                      base_weights: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                      base_weights: dict[str, torch.Tensor] | None = None,
+                      rounding: str = "stochastic") -> dict[str, torch.Tensor]:
     """Full weights with any LoRA folded in, named as the base checkpoint names them (what vLLM loads).
 
     `base_weights`: the checkpoint's own tensors, needed when the training base is quantized (folding into the
-    NF4 copy would publish its rounding error). Computed on copies, so the trainable model is left as it is."""
+    NF4 copy would publish its rounding error). Computed on copies, so the trainable model is left as it is.
+    `rounding`: "stochastic" rounds the updated tensors into bf16 unbiasedly (codealign.weights.round_stochastic:
+    round-to-nearest drops every update below half a bf16 step); "nearest" is the plain cast."""
+    from codealign.weights import round_stochastic
+
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if base_weights is None:
         base_weights = {n.replace(".base_layer.", "."): t.detach() for n, t in base.state_dict().items()
@@ -146,7 +151,10 @@ def merged_state_dict(model, dtype: torch.dtype = torch.bfloat16,
         raise ValueError(f"LoRA deltas {unmatched[:3]} ({len(unmatched)} in all) match no tensor of the base "
                          f"checkpoint (it names tensors like {sorted(base_weights)[:2]}); refusing to merge")
     out = {}
-    for name, tensor in base_weights.items():
+    for i, (name, tensor) in enumerate(sorted(base_weights.items())):
+        if name in deltas and rounding == "stochastic":
+            out[name] = round_stochastic(tensor.float() + deltas[name].to(tensor.device), dtype, seed=i).contiguous()
+            continue
         value = tensor.float() + deltas[name].to(tensor.device) if name in deltas else tensor
         out[name] = value.to(dtype).contiguous()
     if getattr(base.config, "tie_word_embeddings", False):

@@ -1,0 +1,133 @@
+"""Clean training data by default: crafted overlaps with the evaluation sets (a verbatim MBPP test prompt, a renamed
+copy of a test task's solution, a shared assert) are removed from each training source the loop reads (an MBPP-train
+-like exercise list, an sft.jsonl, a continued pre-training corpus), each named with the evaluation task it
+matched; `data.allow_eval_overlap` keeps them and says so. Real benchmark files, real config, no Ray."""
+
+import json
+import os
+
+import pytest
+
+from codealign.config import RunConfig
+from exercises.training_data import load_training_data
+
+ROWS = {}
+
+
+def mbpp(task_id):
+    if not ROWS:
+        with open(os.path.join(os.environ["CODEALIGN_DATA"], "mbpp.jsonl")) as fh:
+            ROWS.update({r["task_id"]: r for r in map(json.loads, fh)})
+    return ROWS[task_id]
+
+
+def crafted():
+    """name -> (prompt, solution, tests), and the evaluation task each copies (None: clean)."""
+    woodall = mbpp(20)["code"].replace("is_woodall", "woodall_check")  # test task 20, function renamed
+    return {
+        "verbatim_prompt": (mbpp(216)["text"], "def contains_all(a, b):\n    return all(x in a for x in b)\n",
+                            "assert contains_all([[1], [2]], [[2]]) == True\n", "mbpp/216"),
+        "renamed_copy": ("Write a function telling whether x is a woodall number.", woodall,
+                         "assert woodall_check(383) == True\nassert woodall_check(254) == False\n", "mbpp/20"),
+        "shared_assert": ("Write a function that orders a matrix's rows by their sums.",
+                          "def order_rows(m):\n    return sorted(m, key=sum)\n",
+                          mbpp(12)["test_list"][0].replace("sort_matrix", "order_rows") + "\n", "mbpp/12"),
+        "clean": ("Write a function that returns the larger of a pair of quantities.",
+                  "def bigger(a, b):\n    return a if a >= b else b\n",
+                  "assert bigger(1, 2) == 2\nassert bigger(5, 3) == 5\n", None),
+    }
+
+
+@pytest.fixture
+def sources(tmp_path, data_dir):
+    """A data directory whose MBPP file also holds the crafted tasks as ids 2001-2004 (a train split), an
+    sft.jsonl of the same turns, and a corpus of one file per crafted task."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("HumanEval.jsonl.gz", "HumanEvalPlus-OriginFmt-v0.1.10.jsonl.gz"):
+        (data / name).symlink_to(data_dir / name)
+    rows = (data_dir / "mbpp.jsonl").read_text()
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    sft = []
+    for n, (name, (text, code, tests, _)) in enumerate(crafted().items()):
+        rows += json.dumps({"task_id": 2001 + n, "text": text, "code": code, "test_list": tests.splitlines(),
+                            "test_setup_code": ""}) + "\n"
+        sft.append(json.dumps({"prompt": text, "completion": f"```python\n{code}\n{tests}```"}))
+        (corpus / f"{name}.py").write_text(f'"""{text}"""\n\n{code}\n\ndef test_it():\n' +
+                                           "".join(f"    {line}\n" for line in tests.splitlines()))
+    (data / "mbpp.jsonl").write_text(rows)
+    (tmp_path / "sft.jsonl").write_text("\n".join(sft) + "\n")
+    return data, tmp_path / "sft.jsonl", corpus
+
+
+def config(data, **train) -> RunConfig:
+    cfg = RunConfig()
+    cfg.data.data_dir = str(data)
+    cfg.data.train_ids = (2001, 2004)
+    if train:
+        cfg.train.algorithm = "sft"
+        for k, v in train.items():
+            setattr(cfg.train.sft, k, str(v))
+    return cfg
+
+
+def expect_removed(found: dict, ids_of: dict[str, str], source: str) -> None:
+    want = {ids_of[name]: task for name, (*_, task) in crafted().items() if task}
+    assert {k: v["eval_task"] for k, v in found.items()} == want
+    assert {v["source"] for v in found.values()} == {source}
+
+
+def test_each_overlap_is_removed_from_each_source(sources):
+    data, sft_file, corpus = sources
+    names = list(crafted())
+
+    mbpp_like = load_training_data(config(data))
+    assert [ex.id for ex in mbpp_like.exercises] == ["mbpp/2004"]  # only the clean task is trained on
+    expect_removed(mbpp_like.guard.found, {n: f"mbpp/{2001 + i}" for i, n in enumerate(names)}, "mbpp_train")
+
+    turns = load_training_data(config(data, data_file=sft_file))
+    assert [ex.source for ex in turns.corpus] == ["file:sft.jsonl:4"]
+    found = {k: v for k, v in turns.guard.found.items() if v["source"] == "sft_data_file"}
+    expect_removed(found, {n: f"file:sft.jsonl:{i + 1}" for i, n in enumerate(names)}, "sft_data_file")
+
+    cpt = load_training_data(config(data, corpus_dir=corpus))
+    assert [ex.source for ex in cpt.corpus] == ["corpus:clean.py"]
+    found = {k: v for k, v in cpt.guard.found.items() if v["source"] == "corpus"}
+    expect_removed(found, {n: f"corpus:{n}.py" for n in names}, "corpus")
+
+    summary = cpt.guard.summary()["decontamination"]
+    assert summary["removed"] == 6 and summary["allow_eval_overlap"] is False
+    assert summary["items"]["corpus:renamed_copy.py"]["eval_task"] == "mbpp/20"
+    assert "mbpp/2001" in cpt.guard.report_section()
+
+
+def test_allow_eval_overlap_trains_on_them_and_says_so(sources):
+    data, _, _ = sources
+    cfg = config(data)
+    cfg.data.allow_eval_overlap = True
+    out = load_training_data(cfg)
+    assert len(out.exercises) == 4
+    assert out.guard.summary()["decontamination"]["overlapping_trained"] == 3
+    assert out.guard.line().startswith("WARNING data.allow_eval_overlap: trained on 3 items")
+
+
+def test_a_source_emptied_by_the_gate_is_refused(sources, tmp_path):
+    data, _, _ = sources
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "copy.py").write_text(mbpp(20)["code"].replace("is_woodall", "w"))
+    with pytest.raises(ValueError, match="corpus_dir: every file overlaps"):
+        load_training_data(config(data, corpus_dir=only))
+
+
+def test_mbpp_train_by_default(data_dir):
+    """The real MBPP train split: the word-for-word copies of test 216, 217 and 248 are not trained on."""
+    cfg = RunConfig()
+    cfg.data.data_dir = str(data_dir)
+    out = load_training_data(cfg)
+    found = out.guard.found
+    assert {k: found[k]["eval_task"] for k in ("mbpp/872", "mbpp/602", "mbpp/704")} == {
+        "mbpp/872": "mbpp/216", "mbpp/602": "mbpp/217", "mbpp/704": "mbpp/248"}
+    assert len(out.exercises) + len(found) == 374
+    assert not {ex.id for ex in out.exercises} & set(found)
