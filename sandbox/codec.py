@@ -272,6 +272,9 @@ class Decoder:
         self.local, self.resolve_local, self.resolve_handle = local, resolve_local, resolve_handle
         self.mirror_only = mirror_only
         self.shapes: dict[str, object] = {}  # class key -> shape (fields...) as first received
+        # class key -> ("DC" | "NT", shape) as the program's source declares it (sandbox.declared): its mirror is
+        # built from that alone; what crosses must match it
+        self.declared: dict[str, tuple] = {}
         self.classes: dict[tuple, type] = {}
 
     def loads(self, data: bytes):
@@ -311,35 +314,71 @@ class Decoder:
         cls = self.own_class(key)
         if is_namedtuple_class(cls) and list(cls._fields) == list(fields):
             return cls
+        declared = self.declared.get(key)
+        if declared is not None:
+            cls = self.declared_class(key)
+            if not is_namedtuple_class(cls) or list(cls._fields) != list(fields):
+                raise BadMessage(f"{key[:80]} does not have the shape its source declares")
+            return cls
         if ("NT", key) not in self.classes:
-            module, _, qualname = key.partition(":")
-            name = qualname.rsplit(".", 1)[-1]
-            cls = collections.namedtuple(name if name.isidentifier() else "Mirror", fields, rename=True)
-            cls.__module__, cls.__qualname__ = module, qualname
-            self.classes["NT", key] = cls
+            self.classes["NT", key] = self._namedtuple(key, fields, ())
         return self.classes["NT", key]
 
-    def dataclass_class(self, key: str, spec: dict, defaults: dict | None = None) -> type:
-        import dataclasses
+    def _namedtuple(self, key: str, fields, defaults) -> type:
+        module, _, qualname = key.partition(":")
+        name = qualname.rsplit(".", 1)[-1]
+        cls = collections.namedtuple(name if name.isidentifier() else "Mirror", fields, rename=True,
+                                     defaults=defaults)
+        cls.__module__, cls.__qualname__ = module, qualname
+        return cls
 
+    def dataclass_class(self, key: str, spec: dict) -> type:
+        """Built from the source's declaration when there is one; otherwise from the shape that crossed (plain
+        field names and flags, no defaults): no member of the class comes from the program's data."""
         cls = self.own_class(key)
         if isinstance(cls, type) and hasattr(cls, "__dataclass_fields__") and dataclass_spec(cls) == spec:
             return cls
+        if key in self.declared:
+            cls = self.declared_class(key)
+            if not hasattr(cls, "__dataclass_fields__") or list(cls.__dataclass_fields__) != list(spec["fields"]):
+                raise BadMessage(f"{key[:80]} does not have the shape its source declares")
+            return cls
         if ("DC", key) not in self.classes:
-            module, _, qualname = key.partition(":")
-            name = qualname.rsplit(".", 1)[-1]
-            fields = []
-            for f in spec["fields"]:
-                how, value = (defaults or {}).get(f, (None, None))
-                default = (dataclasses.field(default=value) if how == "v" else
-                           dataclasses.field(default_factory=value) if how == "f" and value in BUILTIN_TYPES else
-                           dataclasses.field())
-                fields.append((f, "typing.Any", default))
-            cls = dataclasses.make_dataclass(name, fields, eq=bool(spec["eq"]), order=bool(spec["order"]),
-                                             frozen=bool(spec["frozen"]))
-            cls.__module__, cls.__qualname__ = module, qualname
-            self.classes["DC", key] = cls
+            names = spec["fields"]
+            if not all(type(f) is str and f.isidentifier() and not f.startswith("__") for f in names):
+                raise BadMessage("dataclass field names that are not plain identifiers")
+            fields = [{"name": f} for f in names]
+            self.classes["DC", key] = self._dataclass(key, {**spec, "fields": fields})
         return self.classes["DC", key]
+
+    def declared_class(self, key: str) -> type:
+        kind, spec = self.declared[key]
+        if (kind, key) not in self.classes:
+            if kind == "NT":
+                self.classes[kind, key] = self._namedtuple(key, spec["fields"], spec["defaults"])
+            else:
+                self.classes[kind, key] = self._dataclass(key, spec)
+        return self.classes[kind, key]
+
+    def _dataclass(self, key: str, spec: dict) -> type:
+        import dataclasses
+
+        module, _, qualname = key.partition(":")
+        name = qualname.rsplit(".", 1)[-1]
+        fields = []
+        for f in spec["fields"]:
+            options = {k: f[k] for k in ("compare", "repr", "hash", "init") if k in f}
+            if "default" in f:
+                options["default"] = f["default"]
+            elif "factory" in f:
+                options["default_factory"] = getattr(builtins, f["factory"])
+            fields.append((f["name"], "typing.Any", dataclasses.field(**options)))
+        cls = dataclasses.make_dataclass(
+            name if name.isidentifier() else "Mirror", fields, eq=bool(spec["eq"]), order=bool(spec["order"]),
+            frozen=bool(spec["frozen"]), unsafe_hash=bool(spec.get("unsafe_hash", False)),
+            repr=bool(spec.get("repr", True)), init=bool(spec.get("init", True)))
+        cls.__module__, cls.__qualname__ = module, qualname
+        return cls
 
     def exception_class(self, spec: list) -> type:
         bases_of = {key: bases for key, bases in spec}

@@ -32,20 +32,39 @@ TRAPS = [decimal.Clamped, decimal.DivisionByZero, decimal.Inexact, decimal.Overf
          decimal.Underflow, decimal.InvalidOperation, decimal.FloatOperation, decimal.Subnormal]
 
 
-class ChannelClosed(Exception):
+class JudgeSignal(BaseException):
+    """The judge's own signals. Not `Exception`s (as SystemExit is not): tests that catch `Exception` (or use
+    `assertRaises(Exception)`) must not take a failure of the judge's for an error of the program's. The judge
+    also records each one it raises (`Session.signals`), so that tests catching even `BaseException` cannot hide
+    it: the run's verdict is the signal's (sandbox.judge), never PASSED."""
+
+    verdict = "runtime_error"
+
+
+class ChannelClosed(JudgeSignal):
     """The other process ended, or sent what is not a message."""
 
 
-class NotPlainResult(Exception):
+class NotPlainResult(JudgeSignal):
     """The solution returned something that cannot cross as a value."""
 
-
-class RemoteError(Exception):
-    """The solution ended a call with something that is not an ordinary exception (SystemExit...)."""
+    verdict = "failed"
 
 
-class CannotCross(Exception):
-    """The tests handed the solution something that cannot cross: they must run beside it."""
+class RemoteError(JudgeSignal):
+    """The solution ended a call with something that is not an ordinary exception, nor SystemExit or
+    KeyboardInterrupt (which reach the tests as themselves)."""
+
+
+class CannotJudge(JudgeSignal):
+    """Something the judge needs for the tests failed in the judge itself (importing a module of the program's)."""
+
+
+class CannotCross(JudgeSignal):
+    """The tests handed the solution something that cannot cross, or need something of it that cannot: they must
+    run beside it."""
+
+    verdict = "retry"
 
 
 # What the judge serves the solution: calls of the callables and iterators the tests handed it (by handle) and the
@@ -141,6 +160,8 @@ class Session:
         self.baseline: dict = shared_state() if side == "j" else {}
         self.touched: set[str] = set()
         self.remote: list[BaseException] = []  # judge side: the exceptions that came from the solution
+        self.signals: list[JudgeSignal] = []  # judge side: every signal of its own the judge raised in this run
+        self.pinned: frozenset[str] = frozenset()  # judge side: functions the tests may introspect here
         # Judge side: the program's module-level values the tests hold (fetched by name). After each call the
         # solution's process reports those it changed, so the tests see them as one shared module would.
         self.globals_seen: list[str] = []
@@ -164,16 +185,18 @@ class Session:
     def recv(self) -> dict:
         try:
             data = read_msg(self.rfd)
+        except ChannelClosed as exc:
+            raise self.signal(exc) from None
         except OSError as exc:
-            raise ChannelClosed(str(exc)) from None
+            raise self.signal(ChannelClosed(str(exc))) from None
         if data is None:
-            raise ChannelClosed("the other process ended")
+            raise self.signal(ChannelClosed("the other process ended"))
         try:
             msg = self.decoder.loads(data)
         except codec.BadMessage as exc:
-            raise ChannelClosed(str(exc)) from None
+            raise self.signal(ChannelClosed(str(exc))) from None
         if not isinstance(msg, dict):
-            raise ChannelClosed("not a message")
+            raise self.signal(ChannelClosed("not a message"))
         if self.side == "j" and not self.crosses_back(msg):
             # A value the judge could not send back (crafted by hostile code: the solution's own encoder never
             # makes one) would, passed on by the tests, push them off the split path: refused here instead.
@@ -192,6 +215,11 @@ class Session:
             return False
         return True
 
+    def signal(self, exc: JudgeSignal) -> JudgeSignal:
+        if self.side == "j":
+            self.signals.append(exc)
+        return exc
+
     def is_remote(self, exc: BaseException) -> bool:
         return any(exc is e for e in self.remote)
 
@@ -205,7 +233,7 @@ class Session:
             try:
                 self.send(msg)
             except OSError as exc:
-                raise ChannelClosed(str(exc)) from None
+                raise self.signal(ChannelClosed(str(exc))) from None
             while True:
                 reply = self.recv()
                 if "op" in reply:
@@ -269,7 +297,7 @@ class Session:
         try:
             reply = self.request(msg)
         except codec.NotPlain as exc:
-            raise CannotCross(f"argument to {target.__name__}: {exc}") from None
+            raise self.signal(CannotCross(f"argument to {target.__name__}: {exc}")) from None
         for pos, value in reply.get("ch", {}).items():
             original = args[pos] if isinstance(pos, int) else kwargs[pos]
             sync(original, value)
@@ -287,15 +315,15 @@ class Session:
         if reply.get("ok"):
             return reply.get("v")
         if "np" in reply:
-            raise NotPlainResult(str(reply["np"]))
+            raise self.signal(NotPlainResult(str(reply["np"])))
         exc = reply.get("e")
-        if isinstance(exc, Exception):
+        if isinstance(exc, (Exception, SystemExit, KeyboardInterrupt)):  # as plain Python raises them
             if self.side == "j":
                 self.remote.append(exc)
             raise exc
         if isinstance(exc, BaseException):
-            raise RemoteError(f"{type(exc).__name__}: {exc}"[:400])
-        raise ChannelClosed("malformed reply")
+            raise self.signal(RemoteError(f"{type(exc).__name__}: {exc}"[:400]))
+        raise self.signal(ChannelClosed("malformed reply"))
 
     def push_state(self, msg: dict) -> None:
         """Judge side: what the tests set (a seed, a decimal context...) reaches the solution before its call."""
@@ -576,9 +604,16 @@ class RemoteFunction:
         return f"<function {self.__name__}>"
 
     def _source(self, what: str):
-        source = self._session.source
+        """What the solution's source says of this function, if that is provably what a call runs: a name the
+        program can rebind at run time (sandbox.declared.pinned_functions) is only known in its process, so
+        tests that introspect it run there (mode "in_process", refused under in_process="refuse")."""
+        session, source = self._session, self._session.source
         if self._hid is not None or source is None:
             return None
+        if self.__name__ not in session.pinned:
+            raise session.signal(CannotCross(
+                f"the tests introspect {self.__name__!r} ({what}), which the program can rebind at run time: "
+                "only its own process can tell what it is"))
         return getattr(source, what)(self.__name__)
 
     @property
