@@ -22,13 +22,17 @@ import builtins
 import collections
 import datetime
 import decimal
+import enum  # loaded at start-up anyway (re uses it)
 import fractions
+import io
 import itertools
 import json
 import math
 import re
 import sys
+from _thread import RLock
 
+SOLUTION_MODULE = "__solution__"  # the module the solution's program runs as (sandbox.solution_side)
 SCALARS = frozenset((str, int, float, bool, type(None)))
 INT_BITS = 12000  # ints of more bits cross as hex: str(int) is capped at 4300 digits, hex is not
 BUILTIN_TYPES = frozenset(v for v in vars(builtins).values() if isinstance(v, type) and not issubclass(
@@ -39,6 +43,24 @@ BUILTIN_FUNCS = frozenset("abs all any ascii bin chr divmod hash hex id len max 
 STR_LIMIT = 32 << 20
 ARRAY_MIN = 64
 MUTABLE = (list, dict, set, bytearray, collections.deque)
+_DEEP = RLock()
+
+
+DEPTH = 8000  # the recursion limit while a value is encoded or decoded: values nest some thousands deep
+
+
+def deep(fn, arg):
+    """`fn(arg)` under a recursion limit of at least DEPTH (a value plain Python holds may nest deeper than the
+    default limit lets a walk go), restored after; under a lock, since threads of the tests may call at once."""
+    with _DEEP:
+        old = sys.getrecursionlimit()
+        if old < DEPTH:
+            sys.setrecursionlimit(DEPTH)
+        try:
+            return fn(arg)
+        finally:
+            if old < DEPTH:
+                sys.setrecursionlimit(old)
 
 
 class NotPlain(TypeError):
@@ -47,6 +69,10 @@ class NotPlain(TypeError):
 
 class BadMessage(ValueError):
     """Bytes that do not decode to a value: the other side is broken or hostile."""
+
+
+class Undeclared(BadMessage):
+    """A value of a class of the program's that the judge cannot rebuild from its source's declarations."""
 
 
 def class_key(cls: type) -> str:
@@ -80,6 +106,9 @@ class Encoder:
         self._new: list[str] = []
 
     def dumps(self, value) -> bytes:
+        return deep(self._dumps, value)
+
+    def _dumps(self, value) -> bytes:
         self._new = []
         try:
             try:
@@ -173,6 +202,8 @@ class Encoder:
         t = type(v)
         if isinstance(v, BaseException):
             return {"E": self.exception(v)}
+        if isinstance(v, enum.Enum):
+            return {"EN": [class_key(t), v.name, self.enc(v.value)]}
         if is_namedtuple_class(t):
             items = self.items(v)
             return {"NT": self.class_ref(t, lambda c: list(c._fields)) + [items]}
@@ -190,15 +221,22 @@ class Encoder:
         if self.handle is not None:
             if callable(v) and not isinstance(v, type):
                 return {"H": self.handle(v, "f")}
+            if hasattr(t, "__await__") and hasattr(t, "send"):  # a coroutine: awaited in the solution's process
+                return {"H": self.handle(v, "c")}
             if hasattr(t, "__next__") and hasattr(t, "__iter__"):
-                return {"H": self.handle(v, "g")}
+                # an object of the program's own iterator class may have methods of its own: "i"
+                return {"H": self.handle(v, "i" if t.__module__ == SOLUTION_MODULE else "g")}
         raise NotPlain(f"{t.__module__}.{t.__qualname__} is not a plain value")
 
     def exception(self, exc: BaseException) -> list:
         mro = [c for c in type(exc).__mro__ if c is not object]
         spec = [[class_key(c), [class_key(b) for b in c.__bases__ if b is not object]] for c in mro]
+        given = exc.args
+        if isinstance(exc, OSError) and exc.args == (exc.errno, exc.strerror) and (
+                exc.filename is not None or exc.filename2 is not None):  # OSError keeps these out of its args
+            given = (exc.errno, exc.strerror, exc.filename, None, exc.filename2)
         try:
-            args = self.enc(exc.args)
+            args = self.enc(given)
         except NotPlain:
             args = {"T": [str(a) for a in exc.args]}
         attrs = {}
@@ -257,6 +295,7 @@ ENCODERS = {
     type({}.keys()): lambda e, v: {"DK": e.items(v)},
     type({}.values()): lambda e, v: {"DV": e.items(v)},
     type({}.items()): lambda e, v: {"DI": [[e.enc(k), e.enc(x)] for k, x in v]},
+    io.StringIO: lambda e, v: {"SIO": [v.getvalue(), v.tell()]},
     re.Pattern: lambda e, v: {"RP": [v.pattern if isinstance(v.pattern, str) else {"Y": v.pattern.hex()}, v.flags]},
     re.Match: lambda e, v: {"RM": [e.enc(v.re), e.enc(v.string), v.pos, v.endpos, list(v.regs)]},
 }
@@ -278,6 +317,9 @@ class Decoder:
         self.classes: dict[tuple, type] = {}
 
     def loads(self, data: bytes):
+        return deep(self._loads, data)
+
+    def _loads(self, data: bytes):
         try:
             return json.loads(data.decode("utf-8", "surrogatepass"), object_pairs_hook=self.hook)
         except BadMessage:
@@ -351,10 +393,24 @@ class Decoder:
             self.classes["DC", key] = self._dataclass(key, {**spec, "fields": fields})
         return self.classes["DC", key]
 
+    def enum_class(self, key: str) -> type:
+        """The program's enum as its source declares it (sandbox.declared), or a standard library enum."""
+        if key in self.declared and self.declared[key][0] == "EN":
+            return self.declared_class(key)
+        cls = stdlib_class(key)
+        if isinstance(cls, type) and issubclass(cls, enum.Enum):
+            return cls
+        raise Undeclared(f"{key[:80]}: an enum whose members its source does not state in literals")
+
     def declared_class(self, key: str) -> type:
         kind, spec = self.declared[key]
         if (kind, key) not in self.classes:
-            if kind == "NT":
+            if kind == "EN":
+                module, _, qualname = key.partition(":")
+                base = getattr(enum, spec["base"])
+                self.classes[kind, key] = base(qualname.rsplit(".", 1)[-1], spec["members"], module=module,
+                                              qualname=qualname)
+            elif kind == "NT":
                 self.classes[kind, key] = self._namedtuple(key, spec["fields"], spec["defaults"])
             else:
                 self.classes[kind, key] = self._dataclass(key, spec)
@@ -550,7 +606,25 @@ def _check_int(v):
     return v
 
 
+def _dec_stringio(d, body):
+    text, pos = body
+    buf = io.StringIO(str(text))
+    buf.seek(int(pos))
+    return buf
+
+
+def _dec_enum(d, body):
+    key, name, value = body
+    cls = d.enum_class(str(key))
+    member = getattr(cls, "__members__", {}).get(name) if isinstance(name, str) else None
+    if member is None or member.value != value:
+        raise BadMessage(f"{str(key)[:80]} has no member {str(name)[:40]!r} of that value")
+    return member
+
+
 DECODERS = {
+    "SIO": _dec_stringio,
+    "EN": _dec_enum,
     "T": lambda d, b: tuple(b),
     "LT": lambda d, b: list(map(tuple, b)),
     "AF": lambda d, b: array.array("d", binascii.a2b_base64(b, strict_mode=True)).tolist(),

@@ -286,7 +286,9 @@ def _verdict(status: dict, frame: dict | None, timeout: float, refuse: bool) -> 
         return Verdict.RUNTIME_ERROR, str(status["error"]), ""
     mode = str(status.get("mode", ""))
     if mode == "in_process" and refuse:
-        return Verdict.REFUSED, "the tests need the solution's own process, refused by in_process=refuse", mode
+        why = str(frame.get("detail", "")) if frame is not None and frame.get("verdict") == "refused" else ""
+        return Verdict.REFUSED, "the tests need the solution's own process, refused by in_process=refuse" + (
+            f": {why}" if why else ""), mode
     if frame is not None and frame.get("verdict") in VERDICTS - {"refused"}:
         verdict, detail = Verdict(frame["verdict"]), str(frame.get("detail", ""))
         if verdict is Verdict.SYNTAX_ERROR:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import ast
 import builtins
 
+from sandbox import codec
+
 # -- modules ----------------------------------------------------------------------------------------------------
 
 
@@ -31,7 +33,7 @@ def imported_modules(tree: ast.Module) -> frozenset[str]:
 
 
 # -- classes ----------------------------------------------------------------------------------------------------
-KEY_MODULE = "__solution__"  # the module name the solution's program runs under (sandbox.solution_side)
+KEY_MODULE = codec.SOLUTION_MODULE
 FACTORIES = {name: getattr(builtins, name) for name in ("list", "dict", "set", "tuple", "frozenset", "str", "int",
                                                         "float", "bytes", "bytearray", "object")}
 NOT_GIVEN = object()
@@ -157,8 +159,51 @@ def _namedtuple_call(value) -> dict | None:
     return {"fields": fields, "defaults": defaults} if len(defaults) <= len(fields) else None
 
 
+ENUM_BASES = ("Enum", "IntEnum", "StrEnum", "Flag", "IntFlag")
+
+
+def _enum(node: ast.ClassDef) -> dict | None:
+    """An enum whose members are literals (or `auto()`), with nothing else in its body."""
+    if node.decorator_list or node.keywords or len(node.bases) != 1:
+        return None
+    base = _dotted(node.bases[0]).removeprefix("enum.")
+    if base not in ENUM_BASES:
+        return None
+    members: list[tuple[str, object]] = []
+    for i, stmt in enumerate(node.body):
+        if isinstance(stmt, ast.Pass) or (i == 0 and isinstance(stmt, ast.Expr) and isinstance(
+                stmt.value, ast.Constant) and isinstance(stmt.value.value, str)):
+            continue
+        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
+            return None
+        name = stmt.targets[0].id
+        if name.startswith("_"):
+            return None
+        value = stmt.value
+        if isinstance(value, ast.Call) and _dotted(value.func) in ("auto", "enum.auto") and not value.args:
+            value = _auto(base, name, [v for _, v in members])
+        else:
+            value = _literal(value)
+        if value is NOT_GIVEN:
+            return None
+        members.append((name, value))
+    return {"base": base, "members": members}
+
+
+def _auto(base: str, name: str, last: list):
+    """What enum.auto() gives (Python 3.11's _generate_next_value_ of each base)."""
+    if base == "StrEnum":
+        return name.lower()
+    ints = [v for v in last if isinstance(v, int)]
+    if base in ("Flag", "IntFlag"):
+        return 1 << max(ints).bit_length() if ints else 1
+    if last and not isinstance(last[-1], int):
+        return NOT_GIVEN
+    return last[-1] + 1 if last else 1
+
+
 def declared_classes(tree: ast.Module) -> dict[str, tuple[str, dict]]:
-    """Class key -> ("DC", dataclass spec) or ("NT", namedtuple spec), for the top-level classes whose whole
+    """Class key -> ("DC" | "NT" | "EN", spec: a dataclass, namedtuple or enum), for the top-level classes whose whole
     shape the source states in literals. Mirrors of these are built from this alone."""
     out = {}
     for node in tree.body:
@@ -170,6 +215,10 @@ def declared_classes(tree: ast.Module) -> dict[str, tuple[str, dict]]:
             spec = _namedtuple_class(node)
             if spec is not None:
                 out[f"{KEY_MODULE}:{node.name}"] = ("NT", spec)
+                continue
+            spec = _enum(node)
+            if spec is not None:
+                out[f"{KEY_MODULE}:{node.name}"] = ("EN", spec)
         elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             spec = _namedtuple_call(node.value)
             if spec is not None and isinstance(node.value.args[0], ast.Constant) and \

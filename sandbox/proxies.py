@@ -56,15 +56,15 @@ def fill_namespace(ns: dict, session: rpc.Session, how, names: dict, free: froze
             ns[name] = rpc.RemoteFunction(session, None, name)
         elif tag == "E":
             ns[name] = decoder.exception_class(kind[1])
-        elif tag in ("NT", "DC") and str(kind[1]) in how.classes:  # its shape as the source declares it
+        elif tag in ("NT", "DC", "EN") and str(kind[1]) in how.classes:  # its shape as the source declares it
             ns[name] = decoder.declared_class(str(kind[1]))
         elif tag == "NT":  # a namedtuple the source does not spell out: its fields, no defaults
             ns[name] = decoder.namedtuple_class(kind[1], decoder.shape(kind[1], kind[2]))
         elif name not in free:
             continue
-        elif tag == "DC":
-            raise session.signal(Unsupported(f"the tests use the dataclass {name!r}, whose shape its source does "
-                                             "not state in literals"))
+        elif tag in ("DC", "EN"):
+            raise session.signal(Unsupported(f"the tests use the class {name!r}, whose shape its source does not "
+                                             "state in literals"))
         elif tag == "m":
             ns[name] = module(session, how, str(kind[1]))
         elif tag == "v":
