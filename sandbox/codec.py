@@ -42,6 +42,7 @@ BUILTIN_FUNCS = frozenset("abs all any ascii bin chr divmod hash hex id len max 
                           "sum".split())
 STR_LIMIT = 32 << 20
 ARRAY_MIN = 64
+EXC_TEXT_MAX = 1 << 16  # what str() of an exception of the program's said (its __str__ stays behind)
 MUTABLE = (list, dict, set, bytearray, collections.deque)
 _DEEP = RLock()
 
@@ -115,6 +116,8 @@ class Encoder:
                 tree = self.enc(value)
                 text = json.dumps(tree, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
             except ValueError:  # a nan, an infinity or a huge int inside a container taken whole: walk it all
+                self.sent.difference_update(self._new)  # the shapes that walk marked sent were never sent
+                self._new = []
                 self.careful = True
                 try:
                     tree = self.enc(value)
@@ -246,9 +249,9 @@ class Encoder:
             except NotPlain:
                 pass
         try:
-            text = str(exc)[:2000]
+            text = str(exc)[:EXC_TEXT_MAX]
         except Exception:
-            text = ""
+            text = None  # its own str() fails: the mirror's, from the same args, fails the same way
         return [spec, args, text, {"D": list(attrs.items())}]
 
     def numpy(self, v):
@@ -496,7 +499,7 @@ def _dec_exception(d: Decoder, body):
             setattr(exc, k, v)
         except Exception:
             pass
-    if getattr(cls, "__mirror_of__", None) is not None:  # its own __str__ stayed behind: keep what it said
+    if getattr(cls, "__mirror_of__", None) is not None and text is not None:  # its __str__ stayed behind
         exc.__dict__["_remote_str"] = str(text)
     return exc
 
