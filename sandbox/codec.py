@@ -22,13 +22,17 @@ import builtins
 import collections
 import datetime
 import decimal
+import enum  # loaded at start-up anyway (re uses it)
 import fractions
+import io
 import itertools
 import json
 import math
 import re
 import sys
+from _thread import RLock
 
+SOLUTION_MODULE = "__solution__"  # the module the solution's program runs as (sandbox.solution_side)
 SCALARS = frozenset((str, int, float, bool, type(None)))
 INT_BITS = 12000  # ints of more bits cross as hex: str(int) is capped at 4300 digits, hex is not
 BUILTIN_TYPES = frozenset(v for v in vars(builtins).values() if isinstance(v, type) and not issubclass(
@@ -38,7 +42,26 @@ BUILTIN_FUNCS = frozenset("abs all any ascii bin chr divmod hash hex id len max 
                           "sum".split())
 STR_LIMIT = 32 << 20
 ARRAY_MIN = 64
+EXC_TEXT_MAX = 1 << 16  # what str() of an exception of the program's said (its __str__ stays behind)
 MUTABLE = (list, dict, set, bytearray, collections.deque)
+_DEEP = RLock()
+
+
+DEPTH = 8000  # the recursion limit while a value is encoded or decoded: values nest some thousands deep
+
+
+def deep(fn, arg):
+    """`fn(arg)` under a recursion limit of at least DEPTH (a value plain Python holds may nest deeper than the
+    default limit lets a walk go), restored after; under a lock, since threads of the tests may call at once."""
+    with _DEEP:
+        old = sys.getrecursionlimit()
+        if old < DEPTH:
+            sys.setrecursionlimit(DEPTH)
+        try:
+            return fn(arg)
+        finally:
+            if old < DEPTH:
+                sys.setrecursionlimit(old)
 
 
 class NotPlain(TypeError):
@@ -47,6 +70,10 @@ class NotPlain(TypeError):
 
 class BadMessage(ValueError):
     """Bytes that do not decode to a value: the other side is broken or hostile."""
+
+
+class Undeclared(BadMessage):
+    """A value of a class of the program's that the judge cannot rebuild from its source's declarations."""
 
 
 def class_key(cls: type) -> str:
@@ -80,12 +107,17 @@ class Encoder:
         self._new: list[str] = []
 
     def dumps(self, value) -> bytes:
+        return deep(self._dumps, value)
+
+    def _dumps(self, value) -> bytes:
         self._new = []
         try:
             try:
                 tree = self.enc(value)
                 text = json.dumps(tree, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
             except ValueError:  # a nan, an infinity or a huge int inside a container taken whole: walk it all
+                self.sent.difference_update(self._new)  # the shapes that walk marked sent were never sent
+                self._new = []
                 self.careful = True
                 try:
                     tree = self.enc(value)
@@ -173,6 +205,8 @@ class Encoder:
         t = type(v)
         if isinstance(v, BaseException):
             return {"E": self.exception(v)}
+        if isinstance(v, enum.Enum):
+            return {"EN": [class_key(t), v.name, self.enc(v.value)]}
         if is_namedtuple_class(t):
             items = self.items(v)
             return {"NT": self.class_ref(t, lambda c: list(c._fields)) + [items]}
@@ -190,15 +224,22 @@ class Encoder:
         if self.handle is not None:
             if callable(v) and not isinstance(v, type):
                 return {"H": self.handle(v, "f")}
+            if hasattr(t, "__await__") and hasattr(t, "send"):  # a coroutine: awaited in the solution's process
+                return {"H": self.handle(v, "c")}
             if hasattr(t, "__next__") and hasattr(t, "__iter__"):
-                return {"H": self.handle(v, "g")}
+                # an object of the program's own iterator class may have methods of its own: "i"
+                return {"H": self.handle(v, "i" if t.__module__ == SOLUTION_MODULE else "g")}
         raise NotPlain(f"{t.__module__}.{t.__qualname__} is not a plain value")
 
     def exception(self, exc: BaseException) -> list:
         mro = [c for c in type(exc).__mro__ if c is not object]
         spec = [[class_key(c), [class_key(b) for b in c.__bases__ if b is not object]] for c in mro]
+        given = exc.args
+        if isinstance(exc, OSError) and exc.args == (exc.errno, exc.strerror) and (
+                exc.filename is not None or exc.filename2 is not None):  # OSError keeps these out of its args
+            given = (exc.errno, exc.strerror, exc.filename, None, exc.filename2)
         try:
-            args = self.enc(exc.args)
+            args = self.enc(given)
         except NotPlain:
             args = {"T": [str(a) for a in exc.args]}
         attrs = {}
@@ -208,9 +249,9 @@ class Encoder:
             except NotPlain:
                 pass
         try:
-            text = str(exc)[:2000]
+            text = str(exc)[:EXC_TEXT_MAX]
         except Exception:
-            text = ""
+            text = None  # its own str() fails: the mirror's, from the same args, fails the same way
         return [spec, args, text, {"D": list(attrs.items())}]
 
     def numpy(self, v):
@@ -257,6 +298,7 @@ ENCODERS = {
     type({}.keys()): lambda e, v: {"DK": e.items(v)},
     type({}.values()): lambda e, v: {"DV": e.items(v)},
     type({}.items()): lambda e, v: {"DI": [[e.enc(k), e.enc(x)] for k, x in v]},
+    io.StringIO: lambda e, v: {"SIO": [v.getvalue(), v.tell()]},
     re.Pattern: lambda e, v: {"RP": [v.pattern if isinstance(v.pattern, str) else {"Y": v.pattern.hex()}, v.flags]},
     re.Match: lambda e, v: {"RM": [e.enc(v.re), e.enc(v.string), v.pos, v.endpos, list(v.regs)]},
 }
@@ -272,9 +314,15 @@ class Decoder:
         self.local, self.resolve_local, self.resolve_handle = local, resolve_local, resolve_handle
         self.mirror_only = mirror_only
         self.shapes: dict[str, object] = {}  # class key -> shape (fields...) as first received
+        # class key -> ("DC" | "NT", shape) as the program's source declares it (sandbox.declared): its mirror is
+        # built from that alone; what crosses must match it
+        self.declared: dict[str, tuple] = {}
         self.classes: dict[tuple, type] = {}
 
     def loads(self, data: bytes):
+        return deep(self._loads, data)
+
+    def _loads(self, data: bytes):
         try:
             return json.loads(data.decode("utf-8", "surrogatepass"), object_pairs_hook=self.hook)
         except BadMessage:
@@ -311,35 +359,85 @@ class Decoder:
         cls = self.own_class(key)
         if is_namedtuple_class(cls) and list(cls._fields) == list(fields):
             return cls
+        declared = self.declared.get(key)
+        if declared is not None:
+            cls = self.declared_class(key)
+            if not is_namedtuple_class(cls) or list(cls._fields) != list(fields):
+                raise BadMessage(f"{key[:80]} does not have the shape its source declares")
+            return cls
         if ("NT", key) not in self.classes:
-            module, _, qualname = key.partition(":")
-            name = qualname.rsplit(".", 1)[-1]
-            cls = collections.namedtuple(name if name.isidentifier() else "Mirror", fields, rename=True)
-            cls.__module__, cls.__qualname__ = module, qualname
-            self.classes["NT", key] = cls
+            self.classes["NT", key] = self._namedtuple(key, fields, ())
         return self.classes["NT", key]
 
-    def dataclass_class(self, key: str, spec: dict, defaults: dict | None = None) -> type:
-        import dataclasses
+    def _namedtuple(self, key: str, fields, defaults) -> type:
+        module, _, qualname = key.partition(":")
+        name = qualname.rsplit(".", 1)[-1]
+        cls = collections.namedtuple(name if name.isidentifier() else "Mirror", fields, rename=True,
+                                     defaults=defaults)
+        cls.__module__, cls.__qualname__ = module, qualname
+        return cls
 
+    def dataclass_class(self, key: str, spec: dict) -> type:
+        """Built from the source's declaration when there is one; otherwise from the shape that crossed (plain
+        field names and flags, no defaults): no member of the class comes from the program's data."""
         cls = self.own_class(key)
         if isinstance(cls, type) and hasattr(cls, "__dataclass_fields__") and dataclass_spec(cls) == spec:
             return cls
+        if key in self.declared:
+            cls = self.declared_class(key)
+            if not hasattr(cls, "__dataclass_fields__") or list(cls.__dataclass_fields__) != list(spec["fields"]):
+                raise BadMessage(f"{key[:80]} does not have the shape its source declares")
+            return cls
         if ("DC", key) not in self.classes:
-            module, _, qualname = key.partition(":")
-            name = qualname.rsplit(".", 1)[-1]
-            fields = []
-            for f in spec["fields"]:
-                how, value = (defaults or {}).get(f, (None, None))
-                default = (dataclasses.field(default=value) if how == "v" else
-                           dataclasses.field(default_factory=value) if how == "f" and value in BUILTIN_TYPES else
-                           dataclasses.field())
-                fields.append((f, "typing.Any", default))
-            cls = dataclasses.make_dataclass(name, fields, eq=bool(spec["eq"]), order=bool(spec["order"]),
-                                             frozen=bool(spec["frozen"]))
-            cls.__module__, cls.__qualname__ = module, qualname
-            self.classes["DC", key] = cls
+            names = spec["fields"]
+            if not all(type(f) is str and f.isidentifier() and not f.startswith("__") for f in names):
+                raise BadMessage("dataclass field names that are not plain identifiers")
+            fields = [{"name": f} for f in names]
+            self.classes["DC", key] = self._dataclass(key, {**spec, "fields": fields})
         return self.classes["DC", key]
+
+    def enum_class(self, key: str) -> type:
+        """The program's enum as its source declares it (sandbox.declared), or a standard library enum."""
+        if key in self.declared and self.declared[key][0] == "EN":
+            return self.declared_class(key)
+        cls = stdlib_class(key)
+        if isinstance(cls, type) and issubclass(cls, enum.Enum):
+            return cls
+        raise Undeclared(f"{key[:80]}: an enum whose members its source does not state in literals")
+
+    def declared_class(self, key: str) -> type:
+        kind, spec = self.declared[key]
+        if (kind, key) not in self.classes:
+            if kind == "EN":
+                module, _, qualname = key.partition(":")
+                base = getattr(enum, spec["base"])
+                self.classes[kind, key] = base(qualname.rsplit(".", 1)[-1], spec["members"], module=module,
+                                              qualname=qualname)
+            elif kind == "NT":
+                self.classes[kind, key] = self._namedtuple(key, spec["fields"], spec["defaults"])
+            else:
+                self.classes[kind, key] = self._dataclass(key, spec)
+        return self.classes[kind, key]
+
+    def _dataclass(self, key: str, spec: dict) -> type:
+        import dataclasses
+
+        module, _, qualname = key.partition(":")
+        name = qualname.rsplit(".", 1)[-1]
+        fields = []
+        for f in spec["fields"]:
+            options = {k: f[k] for k in ("compare", "repr", "hash", "init") if k in f}
+            if "default" in f:
+                options["default"] = f["default"]
+            elif "factory" in f:
+                options["default_factory"] = getattr(builtins, f["factory"])
+            fields.append((f["name"], "typing.Any", dataclasses.field(**options)))
+        cls = dataclasses.make_dataclass(
+            name if name.isidentifier() else "Mirror", fields, eq=bool(spec["eq"]), order=bool(spec["order"]),
+            frozen=bool(spec["frozen"]), unsafe_hash=bool(spec.get("unsafe_hash", False)),
+            repr=bool(spec.get("repr", True)), init=bool(spec.get("init", True)))
+        cls.__module__, cls.__qualname__ = module, qualname
+        return cls
 
     def exception_class(self, spec: list) -> type:
         bases_of = {key: bases for key, bases in spec}
@@ -401,7 +499,7 @@ def _dec_exception(d: Decoder, body):
             setattr(exc, k, v)
         except Exception:
             pass
-    if getattr(cls, "__mirror_of__", None) is not None:  # its own __str__ stayed behind: keep what it said
+    if getattr(cls, "__mirror_of__", None) is not None and text is not None:  # its __str__ stayed behind
         exc.__dict__["_remote_str"] = str(text)
     return exc
 
@@ -511,7 +609,25 @@ def _check_int(v):
     return v
 
 
+def _dec_stringio(d, body):
+    text, pos = body
+    buf = io.StringIO(str(text))
+    buf.seek(int(pos))
+    return buf
+
+
+def _dec_enum(d, body):
+    key, name, value = body
+    cls = d.enum_class(str(key))
+    member = getattr(cls, "__members__", {}).get(name) if isinstance(name, str) else None
+    if member is None or member.value != value:
+        raise BadMessage(f"{str(key)[:80]} has no member {str(name)[:40]!r} of that value")
+    return member
+
+
 DECODERS = {
+    "SIO": _dec_stringio,
+    "EN": _dec_enum,
     "T": lambda d, b: tuple(b),
     "LT": lambda d, b: list(map(tuple, b)),
     "AF": lambda d, b: array.array("d", binascii.a2b_base64(b, strict_mode=True)).tolist(),

@@ -299,7 +299,9 @@ def _verdict(status: dict, frame: dict | None, timeout: float, refuse: bool) -> 
         return Verdict.RUNTIME_ERROR, str(status["error"]), ""
     mode = str(status.get("mode", ""))
     if mode == "in_process" and refuse:
-        return Verdict.REFUSED, "the tests need the solution's own process, refused by in_process=refuse", mode
+        why = str(frame.get("detail", "")) if frame is not None and frame.get("verdict") == "refused" else ""
+        return Verdict.REFUSED, "the tests need the solution's own process, refused by in_process=refuse" + (
+            f": {why}" if why else ""), mode
     if status.get("memory_kills"):  # whatever the processes still standing said: the run went past its limit
         return Verdict.RUNTIME_ERROR, "the run's processes together went past memory_mb (killed)", mode
     if frame is not None and frame.get("verdict") in VERDICTS - {"refused"}:

@@ -7,7 +7,6 @@ import ast
 import functools
 
 from sandbox import proxies, rpc
-from sandbox.proxies import Unsupported
 from sandbox.solution_side import DETAIL_MAX, describe
 
 
@@ -31,31 +30,56 @@ def compile_tests(tests: str):
     return compile(tree, "<tests>", "exec"), free_names(tree)
 
 
-def run_split(tests: str, static: dict, first: dict, session: rpc.Session, ns: dict, star: bool = False) -> dict:
-    """`static`: how the solution binds each name, from its source (sandbox.plan); `first`: its hello message."""
+def run_split(tests: str, how, first: dict, session: rpc.Session, ns: dict) -> dict:
+    """`how`: what the solution's source binds, imports and declares (sandbox.plan.Plan); `first`: its hello
+    message, plain data the judge checks against `how`."""
     try:
         code, free = compile_tests(tests)
     except (SyntaxError, ValueError) as exc:
         return {"verdict": "runtime_error", "detail": "tests do not compile: " + describe(exc)}
     try:
-        proxies.fill_namespace(ns, session, static, first.get("names", {}), free, star)
+        proxies.fill_namespace(ns, session, how, first.get("names", {}), free)
         exec(code, ns)
-    except (Unsupported, rpc.CannotCross) as exc:
-        return {"verdict": "retry", "detail": str(exc)}
+        result = {"verdict": "passed", "detail": ""}
+    except rpc.JudgeSignal as exc:
+        if not any(exc is s for s in session.signals):
+            session.signals.append(exc)
+        result = {}
+    except SystemExit as exc:
+        result = exit_status(exc, session)
     except AssertionError as exc:
-        return {"verdict": "failed", "detail": describe(exc) if str(exc) else "AssertionError"}
-    except rpc.NotPlainResult as exc:
-        return {"verdict": "failed", "detail": str(exc)[:DETAIL_MAX]}
-    except rpc.ChannelClosed as exc:
-        return {"verdict": "runtime_error", "detail": str(exc)[:DETAIL_MAX], "died": True}
-    except rpc.RemoteError as exc:
-        return {"verdict": "runtime_error", "detail": str(exc)[:DETAIL_MAX]}
+        result = {"verdict": "failed", "detail": describe(exc) if str(exc) else "AssertionError"}
     except OSError as exc:
         # Only the tests' own writes: an OSError the solution raised (and the tests let through) is its error,
         # not a reason to leave the split path.
         if proxies.writes_files(exc) and not session.is_remote(exc):
-            return {"verdict": "retry", "detail": "the tests write files: " + describe(exc)}
-        return {"verdict": "runtime_error", "detail": describe(exc)}
+            result = {"verdict": "retry", "detail": "the tests write files: " + describe(exc)}
+        else:
+            result = {"verdict": "runtime_error", "detail": describe(exc)}
     except Exception as exc:
-        return {"verdict": "runtime_error", "detail": describe(exc)}
-    return {"verdict": "passed", "detail": ""}
+        result = {"verdict": "runtime_error", "detail": describe(exc)}
+    if session.signals:  # raised by the judge in this run, whether or not the tests caught it
+        return signal_verdict(session.signals[0])
+    return result
+
+
+def exit_status(exc: SystemExit, session: rpc.Session) -> dict:
+    """sys.exit(), unittest.main(): the tests are judged by their exit status, as under plain Python. The
+    solution exiting during a call is not a pass, whatever its status (its SystemExit reached the tests as
+    itself, for those that expect it, and they let it through)."""
+    if session.is_remote(exc):
+        return {"verdict": "runtime_error", "detail": f"the solution exited during a call: {describe(exc)}"}
+    code = exc.code
+    if code is None or code is False or code == 0:
+        return {"verdict": "passed", "detail": ""}
+    return {"verdict": "failed", "detail": f"the tests exited with status {code!r}"}
+
+
+def signal_verdict(sig: rpc.JudgeSignal) -> dict:
+    detail = str(sig)[:DETAIL_MAX]
+    if isinstance(sig, rpc.NotPlainResult):
+        detail = ("cannot judge: " + detail)[:DETAIL_MAX]
+    result = {"verdict": sig.verdict, "detail": detail}
+    if isinstance(sig, rpc.ChannelClosed):
+        result["died"] = True
+    return result

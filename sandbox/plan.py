@@ -15,6 +15,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
+from sandbox import declared
+
 
 @dataclass
 class Plan:
@@ -22,6 +24,9 @@ class Plan:
     names: dict[str, str] = field(default_factory=dict)  # name -> "function" | "module:<dotted name>" | "other"
     reason: str = ""
     star: bool = False  # the solution imports with *: names it binds are known only once it has run
+    modules: frozenset[str] = frozenset()  # every module its source imports: the judge imports no other
+    classes: dict = field(default_factory=dict)  # class key -> its shape as the source declares it
+    pinned: frozenset[str] = frozenset()  # functions the tests may introspect in the judge (sandbox.declared)
 
 
 def solution_bindings(tree: ast.Module) -> dict[str, str]:
@@ -81,4 +86,7 @@ def decide(tests_free: frozenset[str], solution_tree: ast.Module) -> Plan:
     solution binds is in `names`: its functions are offered to tests that reach them by `eval` or `globals()`."""
     star = any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)
                for n in ast.walk(solution_tree))
-    return Plan("split", solution_bindings(solution_tree), star=star)
+    names = solution_bindings(solution_tree)
+    return Plan("split", names, star=star, modules=declared.imported_modules(solution_tree),
+                classes=declared.declared_classes(solution_tree),
+                pinned=declared.pinned_functions(solution_tree, names))

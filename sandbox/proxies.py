@@ -24,7 +24,7 @@ from sandbox import rpc
 from sandbox.introspect import SourceInfo
 
 
-class Unsupported(Exception):
+class Unsupported(rpc.CannotCross):
     """The tests need something that cannot cross the process boundary: run them in-process."""
 
 
@@ -38,13 +38,17 @@ def hello(session: rpc.Session) -> dict:
     return first
 
 
-def fill_namespace(ns: dict, session: rpc.Session, static: dict, names: dict, free: frozenset[str],
-                   star: bool = False) -> None:
-    """`static`: name -> "function" | "module:<name>" | "other" (sandbox.plan.solution_bindings); `names`: what
-    the loaded program reports (solution_side.kind_of), consulted only for names its source does not bind with
-    `def` or `import` alone."""
+def fill_namespace(ns: dict, session: rpc.Session, how, names: dict, free: frozenset[str]) -> None:
+    """`how`: what the source binds, imports and declares (sandbox.plan.Plan); `names`: what the loaded program
+    reports (solution_side.kind_of), plain data consulted only for names its source does not bind with `def` or
+    `import` alone, and never for a dunder: the program's word binds no name the judge relies on."""
+    static = how.names
     decoder = session.decoder
+    decoder.declared = how.classes
+    session.pinned = how.pinned
     for name, kind in names.items():
+        if not (isinstance(name, str) and name.isidentifier()) or name.startswith("__"):
+            continue
         if static.get(name, "other") != "other" or not isinstance(kind, list) or not kind:
             continue
         tag = kind[0]
@@ -52,25 +56,44 @@ def fill_namespace(ns: dict, session: rpc.Session, static: dict, names: dict, fr
             ns[name] = rpc.RemoteFunction(session, None, name)
         elif tag == "E":
             ns[name] = decoder.exception_class(kind[1])
-        elif tag == "NT":
+        elif tag in ("NT", "DC", "EN") and str(kind[1]) in how.classes:  # its shape as the source declares it
+            ns[name] = decoder.declared_class(str(kind[1]))
+        elif tag == "NT":  # a namedtuple the source does not spell out: its fields, no defaults
             ns[name] = decoder.namedtuple_class(kind[1], decoder.shape(kind[1], kind[2]))
-        elif tag == "DC":
-            ns[name] = decoder.dataclass_class(kind[1], decoder.shape(kind[1], kind[2]), kind[3])
         elif name not in free:
             continue
-        elif tag == "m":  # only host files can be imported in here (the judge sees no file the program wrote)
-            ns[name] = importlib.import_module(str(kind[1]))
+        elif tag in ("DC", "EN"):
+            raise session.signal(Unsupported(f"the tests use the class {name!r}, whose shape its source does not "
+                                             "state in literals"))
+        elif tag == "m":
+            ns[name] = module(session, how, str(kind[1]))
         elif tag == "v":
             ns[name] = session.outcome(session.request({"op": "get", "n": name}))
             session.globals_seen.append(name)
-        elif name in static or star:
-            raise Unsupported(f"the tests use {name!r}, which cannot cross from the solution's process")
+        elif name in static or how.star:
+            raise session.signal(Unsupported(f"the tests use {name!r}, which cannot cross from the solution's "
+                                             "process"))
         # else: a name the program bound only at run time (globals(), exec): the tests do not see it
     for name, kind in static.items():
         if kind == "function":
             ns[name] = rpc.RemoteFunction(session, None, name)
         elif kind.startswith("module:") and name in free:
-            ns[name] = importlib.import_module(kind[len("module:"):])
+            ns[name] = module(session, how, kind[len("module:"):])
+
+
+def module(session: rpc.Session, how, name: str):
+    """A module the program holds, in the judge: imported only if its source imports it; otherwise only a standard
+    library module the judge has loaded already (nothing is imported on the program's word)."""
+    if name in how.modules:
+        try:
+            return importlib.import_module(name)
+        except BaseException as exc:  # SystemExit too: an import that ends the tests is no verdict of theirs
+            raise session.signal(rpc.CannotJudge(f"importing {name[:80]} in the judge: {type(exc).__name__}: "
+                                                 f"{str(exc)[:200]}")) from None
+    if name.split(".")[0] in sys.stdlib_module_names and name in sys.modules:
+        return sys.modules[name]
+    raise session.signal(Unsupported(f"the tests use a module the program holds but its source does not import: "
+                                     f"{name[:80]}"))
 
 
 def main_namespace() -> dict:

@@ -32,20 +32,39 @@ TRAPS = [decimal.Clamped, decimal.DivisionByZero, decimal.Inexact, decimal.Overf
          decimal.Underflow, decimal.InvalidOperation, decimal.FloatOperation, decimal.Subnormal]
 
 
-class ChannelClosed(Exception):
+class JudgeSignal(BaseException):
+    """The judge's own signals. Not `Exception`s (as SystemExit is not): tests that catch `Exception` (or use
+    `assertRaises(Exception)`) must not take a failure of the judge's for an error of the program's. The judge
+    also records each one it raises (`Session.signals`), so that tests catching even `BaseException` cannot hide
+    it: the run's verdict is the signal's (sandbox.judge), never PASSED."""
+
+    verdict = "runtime_error"
+
+
+class ChannelClosed(JudgeSignal):
     """The other process ended, or sent what is not a message."""
 
 
-class NotPlainResult(Exception):
+class NotPlainResult(JudgeSignal):
     """The solution returned something that cannot cross as a value."""
 
-
-class RemoteError(Exception):
-    """The solution ended a call with something that is not an ordinary exception (SystemExit...)."""
+    verdict = "failed"
 
 
-class CannotCross(Exception):
-    """The tests handed the solution something that cannot cross: they must run beside it."""
+class RemoteError(JudgeSignal):
+    """The solution ended a call with something that is not an ordinary exception, nor SystemExit or
+    KeyboardInterrupt (which reach the tests as themselves)."""
+
+
+class CannotJudge(JudgeSignal):
+    """Something the judge needs for the tests failed in the judge itself (importing a module of the program's)."""
+
+
+class CannotCross(JudgeSignal):
+    """The tests handed the solution something that cannot cross, or need something of it that cannot: they must
+    run beside it."""
+
+    verdict = "retry"
 
 
 # What the judge serves the solution: calls of the callables and iterators the tests handed it (by handle) and the
@@ -85,6 +104,7 @@ def _flat(values) -> bool:
     return True
 
 
+RECORDS = frozenset(("out", "err", "wn", "lg"))  # what the program made during a call, besides its result
 TRAP_NAMES = [(t, t.__name__) for t in TRAPS]
 
 
@@ -123,6 +143,23 @@ class CappedText(io.StringIO):
             super().write(s[:OUTPUT_LIMIT])
         return len(s)
 
+    @property
+    def buffer(self):
+        """`sys.stdout.buffer`: bytes written to it are kept as the text they decode to."""
+        return BytesInto(self)
+
+
+class BytesInto(io.RawIOBase):
+    def __init__(self, text: CappedText):
+        self._text = text
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self._text.write(bytes(b).decode("utf-8", "replace"))
+        return len(b)
+
 
 class Session:
     def __init__(self, rfd: int, wfd: int, namespace: dict, side: str):
@@ -141,6 +178,15 @@ class Session:
         self.baseline: dict = shared_state() if side == "j" else {}
         self.touched: set[str] = set()
         self.remote: list[BaseException] = []  # judge side: the exceptions that came from the solution
+        self.signals: list[JudgeSignal] = []  # judge side: every signal of its own the judge raised in this run
+        self.pinned: frozenset[str] = frozenset()  # judge side: functions the tests may introspect here
+        # Judge side: what could make reading an iterator ahead visible (callbacks, output, warnings, log records):
+        # a remote iterator reads ahead only while this stays put (remote_iterator).
+        self.noise = 0
+        self.requests = 0
+        self.warn_registry: dict = {}  # judge side: as a module's __warningregistry__ ("default" filters)
+        self.warned: list = []  # solution side: the warnings and log records of the current call
+        self.logged: list = []
         # Judge side: the program's module-level values the tests hold (fetched by name). After each call the
         # solution's process reports those it changed, so the tests see them as one shared module would.
         self.globals_seen: list[str] = []
@@ -164,16 +210,20 @@ class Session:
     def recv(self) -> dict:
         try:
             data = read_msg(self.rfd)
+        except ChannelClosed as exc:
+            raise self.signal(exc) from None
         except OSError as exc:
-            raise ChannelClosed(str(exc)) from None
+            raise self.signal(ChannelClosed(str(exc))) from None
         if data is None:
-            raise ChannelClosed("the other process ended")
+            raise self.signal(ChannelClosed("the other process ended"))
         try:
             msg = self.decoder.loads(data)
+        except codec.Undeclared as exc:  # a value, not a broken channel: the tests cannot be judged on it
+            return {"ok": False, "np": str(exc)}
         except codec.BadMessage as exc:
-            raise ChannelClosed(str(exc)) from None
+            raise self.signal(ChannelClosed(str(exc))) from None
         if not isinstance(msg, dict):
-            raise ChannelClosed("not a message")
+            raise self.signal(ChannelClosed("not a message"))
         if self.side == "j" and not self.crosses_back(msg):
             # A value the judge could not send back (crafted by hostile code: the solution's own encoder never
             # makes one) would, passed on by the tests, push them off the split path: refused here instead.
@@ -192,6 +242,11 @@ class Session:
             return False
         return True
 
+    def signal(self, exc: JudgeSignal) -> JudgeSignal:
+        if self.side == "j":
+            self.signals.append(exc)
+        return exc
+
     def is_remote(self, exc: BaseException) -> bool:
         return any(exc is e for e in self.remote)
 
@@ -202,18 +257,20 @@ class Session:
                 self.push_state(msg)
             elif self.side == "s":
                 msg.update(self.flush_output())
+            self.requests += 1
             try:
                 self.send(msg)
             except OSError as exc:
-                raise ChannelClosed(str(exc)) from None
+                raise self.signal(ChannelClosed(str(exc))) from None
             while True:
                 reply = self.recv()
                 if "op" in reply:
+                    self.noise += 1
                     self.send(self.serve(reply))
                     continue
                 if "st" in reply:
                     self.take_state(reply["st"])
-                if "out" in reply or "err" in reply:
+                if not RECORDS.isdisjoint(reply):
                     self.forward_output(reply)
                 return reply
 
@@ -235,7 +292,8 @@ class Session:
             return self.objects[hid]
         proxy = self.proxies.get(hid)
         if proxy is None:
-            proxy = RemoteFunction(self, hid, name) if kind == "f" else remote_iterator(self, hid)
+            proxy = (RemoteFunction(self, hid, name) if kind == "f" else RemoteIterator(self, hid) if kind == "i"
+                     else remote_coroutine(self, hid) if kind == "c" else remote_iterator(self, hid))
             self.proxies[hid] = proxy
             self.proxy_ids[id(proxy)] = hid
         return proxy
@@ -269,7 +327,7 @@ class Session:
         try:
             reply = self.request(msg)
         except codec.NotPlain as exc:
-            raise CannotCross(f"argument to {target.__name__}: {exc}") from None
+            raise self.signal(CannotCross(f"argument to {target.__name__}: {exc}")) from None
         for pos, value in reply.get("ch", {}).items():
             original = args[pos] if isinstance(pos, int) else kwargs[pos]
             sync(original, value)
@@ -287,15 +345,15 @@ class Session:
         if reply.get("ok"):
             return reply.get("v")
         if "np" in reply:
-            raise NotPlainResult(str(reply["np"]))
+            raise self.signal(NotPlainResult(str(reply["np"])))
         exc = reply.get("e")
-        if isinstance(exc, Exception):
+        if isinstance(exc, (Exception, SystemExit, KeyboardInterrupt)):  # as plain Python raises them
             if self.side == "j":
                 self.remote.append(exc)
             raise exc
         if isinstance(exc, BaseException):
-            raise RemoteError(f"{type(exc).__name__}: {exc}"[:400])
-        raise ChannelClosed("malformed reply")
+            raise self.signal(RemoteError(f"{type(exc).__name__}: {exc}"[:400]))
+        raise self.signal(ChannelClosed("malformed reply"))
 
     def push_state(self, msg: dict) -> None:
         """Judge side: what the tests set (a seed, a decimal context...) reaches the solution before its call."""
@@ -317,13 +375,18 @@ class Session:
     def forward_output(self, reply: dict) -> None:
         for key, stream, original in (("out", sys.stdout, sys.__stdout__), ("err", sys.stderr, sys.__stderr__)):
             text = reply.get(key)
-            if text and stream is not None and stream is not original:  # the tests redirected it: they read it
-                stream.write(text)
+            if text:
+                self.noise += 1
+                if stream is not None and stream is not original:  # the tests redirected it: they read it
+                    stream.write(text)
+        if "wn" in reply or "lg" in reply:
+            self.noise += 1
+            reemit(reply.get("wn"), reply.get("lg"), self.warn_registry)
 
     # -- serving the other side --------------------------------------------------------------------------
     def serve(self, msg: dict) -> dict:
         op = msg.get("op")
-        if self.side == "j" and ("out" in msg or "err" in msg):
+        if self.side == "j" and not RECORDS.isdisjoint(msg):
             self.forward_output(msg)
         if "st" in msg:
             self.take_state(msg["st"])
@@ -335,6 +398,8 @@ class Session:
             reply = self.serve_next(msg)
         elif op == "get":
             reply = self.serve_get(msg)
+        elif op == "await":
+            reply = self.serve_await(msg)
         elif op == "attr":
             reply = self.serve_attr(msg)
         elif op == "io" and self.side == "j":
@@ -398,6 +463,30 @@ class Session:
         self.attach_output(reply, out)
         return reply
 
+    def serve_await(self, msg: dict) -> dict:
+        """A coroutine of the program's, awaited by the tests: run to its end here, in an event loop of this
+        process's own (its awaits interleave with nothing of the tests')."""
+        with self.captured() as out:
+            try:
+                coro = self.objects[msg["h"]]
+                asyncio = sys.modules.get("asyncio")
+                if asyncio is not None:
+                    loop = asyncio.new_event_loop()
+                    try:
+                        reply = {"ok": True, "v": loop.run_until_complete(coro)}
+                    finally:
+                        loop.close()
+                else:
+                    try:
+                        coro.send(None)
+                        raise RuntimeError("the coroutine awaited something with no event loop to run it")
+                    except StopIteration as stop:
+                        reply = {"ok": True, "v": stop.value}
+            except BaseException as exc:
+                reply = {"ok": False, "e": exc}
+        self.attach_output(reply, out)
+        return reply
+
     def serve_attr(self, msg: dict) -> dict:
         """An attribute of one of the program's functions (`fib.cache_info`, `f.tag`): data, or a handle."""
         try:
@@ -447,6 +536,28 @@ class Session:
             text = buf.getvalue()
             if text:
                 reply[key] = text
+        if self.warned:
+            reply["wn"], self.warned = self.warned, []
+        if self.logged:
+            reply["lg"], self.logged = self.logged, []
+
+    def collect_warning(self, message, category, filename, lineno, file=None, line=None):
+        if not isinstance(message, Warning):
+            message = category(message)
+        self.warned.append([message, str(filename), int(lineno)])
+
+    def install_records(self) -> None:
+        """Solution side: the program's warnings and log records travel with each reply; the judge gives them to
+        the tests' own filters and handlers (assertWarns, assertLogs), as one process would."""
+        import warnings
+
+        warnings.showwarning = self.collect_warning
+        logging = sys.modules.get("logging")  # only a program that logs has loaded it
+        if logging is not None:
+            root = logging.getLogger()
+            root.addHandler(RecordSender(self, logging.Handler))
+            if root.level == logging.WARNING:  # the default: the tests' levels decide, in the judge
+                root.setLevel(1)
 
     def flush_output(self) -> dict:
         """Before a callback: what the program printed so far goes first, in order."""
@@ -462,6 +573,7 @@ class Session:
     def install_streams(self) -> None:
         """Solution side, after the program has loaded: `input()` and `sys.stdin` read what the tests give
         (their own `input`, possibly patched, and their `sys.stdin`)."""
+        self.install_records()
         self.base_stdout, self.base_stderr = sys.stdout, sys.stderr
         self.base_input, self.base_stdin = builtins.input, sys.stdin
         builtins.input = self.remote_input
@@ -494,6 +606,50 @@ class RemoteStdin(io.TextIOBase):
 
     def readlines(self, hint=-1):
         return self._session.io("readlines", None if hint == -1 else hint)
+
+
+def RecordSender(session: Session, handler_class):
+    class Sender(handler_class):
+        def emit(self, record):
+            try:
+                text = record.getMessage()
+            except Exception:
+                text = str(record.msg)
+            fields = {k: v for k, v in vars(record).items() if type(v) in codec.SCALARS}
+            exc_text = self.formatter.formatException(record.exc_info) if record.exc_info and self.formatter \
+                else None
+            session.logged.append({**fields, "msg": text, "args": None, "exc_text": exc_text or fields.get(
+                "exc_text")})
+
+    sender = Sender(1)
+    import logging
+
+    sender.setFormatter(logging.Formatter())
+    return sender
+
+
+def reemit(warned, logged, registry: dict) -> None:
+    """Judge side: the solution's warnings and log records, given to the tests' filters and handlers."""
+    if warned:
+        import warnings
+
+        for item in warned if isinstance(warned, list) else ():
+            message, filename, lineno = item
+            if isinstance(message, Warning):
+                warnings.warn_explicit(message, type(message), str(filename), int(lineno), module="__main__",
+                                       registry=registry)
+    if logged:
+        import logging
+
+        for fields in logged if isinstance(logged, list) else ():
+            if not isinstance(fields, dict) or not isinstance(fields.get("name"), str):
+                continue
+            record = logging.makeLogRecord({k: v for k, v in fields.items() if isinstance(k, str)
+                                            and not k.startswith("_") and type(v) in codec.SCALARS})
+            name = fields["name"]
+            logger = logging.getLogger(None if name == "root" else name)
+            if isinstance(record.levelno, int) and logger.isEnabledFor(record.levelno):
+                logger.handle(record)
 
 
 def changeable(value) -> bool:
@@ -560,6 +716,11 @@ class RemoteFunction:
     def __call__(self, *args, **kwargs):
         return self._session.call(self, args, kwargs)
 
+    @property
+    def __class__(self):
+        """A function, to `isinstance` and `inspect.isfunction` (`type()` still tells the proxy)."""
+        return types.FunctionType
+
     def __getattr__(self, name: str):
         """Only for what the proxy itself lacks: a public attribute of the real function (an lru_cache's
         `cache_info`, one the program set), fetched from the solution's process. Private and special names stay
@@ -576,9 +737,16 @@ class RemoteFunction:
         return f"<function {self.__name__}>"
 
     def _source(self, what: str):
-        source = self._session.source
+        """What the solution's source says of this function, if that is provably what a call runs: a name the
+        program can rebind at run time (sandbox.declared.pinned_functions) is only known in its process, so
+        tests that introspect it run there (mode "in_process", refused under in_process="refuse")."""
+        session, source = self._session, self._session.source
         if self._hid is not None or source is None:
             return None
+        if self.__name__ not in session.pinned:
+            raise session.signal(CannotCross(
+                f"the tests introspect {self.__name__!r} ({what}), which the program can rebind at run time: "
+                "only its own process can tell what it is"))
         return getattr(source, what)(self.__name__)
 
     @property
@@ -640,10 +808,20 @@ class CodeView:
 
 
 def remote_iterator(session: Session, hid: int):
-    """A generator in the judge that draws from an iterator of the solution, in growing batches."""
-    batch = 1
+    """A generator in the judge that draws from an iterator of the solution. It reads ahead (1, 2, 4... items per
+    round trip) only while nothing could tell: no callback into the tests, output, warning or log record during a
+    read, no function or iterator among the items (a groupby's groups), and no other request to the solution
+    between two reads. Once any of these happens it reads one item at a time, as far as the tests consume, as
+    plain Python runs a generator."""
+    batch, lazy, last = 1, False, None
     while True:
-        reply = session.request({"op": "next", "h": hid, "n": batch})
+        if last is not None and session.requests != last:
+            lazy = True
+        before = (session.noise, len(session.proxies))
+        reply = session.request({"op": "next", "h": hid, "n": 1 if lazy else batch})
+        last = session.requests
+        if (session.noise, len(session.proxies)) != before:
+            lazy = True
         if not reply.get("ok"):
             session.outcome(reply)
         yield from reply.get("v") or ()
@@ -652,3 +830,28 @@ def remote_iterator(session: Session, hid: int):
         if reply.get("done"):
             return
         batch = min(2 * batch, BATCH_MAX)
+
+
+async def remote_coroutine(session: Session, hid: int):
+    """A coroutine of the solution's, in the judge: awaiting it runs it there, to its end."""
+    return session.outcome(session.request({"op": "await", "h": hid}))
+
+
+class RemoteIterator:
+    """An iterator object of the program's own class: iterating it crosses (one item at a time); anything else of
+    it (its own methods and attributes) exists only in the solution's process, so tests that use it run there."""
+
+    def __init__(self, session: Session, hid: int):
+        self._session, self._items = session, remote_iterator(session, hid)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._items)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise self._session.signal(CannotCross(f"the tests use .{name[:60]} of an iterator object of the program's "
+                                               "own class, which only its process holds"))

@@ -470,6 +470,121 @@ CASES = {
         """), P),
     "large_return_value": ("def pairs(n):\n    return [(i, i * 2) for i in range(n)]\n",
                            "r = pairs(92000)\nassert len(r) == 92000 and r[-1] == (91999, 183998)\n", P),
+    # -- issue 20, section 3 ----------------------------------------------------------------------------------
+    "future_annotations_dataclass": (d("""
+        from __future__ import annotations
+        from dataclasses import dataclass
+        @dataclass
+        class P:
+            x: int
+            y: int = 0
+        def mk(x):
+            return P(x)
+        """), "assert mk(1) == P(1) and mk(1).y == 0 and P(2, 3).y == 3\n", P),
+    "sys_modules_name": (d("""
+        import sys
+        THIS = sys.modules[__name__]
+        def f():
+            return THIS.f is f
+        """), "assert f()\n", P),
+    "expected_system_exit": ("import sys\ndef stop(code):\n    sys.exit(code)\n", d("""
+        import unittest
+        class T(unittest.TestCase):
+            def test_exit(self):
+                with self.assertRaises(SystemExit) as cm:
+                    stop(2)
+                self.assertEqual(cm.exception.code, 2)
+        unittest.main()
+        """), P),
+    "stdout_buffer": ("import sys\ndef out():\n    sys.stdout.buffer.write(b'hi\\n')\n    return 1\n",
+                      "assert out() == 1\n", P),
+    "intenum": (d("""
+        from enum import IntEnum
+        class Color(IntEnum):
+            RED = 1
+            GREEN = 2
+        def pick(n):
+            return Color(n)
+        """), d("""
+        assert pick(1) == Color.RED and pick(2) is Color.GREEN and pick(1) == 1
+        assert isinstance(pick(1), Color) and repr(pick(2)) == '<Color.GREEN: 2>'
+        """), P),
+    "lazy_generator_with_callbacks": ("def lazy_map(f, xs):\n    for x in xs:\n        yield f(x)\n", d("""
+        calls = []
+        def f(x):
+            calls.append(x)
+            return x
+        g = lazy_map(f, range(1, 9))
+        assert calls == []
+        for i, v in enumerate(g, 1):
+            assert calls == list(range(1, i + 1)), calls
+        """), P),
+    "groupby_returned": ("import itertools\ndef groups(s):\n    return itertools.groupby(s)\n",
+                         "assert [(k, ''.join(g)) for k, g in groups('aabcccdd')] == "
+                         "[('a', 'aa'), ('b', 'b'), ('c', 'ccc'), ('d', 'dd')]\n", P),
+    "warnings_reach_the_tests": ("import warnings\ndef old():\n    warnings.warn('old', DeprecationWarning)\n"
+                                 "    return 1\n", d("""
+        import warnings
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter('always')
+            assert old() == 1 and old() == 1
+        assert len(w) == 2 and issubclass(w[0].category, DeprecationWarning) and str(w[0].message) == 'old'
+        """), P),
+    "log_records_reach_the_tests": (d("""
+        import logging
+        log = logging.getLogger('app')
+        def work():
+            log.info('working %d', 3)
+            return 1
+        """), d("""
+        import unittest
+        class T(unittest.TestCase):
+            def test_logs(self):
+                with self.assertLogs('app', level='INFO') as cm:
+                    self.assertEqual(work(), 1)
+                self.assertEqual(cm.output, ['INFO:app:working 3'])
+        unittest.main()
+        """), P),
+    "argv": ("import sys\ndef args():\n    return sys.argv[1:]\n", "assert args() == []\n", P),
+    "isfunction": ("def f():\n    return 1\n", "import inspect\nassert inspect.isfunction(f) and f() == 1\n", P),
+    "oserror_filename": ("def read(p):\n    raise FileNotFoundError(2, 'No such file or directory', p)\n", d("""
+        try:
+            read('/nowhere/x.txt')
+        except FileNotFoundError as e:
+            assert e.filename == '/nowhere/x.txt' and e.errno == 2, e
+        else:
+            raise AssertionError('no error')
+        """), P),
+    "deep_nesting": ("def nest(n):\n    v = []\n    for _ in range(n):\n        v = [v]\n    return v\n", d("""
+        x, depth = nest(600), 0
+        while x:
+            x, depth = x[0], depth + 1
+        assert depth == 600
+        """), P),
+    "namedtuple_defaults": (d("""
+        from typing import NamedTuple
+        import collections
+        class P(NamedTuple):
+            x: int
+            y: int = 5
+        Q = collections.namedtuple('Q', 'a b', defaults=(7,))
+        def mk():
+            return P(1), Q(2)
+        """), "assert mk() == (P(1), Q(2)) and P(1).y == 5 and Q(0).b == 7 and mk()[1].b == 7\n", P),
+    "dataclass_compare_false_unsafe_hash": (d("""
+        from dataclasses import dataclass, field
+        @dataclass(unsafe_hash=True)
+        class K:
+            a: int
+            note: str = field(default='', compare=False)
+        def mk(a, n):
+            return K(a, n)
+        """), "assert mk(1, 'x') == K(1, 'y') and hash(mk(1, 'x')) == hash(K(1))\n"
+              "assert len({mk(1, 'a'), K(1)}) == 1 and K(1).note == ''\n", P),
+    "stringio_returned": ("import io\ndef buf():\n    return io.StringIO('a\\nb\\n')\n",
+                          "b = buf()\nassert b.readline() == 'a\\n' and b.read() == 'b\\n'\n", P),
+    "coroutine": ("import asyncio\nasync def co(x):\n    await asyncio.sleep(0)\n    return x * 2\n",
+                  "import asyncio\nassert asyncio.run(co(2)) == 4\n", P),
 }
 
 
@@ -521,3 +636,30 @@ def test_plain_reference_runner_sees_what_it_should(tmp_path):
     assert plain_verdict("x = 1\n", "assert x == 2\n", tmp_path) is F
     assert plain_verdict("x = 1\n", "x.foo\n", tmp_path) is R
     assert os.listdir(tmp_path) == []
+
+
+def test_an_iterator_of_the_programs_class_is_not_a_bare_generator(sb, tmp_path):
+    """Its own methods stay in the solution's process: tests that use them run beside it, marked."""
+    solution = d("""
+        class Count:
+            def __init__(self, n):
+                self.i, self.n = 0, n
+            def __iter__(self):
+                return self
+            def __next__(self):
+                if self.i >= self.n:
+                    raise StopIteration
+                self.i += 1
+                return self.i
+            def remaining(self):
+                return self.n - self.i
+        def count(n):
+            return Count(n)
+        """)
+    tests = "c = count(3)\nassert next(c) == 1 and c.remaining() == 2\nassert list(c) == [2, 3]\n"
+    assert plain_verdict(solution, tests, tmp_path) is P
+    res = sb.run(solution, tests)
+    assert res.verdict is P and res.mode == "in_process", res
+    with Sandbox(timeout_s=10, parallelism=1, in_process="refuse") as strict:
+        res = strict.run(solution, tests)
+    assert res.verdict is Verdict.REFUSED and "remaining" in res.detail, res

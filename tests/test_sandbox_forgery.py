@@ -265,12 +265,94 @@ def test_an_oserror_from_the_solution_does_not_push_the_tests_in_process(sb):
 def test_the_functions_code_cannot_be_run_in_the_judge(sb):
     # `__code__` answers from the source (introspection works), but the tests cannot turn it into a function of
     # their own process: no code of the program ever runs beside the expected values
-    solution = "import sys\ndef where():\n    return sys.modules['__main__'].__dict__.get('MARK')\n"
+    solution = "def where():\n    try:\n        return MARK\n    except NameError:\n        return None\n"
     tests = (
         "import types\nMARK = 'judge'\n"
-        "assert where.__code__.co_name == 'where' and 'sys' in where.__code__.co_names\n"
+        "assert where.__code__.co_name == 'where' and 'MARK' in where.__code__.co_names\n"
         "try:\n    local = types.FunctionType(where.__code__, globals())\nexcept TypeError:\n    local = where\n"
         "assert local() is None\n"
     )
     res = sb.run(solution, tests)
     assert res.verdict is Verdict.PASSED and res.mode == "split", res
+
+
+# -- the judge acts on the program's source, not on what its process says (issue 20, section 1) -----------------
+# FORGE_HELLO(extra) rewrites the solution process's first message (its names and how to show them) to carry
+# `extra`: anything its process says is the program's word.
+def FORGE_HELLO(extra: str) -> str:
+    return (
+        "import sys as _sys\n"
+        "_rpc = _sys.modules['sandbox.rpc']\n"
+        "_send = _rpc.Session.send\n"
+        "def _forged(self, msg):\n"
+        "    if isinstance(msg, dict) and 'names' in msg:\n"
+        f"        msg['names'].update({extra})\n"
+        "    return _send(self, msg)\n"
+        "_rpc.Session.send = _forged\n"
+    )
+
+
+def test_the_judge_imports_no_module_the_source_does_not_import(strict):
+    # importing unittest.__main__ runs unittest.main() on the judge's (empty) main module: "ran 0 tests", status 0
+    solution = "globals()['square'] = lambda x: x + x\n" + FORGE_HELLO("{'square': ['m', 'unittest.__main__']}")
+    res = strict.run(solution, TESTS)
+    assert res.verdict is not Verdict.PASSED, res
+
+
+def test_a_dataclass_copy_takes_no_member_from_the_program(strict):
+    # a field default named __eq__ would become the copy's own equality (here a function of the program: True)
+    solution = (
+        "from dataclasses import dataclass\n"
+        "@dataclass\nclass P:\n    x: int\n"
+        "def mk(x):\n    return P(x + 1)\n"
+        "def always(a, b):\n    return True\n"
+        + FORGE_HELLO("{'P': ['DC', '__solution__:P', {'fields': ['x', '__eq__'], 'eq': True, 'order': False, "
+                      "'frozen': False}, {'__eq__': ['v', always]}]}")
+    )
+    res = strict.run(solution, "assert mk(1) == P(1)\n")
+    assert res.verdict is Verdict.FAILED, res
+
+
+def test_the_programs_word_binds_no_dunder_in_the_tests_namespace(strict):
+    # `__name__` fetched from the solution ('__solution__'): the tests' main block would never run
+    solution = WRONG + FORGE_HELLO("{'__name__': ['v']}")
+    res = strict.run(solution, "if __name__ == '__main__':\n    assert square(3) == 9\n")
+    assert res.verdict is Verdict.FAILED, res
+
+
+EXPECT_ERROR = "try:\n    square(-1)\nexcept Exception:\n    pass\nelse:\n    raise AssertionError('no error')\n"
+
+
+@pytest.mark.parametrize("body", [
+    "return object()",  # a value that cannot be sent back
+    "import sys; sys.exit(3)",
+    "import os; os._exit(0)",  # the solution's process ends mid-call
+], ids=["unsendable", "sys-exit", "process-ends"])
+def test_the_judges_signals_are_not_the_programs_exceptions(strict, body):
+    # plain python: no Exception is raised (an object is returned, the process exits), so the tests do not pass
+    solution = f"def square(x):\n    if x < 0:\n        {body}\n    return x * x\n"
+    res = strict.run(solution, EXPECT_ERROR)
+    assert res.verdict is not Verdict.PASSED, res
+    res = strict.run(solution, "import unittest\nclass T(unittest.TestCase):\n    def test(self):\n"
+                               "        with self.assertRaises(Exception):\n            square(-1)\nunittest.main()\n")
+    assert res.verdict is not Verdict.PASSED, res
+
+
+REBOUND = "def _other(xs):\n    return sorted(xs)\nglobals()['my_sort'] = _other\n"
+BUBBLE = ("def my_sort(xs):\n    xs = list(xs)\n    for i in range(len(xs)):\n"
+          "        for j in range(len(xs) - 1 - i):\n            if xs[j] > xs[j + 1]:\n"
+          "                xs[j], xs[j + 1] = xs[j + 1], xs[j]\n    return xs\n")
+
+
+@pytest.mark.parametrize("check", [
+    "import inspect\nassert 'sorted' not in inspect.getsource(my_sort)\n",
+    "assert 'sorted' not in my_sort.__code__.co_names\n",
+], ids=["getsource", "code"])
+def test_introspection_describes_what_the_call_runs(sb, strict, check):
+    tests = check + "assert my_sort([3, 1, 2]) == [1, 2, 3]\n"
+    for box in (sb, strict):
+        res = box.run(BUBBLE + REBOUND, tests)
+        assert res.verdict is not Verdict.PASSED, res
+        # a program that does not rebind its functions keeps its introspection on the split path
+        res = box.run(BUBBLE, tests)
+        assert res.verdict is Verdict.PASSED and res.mode == "split", res
