@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL := models/smollm2-135m-instruct/config.json
-# The benchmark data lives beside the checkout (../shared/data); override for your own copy.
-export CODEALIGN_DATA ?= $(abspath ../shared/data)
+# A local copy of the published benchmark files, copied (checksums checked) into the per-user data directory.
+DATA_FROM ?= ../shared/data
 # Ray 2.60 turns on token auth for local clusters; a single-user local run does not need it.
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup data demo test test-fast lint bench clean
 
-setup: $(STAMP) $(MODEL)
+setup: $(STAMP) $(MODEL) data
 
 $(STAMP): pyproject.toml
 	# the sandbox's seccomp filter needs the system's libseccomp (present on Debian; installed where it is not)
@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 	# PyPI's torchvision is a CUDA build that breaks `import transformers` beside the CPU torch; vLLM runs without it.
 	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
 	touch $(STAMP)
+
+data: | $(STAMP)
+	$(BIN)/python launch.py prepare-data --from $(DATA_FROM)
 
 $(MODEL): | $(STAMP)
 	$(BIN)/python launch.py prepare-model

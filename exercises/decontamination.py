@@ -64,10 +64,7 @@ def load_benchmarks(data_dir: str | Path) -> list[BenchmarkPiece]:
             pieces += [BenchmarkPiece(row["task_id"], "prompt", _squash(row["prompt"])),
                        BenchmarkPiece(row["task_id"], "solution", _squash(row["canonical_solution"])),
                        BenchmarkPiece(row["task_id"], "test", _squash(row["test"]))]
-    plus = data_dir / HUMANEVAL_PLUS_FILE
-    if not plus.is_file():
-        raise FileNotFoundError(f"data file {plus} not found (HumanEval+ v0.1.10, see the data README)")
-    with gzip.open(plus, "rt") as fh:
+    with gzip.open(require_data_file(data_dir, HUMANEVAL_PLUS_FILE), "rt") as fh:
         for row in map(json.loads, fh):
             task = row["task_id"].replace("HumanEval", "HumanEval+")
             pieces += [BenchmarkPiece(task, "prompt", _squash(row["prompt"])),
