@@ -3,15 +3,15 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-MODEL := models/smollm2-135m-instruct/config.json
 # A local copy of the published benchmark files, copied (checksums checked) into the per-user data directory.
 DATA_FROM ?= ../shared/data
 # Ray 2.60 turns on token auth for local clusters; a single-user local run does not need it.
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup data demo test test-fast lint bench clean
+.PHONY: setup data model demo test test-fast lint bench clean
 
-setup: $(STAMP) $(MODEL) data
+# data and model go to per-user directories (~/.cache/codealign), where jobs find them too; both are idempotent
+setup: $(STAMP) data model
 
 $(STAMP): pyproject.toml
 	# the sandbox's seccomp filter needs the system's libseccomp (present on Debian; installed where it is not)
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 data: | $(STAMP)
 	$(BIN)/python launch.py prepare-data --from $(DATA_FROM)
 
-$(MODEL): | $(STAMP)
+model: | $(STAMP)
 	$(BIN)/python launch.py prepare-model
 
 demo: setup

@@ -29,7 +29,7 @@ def main() -> None:
     from actors.generator import Generator, create_generator
     from codealign.chat import format_prompt
     from codealign.config import GeneratorConfig, ModelConfig
-    from codealign.models import resolve_model_path
+    from codealign.model_source import resolve_model
     from codealign.records import GenerationRequest
     from exercises.loaders import load_humaneval
 
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--hf-batch", type=int, default=32)
     parser.add_argument("--data", default=os.environ.get("CODEALIGN_DATA", "../shared/data"))
     args = parser.parse_args()
-    model_path = resolve_model_path(args.model)
+    model_path = resolve_model(args.model)
     prompts = [ex.prompt for ex in load_humaneval(args.data)]
     requests = [GenerationRequest(p, temperature=0.0, max_tokens=args.max_tokens, request_id=str(i))
                 for i, p in enumerate(prompts)]

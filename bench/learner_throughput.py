@@ -121,9 +121,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from codealign.config import LoraConfig, TrainConfig
-    from codealign.models import resolve_model_path
+    from codealign.model_source import resolve_model
 
-    model_path = resolve_model_path(args.model)
+    model_path = resolve_model(args.model)
     data_dir = Path(os.environ.get("CODEALIGN_DATA", Path(__file__).resolve().parent.parent.parent / "shared/data"))
     pairs = make_pairs(data_dir, args.pairs)
     cfg = TrainConfig(algorithm="dpo", learning_rate=5e-5, epochs=1, batch_size=4, max_pairs=len(pairs),

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codealign.config import GeneratorConfig, ModelConfig, OracleConfig  # noqa: E402
-from codealign.models import resolve_model_path  # noqa: E402
+from codealign.model_source import resolve_model  # noqa: E402
 from exercises.build import filter_exercises  # noqa: E402
 from exercises.decontamination import Decontaminator, load_benchmarks  # noqa: E402
 from exercises.generation import ExerciseWriter  # noqa: E402
@@ -40,7 +40,7 @@ def main() -> None:
     from actors.generator import Generator
     from sandbox import Sandbox
 
-    engine = Generator(resolve_model_path(args.model), ModelConfig(max_model_len=2048), GeneratorConfig())
+    engine = Generator(resolve_model(args.model), ModelConfig(max_model_len=2048), GeneratorConfig())
     train = load_mbpp(args.data, (601, 974))
     per_sub = max(1, args.requests // 8)
     base = OracleConfig(backend="vllm", model=args.model, categories=["strings", "lists", "math", "dictionaries"],

@@ -29,7 +29,7 @@ def main() -> None:
 
     from codealign.chat import prompt_token_ids
     from codealign.config import LoraConfig, TrainConfig
-    from codealign.models import resolve_model_path
+    from codealign.model_source import resolve_model
     from exercises.extract import as_answer
     from exercises.loaders import load_mbpp
     from trainers.modeling import load_policy, merged_state_dict
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=4)
     args = parser.parse_args()
     torch.manual_seed(0)
-    path = resolve_model_path(args.model)
+    path = resolve_model(args.model)
     tok = AutoTokenizer.from_pretrained(path)
     exercises = load_mbpp(Path(os.environ.get("CODEALIGN_DATA", "../shared/data")), (601, 974))[: args.probes]
     seqs, lens = [], []

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from codealign.paths import user_cache_dir
 from codealign.records import Exercise
 
 MBPP_FILE = "mbpp.jsonl"
@@ -34,8 +35,7 @@ class DataFileMissing(FileNotFoundError):
 
 def user_data_dir() -> Path:
     """The per-user benchmark data directory that `launch.py prepare-data` fills."""
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache).expanduser() / "codealign" / "data"
+    return user_cache_dir("data")
 
 
 def resolve_data_dir(configured: str | Path = "") -> Path:

@@ -24,9 +24,9 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def real_model_path() -> str:
-    from codealign.models import resolve_model_path
+    from codealign.model_source import resolve_model
 
-    return resolve_model_path("embedded:smollm2-135m-instruct")
+    return resolve_model("embedded:smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="session")
