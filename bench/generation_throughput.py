@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from exercises.loaders import resolve_data_dir  # noqa: E402
+
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # as inside the actor: the engine in-process
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -37,7 +40,7 @@ def main() -> None:
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--hf-batch", type=int, default=32)
-    parser.add_argument("--data", default=os.environ.get("CODEALIGN_DATA", "../shared/data"))
+    parser.add_argument("--data", default=str(resolve_data_dir()))
     args = parser.parse_args()
     model_path = resolve_model(args.model)
     prompts = [ex.prompt for ex in load_humaneval(args.data)]

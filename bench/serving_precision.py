@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from exercises.loaders import resolve_data_dir  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +45,7 @@ def main() -> None:
     torch.manual_seed(0)
     path = resolve_model(args.model)
     tok = AutoTokenizer.from_pretrained(path)
-    exercises = load_mbpp(Path(os.environ.get("CODEALIGN_DATA", "../shared/data")), (601, 974))[: args.probes]
+    exercises = load_mbpp(resolve_data_dir(), (601, 974))[: args.probes]
     seqs, lens = [], []
     for ex in exercises:
         prompt = prompt_token_ids(tok, ex.prompt, chat=True)
