@@ -3,15 +3,15 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-MODEL := models/smollm2-135m-instruct/config.json
-# The benchmark data lives beside the checkout (../shared/data); override for your own copy.
-export CODEALIGN_DATA ?= $(abspath ../shared/data)
+# A local copy of the published benchmark files, copied (checksums checked) into the per-user data directory.
+DATA_FROM ?= ../shared/data
 # Ray 2.60 turns on token auth for local clusters; a single-user local run does not need it.
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup data model demo test test-fast lint bench clean
 
-setup: $(STAMP) $(MODEL)
+# data and model go to per-user directories (~/.cache/codealign), where jobs find them too; both are idempotent
+setup: $(STAMP) data model
 
 $(STAMP): pyproject.toml
 	# the sandbox's seccomp filter needs the system's libseccomp (present on Debian; installed where it is not)
@@ -23,7 +23,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
-$(MODEL): | $(STAMP)
+data: | $(STAMP)
+	$(BIN)/python launch.py prepare-data --from $(DATA_FROM)
+
+model: | $(STAMP)
 	$(BIN)/python launch.py prepare-model
 
 demo: setup

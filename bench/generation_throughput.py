@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from exercises.loaders import resolve_data_dir  # noqa: E402
+
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # as inside the actor: the engine in-process
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -29,7 +32,7 @@ def main() -> None:
     from actors.generator import Generator, create_generator
     from codealign.chat import format_prompt
     from codealign.config import GeneratorConfig, ModelConfig
-    from codealign.models import resolve_model_path
+    from codealign.model_source import resolve_model
     from codealign.records import GenerationRequest
     from exercises.loaders import load_humaneval
 
@@ -37,9 +40,9 @@ def main() -> None:
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--hf-batch", type=int, default=32)
-    parser.add_argument("--data", default=os.environ.get("CODEALIGN_DATA", "../shared/data"))
+    parser.add_argument("--data", default=str(resolve_data_dir()))
     args = parser.parse_args()
-    model_path = resolve_model_path(args.model)
+    model_path = resolve_model(args.model)
     prompts = [ex.prompt for ex in load_humaneval(args.data)]
     requests = [GenerationRequest(p, temperature=0.0, max_tokens=args.max_tokens, request_id=str(i))
                 for i, p in enumerate(prompts)]

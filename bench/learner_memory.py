@@ -63,14 +63,14 @@ def measure(spec: dict, model: str, length: int, steps: int) -> dict:
 
 def main() -> None:
     sys.path.insert(0, str(ROOT))
-    from codealign.models import resolve_model_path
+    from codealign.model_source import resolve_model
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args()
-    model = resolve_model_path(args.model)
+    model = resolve_model(args.model)
 
     result = {"length": args.length, "floor_peak_mib": round(measure({"variant": "floor"}, model, 0, 0)["peak_mib"])}
     for name, spec in VARIANTS.items():

@@ -24,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from exercises.loaders import resolve_data_dir  # noqa: E402
+
 
 def bf16_matmul_flops(threads: int, n: int = 1024, seconds: float = 3.0) -> float:
     import torch
@@ -121,10 +123,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from codealign.config import LoraConfig, TrainConfig
-    from codealign.models import resolve_model_path
+    from codealign.model_source import resolve_model
 
-    model_path = resolve_model_path(args.model)
-    data_dir = Path(os.environ.get("CODEALIGN_DATA", Path(__file__).resolve().parent.parent.parent / "shared/data"))
+    model_path = resolve_model(args.model)
+    data_dir = resolve_data_dir()
     pairs = make_pairs(data_dir, args.pairs)
     cfg = TrainConfig(algorithm="dpo", learning_rate=5e-5, epochs=1, batch_size=4, max_pairs=len(pairs),
                       num_cpus_per_worker=args.threads, lora=LoraConfig(enabled=not args.no_lora))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import replace
@@ -21,11 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codealign.config import GeneratorConfig, ModelConfig, OracleConfig  # noqa: E402
-from codealign.models import resolve_model_path  # noqa: E402
+from codealign.model_source import resolve_model  # noqa: E402
 from exercises.build import filter_exercises  # noqa: E402
 from exercises.decontamination import Decontaminator, load_benchmarks  # noqa: E402
 from exercises.generation import ExerciseWriter  # noqa: E402
-from exercises.loaders import load_mbpp  # noqa: E402
+from exercises.loaders import load_mbpp, resolve_data_dir  # noqa: E402
 
 
 def main() -> None:
@@ -33,14 +32,14 @@ def main() -> None:
     ap.add_argument("--model", default="embedded:smollm2-135m-instruct")
     ap.add_argument("--requests", type=int, default=24)
     ap.add_argument("--recipes", default="", help="comma-separated subset of the recipes (default: all)")
-    ap.add_argument("--data", default=os.environ.get("CODEALIGN_DATA", "/work/shared/data"))
+    ap.add_argument("--data", default=str(resolve_data_dir()))
     ap.add_argument("--dump", default="", help="write every oracle answer here (JSONL: recipe, prompt, text)")
     args = ap.parse_args()
 
     from actors.generator import Generator
     from sandbox import Sandbox
 
-    engine = Generator(resolve_model_path(args.model), ModelConfig(max_model_len=2048), GeneratorConfig())
+    engine = Generator(resolve_model(args.model), ModelConfig(max_model_len=2048), GeneratorConfig())
     train = load_mbpp(args.data, (601, 974))
     per_sub = max(1, args.requests // 8)
     base = OracleConfig(backend="vllm", model=args.model, categories=["strings", "lists", "math", "dictionaries"],

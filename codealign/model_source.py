@@ -1,6 +1,8 @@
 """The model a run trains and serves, settled once at start-up, before Ray or an engine starts.
 
-`model.path` may be `embedded:<name>`, a local directory, or a Hugging Face name. Every later stage (vLLM, the
+`model.path` may be `embedded:<name>` (prepared by `launch.py prepare-model` in the per-user models directory,
+codealign.models.models_dir), a local directory, or a Hugging Face name. This is the one resolver: the run, its
+distillation teacher, the oracle and `launch.py eval` all go through `resolve_model`. Every later stage (vLLM, the
 learner, the merge of a LoRA round into full weights) reads one local directory, so a name is downloaded here, once,
 with `huggingface_hub.snapshot_download`; when the hub cannot be reached the run stops here with an error naming the
 model, not at the end of its first round. A checkpoint stored as PyTorch `.bin` files works like a safetensors one
@@ -18,7 +20,7 @@ import json
 import re
 from pathlib import Path
 
-from codealign.models import EMBEDDED_PREFIX, resolve_model_path
+from codealign.models import EMBEDDED_PREFIX, embedded_model_dir
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 # what the embedding and output-head modules are called in the common causal-LM families
@@ -56,7 +58,7 @@ def _download(name: str) -> str:
 def resolve_model(path: str) -> str:
     """A local directory holding config.json and weights for `path` (see the module docstring)."""
     if path.startswith(EMBEDDED_PREFIX):
-        local = resolve_model_path(path)
+        local = embedded_model_dir(path)
     elif Path(path).expanduser().exists():
         local = str(Path(path).expanduser().resolve())
         if not Path(local).is_dir():

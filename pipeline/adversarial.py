@@ -20,7 +20,7 @@ from pathlib import Path
 import ray
 
 from codealign.config import RunConfig
-from codealign.models import resolve_model_path
+from codealign.model_source import resolve_model
 from codealign.records import Exercise, Experience, PreferencePair
 from exercises.curriculum import STATE_FILE, Curriculum
 from exercises.extract import as_answer
@@ -88,7 +88,7 @@ def run_adversarial(cfg: RunConfig) -> RunResult:
     eval_set = load_mbpp(data_dir, cfg.data.eval_ids)[: cfg.data.eval_size]
     sources = load_training_data(cfg)  # the gate every source passes: the MBPP seeds here, the oracle's below
     held, decon = sources.exercises, sources.guard
-    model_path = resolve_model_path(cfg.model.path)
+    model_path = resolve_model(cfg.model.path)
     run_dir = RunDir.create(cfg)
     state_path = run_dir.path / STATE_FILE
     curriculum = Curriculum.load(cfg.oracle.resume_curriculum) if cfg.oracle.resume_curriculum else Curriculum()

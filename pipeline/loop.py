@@ -20,7 +20,6 @@ from actors.generator_group import GeneratorGroup
 from actors.replay_buffer import ReplayBuffer
 from codealign.config import RunConfig
 from codealign.model_source import resolve_model
-from codealign.models import resolve_model_path
 from codealign.records import Completion, Exercise, Experience, GenerationRequest, SftExample
 from evaluation.passk import evaluate
 from exercises.extract import as_answer, extract_code
@@ -84,7 +83,7 @@ def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
                                replicas=cfg.generator.replicas, max_restarts=cfg.generator.max_restarts)
     executors = ExecutorPool(cfg.executor, cfg.reward)
     buffer = ReplayBuffer.remote(ledger=ledger_config(cfg))
-    teacher = resolve_model_path(cfg.train.distill.teacher) if cfg.train.distill.teacher else ""
+    teacher = resolve_model(cfg.train.distill.teacher) if cfg.train.distill.teacher else ""
     sampling = Sampling(cfg.loop.temperature, cfg.loop.top_p, cfg.generator.max_tokens)  # what PPO's rollouts used
     learner = Learner(cfg.train, model_path, run_dir.path / "train", teacher_path=teacher, sampling=sampling,
                       served_dtype=cfg.model.dtype)

@@ -36,9 +36,9 @@ class Oracle:
             self._backend = RemoteOracle(RemoteOracleConfig(base_url or o.base_url, self.name, api_key=key))
         elif o.backend == "vllm":
             from actors.generator_group import GeneratorGroup
-            from codealign.models import resolve_model_path
+            from codealign.model_source import resolve_model
 
-            self._group = GeneratorGroup(resolve_model_path(self.name), replace(cfg.model, path=self.name),
+            self._group = GeneratorGroup(resolve_model(self.name), replace(cfg.model, path=self.name),
                                          cfg.generator, role=role, replicas=1)
             self._backend = self._group
         else:

@@ -9,21 +9,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("CODEALIGN_DATA", str(ROOT.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    path = Path(os.environ["CODEALIGN_DATA"])
-    assert (path / "mbpp.jsonl").is_file(), f"benchmark data not found at {path}"
+    """Where every command reads the benchmarks from: $CODEALIGN_DATA, else the per-user data directory."""
+    from exercises.loaders import resolve_data_dir
+
+    path = resolve_data_dir()
+    assert (path / "mbpp.jsonl").is_file(), (f"benchmark data not found at {path}; run `python launch.py "
+                                             f"prepare-data --from DIR` (or `make setup`)")
     return path
 
 
 @pytest.fixture(scope="session")
 def real_model_path() -> str:
-    from codealign.models import resolve_model_path
+    from codealign.model_source import resolve_model
 
-    return resolve_model_path("embedded:smollm2-135m-instruct")
+    return resolve_model("embedded:smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
-"""`ray job submit --working-dir . -- python launch.py run ...` against a head started with `ray start --head`: the
-Jobs API uploads the checkout (models/ and runs/ are git-ignored and not uploaded, so the job is given the model by
-absolute path), the driver joins the cluster with --address auto, runs a tiny loop and writes its run directory."""
+"""`ray job submit --working-dir . -- python launch.py run --config configs/local.yaml` against a head started with
+`ray start --head`, as the README shows it: the Jobs API uploads the checkout (runs/ and the other git-ignored
+folders stay behind), the driver joins the cluster with --address auto and finds the embedded model where
+`launch.py prepare-model` put it (the per-user models directory, outside the checkout) and the benchmark data where
+`prepare-data` put it; it runs the default recipe scaled down by overrides and writes its run directory."""
 
 import json
 import time
@@ -14,10 +16,11 @@ from tests.tiny_runs import tiny_run_config
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_ray_job_submit_runs_the_loop_on_a_ray_start_head(tiny_model_path, data_dir, tmp_path):
+def test_ray_job_submit_runs_the_default_recipe_on_a_ray_start_head(real_model_path, data_dir, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    raw = tiny_run_config(tmp_path / "runs", tiny_model_path, loop={"iterations": 1}, name="job")
+    raw = tiny_run_config(tmp_path / "runs", "unused", loop={"iterations": 1}, name="job")
+    del raw["model"]["path"]  # the recipe's own: embedded:smollm2-135m-instruct
     overrides = [f"{section}.{key}={json.dumps(value)}" for section in ("model", "data", "generator", "executor",
                                                                         "train", "loop", "eval", "pipeline")
                  for key, value in raw[section].items() if not isinstance(value, dict)]
@@ -28,7 +31,7 @@ def test_ray_job_submit_runs_the_loop_on_a_ray_start_head(tiny_model_path, data_
         client = JobSubmissionClient(head.dashboard)
         job = client.submit_job(entrypoint=entrypoint, runtime_env={
             "working_dir": str(ROOT), "excludes": ["models", "runs", ".venv", ".git"],
-            "env_vars": {"CODEALIGN_DATA": str(data_dir), "RAY_AUTH_MODE": "disabled"}})
+            "env_vars": {"RAY_AUTH_MODE": "disabled"}})
         deadline = time.monotonic() + 900
         while (status := client.get_job_status(job)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
                                                                   JobStatus.STOPPED}:
@@ -42,5 +45,6 @@ def test_ray_job_submit_runs_the_loop_on_a_ray_start_head(tiny_model_path, data_
     [run_dir] = list((tmp_path / "runs").glob("job-*"))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["iterations_done"] == 1 and summary["policy_version"] == 1
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["ray_address"] == "auto"
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["ray_address"] == "auto" and saved["model"]["path"] == "embedded:smollm2-135m-instruct"
     assert (run_dir / "report.md").is_file() and list((run_dir / "tensorboard").glob("events.out.tfevents.*"))

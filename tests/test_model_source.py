@@ -100,3 +100,16 @@ def test_launch_refuses_tied_lora_targets_before_starting_anything(tiny_model_pa
                         "--set", "train.lora.target_modules=[q_proj, lm_head]"])
     assert code == 2
     assert "train.lora.target_modules: 'lm_head'" in capsys.readouterr().err
+
+
+def test_the_embedded_model_lives_in_the_per_user_cache_not_the_checkout(tmp_path, monkeypatch, real_model_path):
+    from codealign.models import embedded_model_dir
+
+    monkeypatch.delenv("CODEALIGN_MODELS", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    target = tmp_path / "codealign" / "models" / "smollm2-135m-instruct"
+    with pytest.raises(FileNotFoundError, match=rf"not prepared at {target}; run `python launch.py prepare-model`"):
+        embedded_model_dir("embedded:smollm2-135m-instruct")
+    target.parent.mkdir(parents=True)
+    target.symlink_to(real_model_path)
+    assert embedded_model_dir("embedded:smollm2-135m-instruct") == str(target)
