@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def speed_one(variant: str, prompts: int, max_tokens: int) -> float:
         out = tempfile.mkdtemp()
         policy.save_pretrained(out)
         gen.update_lora(*load_adapter(Path(out)), version=1)
-    tasks = load_humaneval(Path(os.environ.get("CODEALIGN_DATA", "../shared/data")))[:prompts]
+    tasks = load_humaneval(resolve_data_dir())[:prompts]
     requests = [GenerationRequest(t.prompt, n=1, temperature=0.0, max_tokens=max_tokens, request_id=t.id)
                 for t in tasks]
     gen.generate(requests[:1])  # warm-up
