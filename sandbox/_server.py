@@ -183,23 +183,19 @@ def serve(opts: dict, control: socket.socket) -> None:
         control.send(json.dumps(status).encode())
 
 
-def prepare(root: str, opts: dict) -> tuple[dict, object]:
-    """Everything the server does before its first fork (imports, its slot and run cgroup, the seccomp filter,
-    isolation, run uids, the warm-up): (its hello to the caller: the protections in effect, what bounds a run and
-    what it sees; the filter or None). Fills opts["shared_mounts"] and opts["uids"]."""
-    global jail, solution_side, judge_process, RUN_CGROUP
-    from sandbox import cgroup, jail, judge_process, mounts, run_slot, solution_side, syscall_filter, warmup
+def take_slot(opts: dict, hello: dict) -> int | None:
+    """The server's host-wide slot (sandbox.run_slot; its lock held for as long as this process lives) and its run
+    cgroup (sandbox.cgroup, made while /sys/fs/cgroup is still in sight): the slot, None without one. Tells the
+    caller in `hello` what bounds a run, or the fallback and what it loses."""
+    global RUN_CGROUP
+    from sandbox import cgroup, run_slot
 
-    for name in PRELOAD:
-        importlib.import_module(name)
-    os.chdir("/")
-    hello = {"ready": True}
-    try:  # the lock is held (its descriptor left open) for as long as this process lives
+    try:
         slot, _ = run_slot.acquire()
         hello["slot_lock"] = run_slot.lock_path(slot)
     except OSError as exc:
         slot, hello["cgroup"] = None, f"none (no sandbox slot: {exc})"
-    if slot is not None:  # while /sys/fs/cgroup is still in sight
+    if slot is not None:
         try:
             RUN_CGROUP = cgroup.RunCgroup.create(f"codealign-sandbox-{slot}", opts["memory_mb"], opts["nproc"])
             hello["cgroup"], hello["cgroup_dirs"] = RUN_CGROUP.describe(), RUN_CGROUP.dirs
@@ -209,6 +205,21 @@ def prepare(root: str, opts: dict) -> tuple[dict, object]:
         hello["cgroup"] += (": fallback to per-process rlimits, so a run's processes together may hold up to "
                             "max_processes x memory_mb, and its memfds and files count against no memory limit "
                             "(each file is capped at file_size_mb)")
+    return slot
+
+
+def prepare(root: str, opts: dict) -> tuple[dict, object]:
+    """Everything the server does before its first fork (imports, its slot and run cgroup, the seccomp filter,
+    isolation, run uids, the warm-up): (its hello to the caller: the protections in effect, what bounds a run and
+    what it sees; the filter or None). Fills opts["shared_mounts"] and opts["uids"]."""
+    global jail, solution_side, judge_process
+    from sandbox import jail, judge_process, mounts, solution_side, syscall_filter, warmup
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    os.chdir("/")
+    hello = {"ready": True}
+    slot = take_slot(opts, hello)
     # Before isolation: libseccomp's bindings are an installed package, which the runs' root does not show.
     seccomp = syscall_filter.build()
     shown, hidden, allowed = mounts.run_view(root)

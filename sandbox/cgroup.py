@@ -147,7 +147,10 @@ class RunCgroup:
 
     @classmethod
     def create(cls, name: str, memory_mb: int, tasks: int) -> RunCgroup:
-        version, parents = find_parents()
+        try:
+            version, parents = find_parents()
+        except (OSError, ValueError) as exc:  # /proc unreadable, or in a shape this code does not know
+            raise Unavailable(f"cannot tell where cgroups are: {exc}") from exc
         memory_dir = os.path.join(parents["memory"], name)
         pids_dir = os.path.join(parents["pids"], name)
         dirs = [memory_dir] if memory_dir == pids_dir else [memory_dir, pids_dir]
