@@ -1,7 +1,8 @@
 """The run's closing summary, the part of `make demo` a newcomer reads: what was trained, what moved on held-out
 tasks and what did not (and why), and the command of the longer recipe; on the console last and at the top of
 report.md. tests/data/demo_run holds the config.yaml, metrics.jsonl and summary.json of a real run of
-configs/local.yaml (2026-12-05, evaluations cut to 10 test and 5 validation tasks)."""
+configs/local.yaml (2026-12-05, branch `trust`: the recipe before the demo's current sizes, its evaluations cut to 10
+test and 5 validation tasks)."""
 
 from __future__ import annotations
 
