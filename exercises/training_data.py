@@ -44,6 +44,7 @@ class EvalGuard:
     decontaminator: Decontaminator
     allow_overlap: bool = False
     found: dict[str, dict] = field(default_factory=dict)  # item id -> {source, eval_task, field, kind, match}
+    checked: Counter = field(default_factory=Counter)  # source -> items checked (the summary's "removed N of M")
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> EvalGuard:
@@ -58,6 +59,7 @@ class EvalGuard:
     def admit(self, items: Sequence, source: str) -> list:
         """The items of one source that may be trained on: exercises, or chat turns / documents (SftExample)."""
         kept = []
+        self.checked[source] += len(items)
         for i, item in enumerate(items):
             if isinstance(item, Exercise):
                 item_id, hit = item.id, self.decontaminator.check(item)
@@ -84,7 +86,8 @@ class EvalGuard:
         by_source = Counter(v["source"] for v in self.found.values())
         key = "overlapping_trained" if self.allow_overlap else "removed"
         return {"decontamination": {"allow_eval_overlap": self.allow_overlap, key: len(self.found),
-                                    "by_source": dict(by_source), "items": dict(self.found)}}
+                                    "by_source": dict(by_source), "checked": dict(self.checked),
+                                    "items": dict(self.found)}}
 
     def line(self) -> str:
         """One sentence for the console and the report."""

@@ -298,6 +298,5 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
                    adapter_dir or system.learner.adapter_dir, version,
                    extra_summary={**evaluator.summary(), **ops.summary_extra(), **sources.guard.summary()},
                    extra_report=evaluator.report_section(run_dir.metrics()) + sources.guard.report_section())
-    print(sources.guard.line(), flush=True)
     ops.close(before, after)
     return RunResult(run_dir, system, before, after, version)

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from codealign.config import RunConfig, config_to_dict
+from pipeline.summary import closing_summary
 
 
 @dataclass
@@ -59,9 +60,11 @@ class RunDir:
                    "policy_version": policy_version, "stage_seconds": stage_seconds, "replay_buffer": buffer_stats,
                    **(extra_summary or {})}
         (self.path / "summary.json").write_text(json.dumps(summary, indent=2))
-        text = render_report(summary, self.metrics()) + extra_report  # extra: the evaluation section and plots
+        closing = closing_summary(self.path)  # the newcomer's summary: the console's last words, report.md's first
+        text = ("# codealign run report\n\n```\n" + closing + "\n```\n\n" + render_report(summary, self.metrics())
+                + extra_report)  # extra: the evaluation section and plots
         (self.path / "report.md").write_text(text)
-        print(render_table(summary) + f"\nrun directory: {self.path}", flush=True)
+        print(render_table(summary) + f"\nrun directory: {self.path}\n\n{closing}", flush=True)
         return text
 
 
@@ -100,7 +103,7 @@ def round_line(m: dict, algorithm: str) -> str:
 
 def render_report(summary: dict, iterations: list[dict]) -> str:
     total = sum(summary["stage_seconds"].values()) or 1.0
-    out = ["# codealign run report", "",
+    out = ["## Headline", "",
            f"MBPP test slice of {summary['eval_exercises']} exercises, greedy decoding.", "",
            "| | pass@1 |", "|---|---|",
            f"| before | {summary['pass@1_before']:.3f} |", f"| after | {summary['pass@1_after']:.3f} |", "",

@@ -131,3 +131,5 @@ def test_mbpp_train_by_default(data_dir):
         "mbpp/872": "mbpp/216", "mbpp/602": "mbpp/217", "mbpp/704": "mbpp/248"}
     assert len(out.exercises) + len(found) == 374
     assert not {ex.id for ex in out.exercises} & set(found)
+    # the closing summary's "removed N of M": how many each source offered
+    assert out.guard.summary()["decontamination"]["checked"] == {"mbpp_train": 374}
