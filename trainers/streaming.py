@@ -69,15 +69,17 @@ def _wait_batch(mailbox, step: int):
 
 
 def dpo_batch(model, policy, ref_model, tokenizer, pairs, cfg: TrainConfig, rank: int, world: int, device,
-              train_version: int, carry: dict | None = None) -> tuple[dict, dict]:
+              train_version: int, carry: dict | None = None, job: tuple[int, int] | None = None) -> tuple[dict, dict]:
     """One batch of preference pairs, as `dpo.dpo_train_loop` trains a round (the same batches and micro-step).
-    `carry`: the optimizer state the previous batch left (as a round continues the previous round's); returns
-    (metrics, the state to carry on)."""
+    `carry`: the optimizer state the previous batch left (as a round continues the previous round's); `job`:
+    (this batch's index, batches in the job), over which the learning-rate schedule runs; returns (metrics, the
+    state to carry on)."""
     from trainers.dpo import dpo_batches, dpo_micro_step, pair_logps
     from trainers.steps import OPTIMIZER_FILE, optimizer_carry, run_steps
 
     batches = dpo_batches(tokenizer, pairs, cfg, rank, world, device)
     autocast = bf16_compute(cfg)
+    policy.eval()  # the reference without LoRA dropout: the previous batch left the model in train mode
     with torch.no_grad():
         ref = [pair_logps(ref_model, b, autocast) for b in batches] if ref_model is not None else None
         if ref is None:
@@ -85,17 +87,18 @@ def dpo_batch(model, policy, ref_model, tokenizer, pairs, cfg: TrainConfig, rank
                 ref = [pair_logps(policy, b, autocast) for b in batches]
     params = [p for p in model.parameters() if p.requires_grad]
     metrics, pos, optimizer = run_steps(model, params, batches, dpo_micro_step(model, ref, cfg, autocast), cfg,
-                                        name="dpo", rank=rank, carry=carry)
+                                        name="dpo", rank=rank, carry=carry, job=job)
     metrics.update({"dpo/pairs": len(batches), "dpo/workers": world})
     return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]
 
 
 def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank: int, world: int, device,
-              train_version: int, pipe: PipelineConfig, sampling=None, carry: dict | None = None) -> tuple[dict, dict]:
+              train_version: int, pipe: PipelineConfig, sampling=None, carry: dict | None = None,
+              job: tuple[int, int] | None = None) -> tuple[dict, dict]:
     """One batch of judged samples, as `ppo.ppo_train_loop` trains a round (critic-free: the same rollouts,
     behaviour log-probs and micro-step); a sample made by an older policy than `train_version` is trained with the
     off-policy correction of `pipe.off_policy`, its proximal policy being these weights as the batch starts.
-    `carry` and the second value returned: the optimizer state from batch to batch, as in `dpo_batch`."""
+    `carry`, `job` and the second value returned: as in `dpo_batch`."""
     from trainers.ppo import (
         batch_metrics,
         behaviour_logps,
@@ -117,6 +120,7 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
     def score(m):
         return [forward_tokens(m, b, autocast, False, sampling)[0] for b in batches]
 
+    policy.eval()  # reference and proximal log-probs without LoRA dropout noise (train mode after a batch)
     with torch.no_grad():
         if ref_model is not None:
             ref = score(ref_model)
@@ -133,7 +137,8 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
     micro_step = policy_micro_step(model, ref, cfg, autocast, sampling, loss_normaliser(cfg, sampling, batches),
                                    off_policy=pipe)
     params = [p for p in model.parameters() if p.requires_grad]
-    metrics, pos, optimizer = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank, carry=carry)
+    metrics, pos, optimizer = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank, carry=carry,
+                                        job=job)
     metrics.update(batch_metrics(data, rewards, dropped, batches, pos, world, engine_gap, sampling))
     stale = [b["staleness"] for b in batches]
     metrics["ppo/stale_fraction"] = sum(1 for s in stale if s > 0) / max(1, len(stale))
@@ -196,12 +201,13 @@ def streaming_train_loop(config: dict) -> None:
         data = ray.get(payload["data"][0])
         torch.manual_seed(cfg.seed)  # every batch as a fresh round would see it
         start = time.monotonic()
+        job = (step, config["total_batches"]) if config.get("total_batches") else None  # the schedule's span
         if cfg.algorithm == "dpo":
             metrics, carry = dpo_batch(model, policy, ref_model, tokenizer, data, cfg, rank, world, device,
-                                       payload["version"], carry)
+                                       payload["version"], carry, job)
         else:
             metrics, carry = ppo_batch(model, policy, ref_model, tokenizer, data, cfg, rank, world, device,
-                                       payload["version"], pipe, config["sampling"], carry)
+                                       payload["version"], pipe, config["sampling"], carry, job)
         step += 1
         weights = None
         if rank == 0:
@@ -228,9 +234,11 @@ class StreamingLearner:
     """Driver side of the long-lived run: `submit` a batch, `poll` for finished steps, `close` at the end."""
 
     def __init__(self, cfg: TrainConfig, pipe: PipelineConfig, model_path: str, storage_dir: Path, sampling=None,
-                 served_dtype: str = "bfloat16", resume_weights: str | None = None, start_step: int = 0):
+                 served_dtype: str = "bfloat16", resume_weights: str | None = None, start_step: int = 0,
+                 total_batches: int = 0):
         """`resume_weights`/`start_step`: a resumed driver's committed version (its merged file, beside the
-        adapter and the optimizer state carried from batch to batch) and the batches trained up to it."""
+        adapter and the optimizer state carried from batch to batch) and the batches trained up to it.
+        `total_batches`: the batches in the job, over which `train.lr_schedule` runs (0: over each batch)."""
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -253,7 +261,8 @@ class StreamingLearner:
             train_loop_config={"train": cfg, "pipeline": pipe, "mailbox": self.mailbox, "model_path": model_path,
                                "storage_dir": str(self.storage_dir), "num_threads": int(cfg.num_cpus_per_worker),
                                "sampling": sampling or Sampling(), "served_dtype": served_dtype,
-                               "resume_weights": resume_weights, "start_step": start_step},
+                               "resume_weights": resume_weights, "start_step": start_step,
+                               "total_batches": total_batches},
             scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                          resources_per_worker={"CPU": cfg.num_cpus_per_worker}),
             torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
