@@ -1,6 +1,6 @@
 """The long-lived learner (trainers/streaming.py) trains with the round-based learner's own DPO and PPO micro-step
-bodies, so every objective option reaches its loss. In-process on the tiny model (outside a Ray Train session:
-the resume point, which asks the session for a checkpoint, is a fresh one). Each option is checked against the
+bodies, so every objective option reaches its loss. In-process on the tiny model (outside a Ray Train worker the
+resume point is a fresh one). Each option is checked against the
 same batch without it, from the same weights."""
 
 import copy
@@ -31,11 +31,6 @@ def tiny(tiny_model_path):
             if "lora_B" in name:
                 p.normal_(0.0, 0.05)
     return AutoTokenizer.from_pretrained(tiny_model_path), policy
-
-
-@pytest.fixture(autouse=True)
-def fresh_resume_point(monkeypatch):
-    monkeypatch.setattr(steps, "resume_point", lambda model, optimizer: steps.Position())
 
 
 def pairs() -> list[PreferencePair]:

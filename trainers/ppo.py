@@ -157,6 +157,12 @@ def build_model(policy, config: dict, cfg, device):
 def select_rollouts(data: list[Experience], cfg, rank: int, world: int):
     """This rank's rollouts as (experience, RL reward, advantage or None with a critic), the RL rewards of all
     samples, and the exercises dropped for carrying no signal (critic-free: all samples got the same reward)."""
+    rollouts, rewards, dropped = trained_rollouts(data, cfg, world)
+    return rollouts[rank::world], rewards, dropped
+
+
+def trained_rollouts(data: list[Experience], cfg, world: int):
+    """Every rank's rollouts together (as many per rank: a multiple of `world`), the rewards, the dropped."""
     usable = [bool(e.token_ids) and len(e.logprobs) == len(e.token_ids) for e in data]
     rewards = rl_rewards(data, cfg.rl_reward)
     dropped: set[str] = set()
@@ -167,7 +173,7 @@ def select_rollouts(data: list[Experience], cfg, rank: int, world: int):
         adv = advantages(data, cfg.advantage, cfg.scale_rewards, rewards)
         rollouts = [(e, r, a) for e, r, a, ok in zip(data, rewards, adv, usable)
                     if ok and e.exercise_id not in dropped and a != 0.0]
-    return rollouts[: len(rollouts) // world * world][rank::world], rewards, dropped
+    return rollouts[: len(rollouts) // world * world], rewards, dropped
 
 
 def rollout_batches(tokenizer, rollouts, cfg, device) -> list[dict]:

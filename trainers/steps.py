@@ -91,6 +91,7 @@ class Position:
     global_step: int = 0  # optimizer steps over the whole run (warm-up counts these across rounds)
     skipped_steps: int = 0  # optimizer steps not taken: no micro-batch contributed, or a non-finite gradient
     guard_recent: list[float] = field(default_factory=list)  # the relative loss guard's window, carried on
+    batch: int | None = None  # the long-lived learner's batch this position belongs to (None: a round's)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -122,8 +123,12 @@ def load_params(model, state: dict[str, torch.Tensor], where: str) -> None:
             params[name].copy_(value)
 
 
-def load_state(directory: Path, model, optimizer) -> Position:
+def load_state(directory: Path, model, optimizer, batch: int | None = None) -> Position:
+    """The saved position, its parameters and optimizer loaded; a fresh position (nothing loaded) when the
+    checkpoint belongs to another long-lived batch than `batch`."""
     state = torch.load(directory / STATE_FILE, weights_only=False)
+    if state["position"].get("batch") != batch:
+        return Position(batch=batch)
     load_params(model, state["params"], str(directory))
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
@@ -133,17 +138,22 @@ def load_state(directory: Path, model, optimizer) -> Position:
     return pos
 
 
-def resume_point(model, optimizer) -> Position:
-    """The position of the latest checkpoint Ray Train hands a restarted worker group; a fresh one otherwise."""
+def resume_point(model, optimizer, batch: int | None = None) -> Position:
+    """The position of the latest checkpoint Ray Train hands a restarted worker group; a fresh one otherwise.
+    In a long-lived run Ray Train hands back the latest checkpoint reported in the run, so one written in an
+    earlier batch is not this `batch`'s resume point."""
     import ray.train
 
-    checkpoint = ray.train.get_checkpoint()
+    try:
+        checkpoint = ray.train.get_checkpoint()
+    except RuntimeError:  # called outside a Ray Train worker (an in-process batch): nothing to resume
+        return Position(batch=batch)
     if checkpoint is None:
-        return Position()
+        return Position(batch=batch)
     with checkpoint.as_directory() as d:
         if not (Path(d) / STATE_FILE).is_file():
-            return Position()
-        return load_state(Path(d), model, optimizer)
+            return Position(batch=batch)
+        return load_state(Path(d), model, optimizer, batch)
 
 
 def summarize(prefix: str, pos: Position, seconds: float, tokens: int) -> dict[str, Any]:
@@ -183,7 +193,7 @@ def learning_rate(cfg: TrainConfig, global_step: int, step: int, total: int, job
     if cfg.warmup_steps and global_step < cfg.warmup_steps:
         return cfg.learning_rate * (global_step + 1) / cfg.warmup_steps
     progress = step / total if total else 0.0
-    if job is not None:
+    if job is not None and job[1]:
         progress = min(1.0, (job[0] + progress) / max(1, job[1]))
     if cfg.lr_schedule == "linear":
         return cfg.learning_rate * (1 - progress)
@@ -237,12 +247,13 @@ def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: 
     `micro_step(item, index)` runs the forward pass and returns the loss. `previous`: the previous round's
     checkpoint, whose optimizer state this round continues; `carry`: that state in memory instead
     (`optimizer_carry(...)[OPTIMIZER_FILE]`, the long-lived learner's previous batch). `job`: (this batch's index,
-    batches in the job) in the long-lived learner: the schedule runs over the job. Returns (summary metrics,
+    batches in the job) in the long-lived learner: the schedule runs over the job (0 batches: over this one), and
+    only this batch's checkpoints are resumed from. Returns (summary metrics,
     position, optimizer)."""
 
     optimizer = torch.optim.AdamW(param_groups(model, params, cfg.weight_decay), lr=cfg.learning_rate)
     global_step, carried, recent = carry_in(optimizer, previous, cfg, carry)
-    pos = resume_point(model, optimizer)
+    pos = resume_point(model, optimizer, job[0] if job is not None else None)
     if pos.step == 0:
         pos.global_step, pos.guard_recent = global_step, recent
     guard = LossGuard(cfg.loss_guard, pos.guard_skipped, pos.guard_scaled, deque(pos.guard_recent))
@@ -276,7 +287,9 @@ def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: 
                     step[k] += v / len(chunk)
                 pos.tokens += out.tokens
             grads = [p.grad for p in params if p.grad is not None]
-            if contributed and all(bool(g.isfinite().all()) for g in grads):
+            # DDP averaged the gradients over every rank: step on every rank when any rank contributed (a rank
+            # whose whole chunk the guard skipped must not stay behind, or the replicas drift apart)
+            if any_rank(contributed > 0, model, params) and all(bool(g.isfinite().all()) for g in grads):
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(cfg, pos.global_step, pos.step, total, job)
                 if cfg.max_grad_norm:
@@ -299,6 +312,17 @@ def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: 
     metrics = summarize(name, pos, time.monotonic() - start, pos.tokens - tokens_before)
     metrics[f"{name}/optimizer_carried"] = int(carried)
     return metrics, pos, optimizer
+
+
+def any_rank(flag: bool, model, params: list[torch.nn.Parameter]) -> bool:
+    """`flag` or'ed over the data-parallel ranks (a collective call under DDP: every rank makes it)."""
+    import torch.distributed as dist
+
+    if not hasattr(model, "no_sync") or not dist.is_initialized():
+        return flag
+    t = torch.tensor([float(flag)], device=params[0].device if params else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def report_checkpoint(metrics: dict, rank: int, write: Callable[[Path], None]) -> None:

@@ -25,8 +25,15 @@ import ray
 import torch
 
 from codealign.config import PipelineConfig, TrainConfig
-from trainers.learner import Learner, TrainingFailed
-from trainers.modeling import ADAPTER_DIR, MERGED_FILE, bf16_compute, frozen_reference, save_for_generators
+from trainers.learner import Learner, TrainingFailed, worker_resources
+from trainers.modeling import (
+    ADAPTER_DIR,
+    MERGED_FILE,
+    bf16_compute,
+    frozen_reference,
+    replica_spread,
+    save_for_generators,
+)
 from trainers.scoring import Sampling
 
 POLL_S = 0.05
@@ -34,38 +41,73 @@ POLL_S = 0.05
 
 @ray.remote(num_cpus=0)
 class Mailbox:
-    """Batches in (by step, as ObjectRefs), step reports out. Every rank reads the same batch for a step."""
+    """Batches in (by step, as ObjectRefs), step reports out. Every rank reads the same batch for a step.
 
-    def __init__(self):
+    A batch stays until every rank has read it (a rank with nothing to train can report before a slower rank has
+    even read the batch) and a published version covers it (a worker group restarted after a failure goes on from
+    the last published version and trains the batches after it again)."""
+
+    def __init__(self, world: int):
+        self.world = world
         self.batches: dict[int, dict] = {}
+        self.readers: dict[int, set[int]] = {}
         self.reports: list[dict] = []
+        self.published: tuple[int, str] | None = None  # (step, merged weights) of the last publication
         self.stopped = False
 
     def put_batch(self, step: int, payload: dict) -> None:
         self.batches[step] = payload
+        self.readers[step] = set()
 
-    def get_batch(self, step: int) -> dict | str | None:
+    def get_batch(self, step: int, rank: int) -> dict | str | None:
         if step in self.batches:
-            return self.batches[step]
+            self.readers[step].add(rank)
+            payload = self.batches[step]
+            self._prune()
+            return payload
         return "stop" if self.stopped else None
 
     def stop(self) -> None:
         self.stopped = True
 
     def report(self, info: dict) -> None:
-        self.batches.pop(info["step"] - 1, None)  # every rank has read it: rank 0 reports after the step
+        if self.reports and info["step"] <= self.reports[-1]["step"]:
+            return  # a restarted worker group trained again a batch the driver has had
         self.reports.append(info)
+        if info["weights"]:
+            self.published = (info["step"], info["weights"])
+        self._prune()
+
+    def _prune(self) -> None:
+        covered = self.published[0] if self.published else 0
+        for step in [s for s in self.batches if s < covered and len(self.readers[s]) == self.world]:
+            del self.batches[step], self.readers[step]
+
+    def held(self) -> list[int]:
+        return sorted(self.batches)
+
+    def last_published(self) -> tuple[int, str] | None:
+        return self.published
 
     def reports_since(self, n: int) -> list[dict]:
         return self.reports[n:]
 
 
-def _wait_batch(mailbox, step: int):
+def _wait_batch(mailbox, step: int, rank: int):
     while True:
-        payload = ray.get(mailbox.get_batch.remote(step))
+        payload = ray.get(mailbox.get_batch.remote(step, rank))
         if payload is not None:
             return payload
         time.sleep(POLL_S)
+
+
+def trained_ids(items: list) -> list[str]:
+    """The replay buffer's ids of the samples behind `items` (a judged sample's `sample_id`; a pair's
+    `sample_ids`, chosen and rejected), for the ledger's count of what the learner trained."""
+    ids: list[str] = []
+    for item in items:
+        ids.extend([item.sample_id] if getattr(item, "sample_id", "") else getattr(item, "sample_ids", ()))
+    return ids
 
 
 def dpo_batch(model, policy, ref_model, tokenizer, pairs, cfg: TrainConfig, rank: int, world: int, device,
@@ -74,7 +116,7 @@ def dpo_batch(model, policy, ref_model, tokenizer, pairs, cfg: TrainConfig, rank
     `carry`: the optimizer state the previous batch left (as a round continues the previous round's); `job`:
     (this batch's index, batches in the job), over which the learning-rate schedule runs; returns (metrics, the
     state to carry on)."""
-    from trainers.dpo import dpo_batches, dpo_micro_step, pair_logps
+    from trainers.dpo import dpo_batches, dpo_micro_step, pair_logps, selected_pairs
     from trainers.steps import OPTIMIZER_FILE, optimizer_carry, run_steps
 
     batches = dpo_batches(tokenizer, pairs, cfg, rank, world, device)
@@ -88,7 +130,9 @@ def dpo_batch(model, policy, ref_model, tokenizer, pairs, cfg: TrainConfig, rank
     params = [p for p in model.parameters() if p.requires_grad]
     metrics, pos, optimizer = run_steps(model, params, batches, dpo_micro_step(model, ref, cfg, autocast), cfg,
                                         name="dpo", rank=rank, carry=carry, job=job)
-    metrics.update({"dpo/pairs": len(batches), "dpo/workers": world})
+    metrics.update({"dpo/pairs": len(batches), "dpo/workers": world,
+                    "dpo/replica_spread": replica_spread(model, world), "trained_ids": trained_ids(
+                        [pairs[i] for i in selected_pairs(len(pairs), cfg, world)])})
     return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]
 
 
@@ -107,6 +151,7 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
         policy_micro_step,
         rollout_batches,
         select_rollouts,
+        trained_rollouts,
     )
     from trainers.steps import OPTIMIZER_FILE, optimizer_carry, run_steps
 
@@ -142,6 +187,8 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
     metrics.update(batch_metrics(data, rewards, dropped, batches, pos, world, engine_gap, sampling))
     stale = [b["staleness"] for b in batches]
     metrics["ppo/stale_fraction"] = sum(1 for s in stale if s > 0) / max(1, len(stale))
+    metrics["ppo/replica_spread"] = replica_spread(model, world)
+    metrics["trained_ids"] = trained_ids([e for e, _, _ in trained_rollouts(data, cfg, world)[0]])
     # behaviour importance weights pi_prox / pi_behav over the stale samples' tokens (fixed before the batch trains)
     weights = [torch.exp(b["prox_logps"] - b["engine_logps"]) for b in batches if "prox_logps" in b]
     if weights:
@@ -168,7 +215,7 @@ def streaming_train_loop(config: dict) -> None:
     from transformers import AutoTokenizer
 
     from trainers.modeling import checkpoint_weights, load_policy
-    from trainers.steps import trainable_state
+    from trainers.steps import OPTIMIZER_FILE, load_params, trainable_state
     from trainers.worker import FULL_WEIGHTS_FILE
 
     cfg: TrainConfig = config["train"]
@@ -181,27 +228,31 @@ def streaming_train_loop(config: dict) -> None:
     torch.manual_seed(cfg.seed)  # as setup_worker: the fresh adapter's initialisation
     tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
     device = ray.train.torch.get_device()
-    resume = config.get("resume_weights")  # a resumed run: the adapter published with the committed version
-    policy = load_policy(config["model_path"], cfg, str(Path(resume).parent / ADAPTER_DIR) if resume else None)
+    # where to start: a worker group restarted after a failure (train.max_failures) goes on from the last version
+    # published in this run; a resumed driver from its committed version; a fresh run from the base
+    restart = ray.get(mailbox.last_published.remote())
+    step, resume = restart if restart else (int(config.get("start_step", 0)), config.get("resume_weights"))
+    saved = Path(resume).parent if resume else None  # the adapter, optimizer and fp32 weights beside the merged
+    policy = load_policy(config["model_path"], cfg, str(saved / ADAPTER_DIR) if saved and cfg.lora.enabled else None)
     if cfg.quantization == "none":
         policy = policy.to(device)
     # full fine-tuning against the frozen base needs the base itself (LoRA reaches it by disabling the adapter)
     ref_model = copy.deepcopy(policy).eval() if not cfg.lora.enabled and cfg.reference == "frozen" else None
+    if saved and (saved / FULL_WEIGHTS_FILE).is_file():  # full fine-tuning: the published fp32 weights
+        load_params(policy, torch.load(saved / FULL_WEIGHTS_FILE, map_location=device), str(saved))
     model = ray.train.torch.prepare_model(policy)
     base = checkpoint_weights(config["model_path"]) if cfg.quantization != "none" else None
-    from trainers.steps import OPTIMIZER_FILE
-
-    step, published, carry = int(config.get("start_step", 0)), [], None
-    if resume and (Path(resume).parent / OPTIMIZER_FILE).is_file():  # AdamW's moments as the committed batch left them
-        carry = torch.load(Path(resume).parent / OPTIMIZER_FILE, weights_only=False)
+    carry = None
+    if saved and (saved / OPTIMIZER_FILE).is_file():  # AdamW's moments as the published batch left them
+        carry = torch.load(saved / OPTIMIZER_FILE, weights_only=False)
     while True:
-        payload = _wait_batch(mailbox, step)
+        payload = _wait_batch(mailbox, step, rank)
         if payload == "stop":
             break
         data = ray.get(payload["data"][0])
         torch.manual_seed(cfg.seed)  # every batch as a fresh round would see it
         start = time.monotonic()
-        job = (step, config["total_batches"]) if config.get("total_batches") else None  # the schedule's span
+        job = (step, config.get("total_batches") or 0)  # the schedule's span; whose checkpoints resume
         if cfg.algorithm == "dpo":
             metrics, carry = dpo_batch(model, policy, ref_model, tokenizer, data, cfg, rank, world, device,
                                        payload["version"], carry, job)
@@ -209,7 +260,7 @@ def streaming_train_loop(config: dict) -> None:
             metrics, carry = ppo_batch(model, policy, ref_model, tokenizer, data, cfg, rank, world, device,
                                        payload["version"], pipe, config["sampling"], carry, job)
         step += 1
-        weights = None
+        weights, ids = None, metrics.pop("trained_ids")
         if rank == 0:
             if payload["publish"]:
                 directory = out_root / f"v{step:05d}"
@@ -222,11 +273,9 @@ def streaming_train_loop(config: dict) -> None:
                 if carry is not None:  # a resumed driver continues from this version with the same optimizer
                     torch.save(carry, directory / OPTIMIZER_FILE)
                 weights = str(directory / MERGED_FILE)
-                published.append(directory)
-                for old in published[:-2]:  # the driver loads a version as soon as it is reported
+                for old in sorted(out_root.glob("v*"))[:-2]:  # the driver loads a version as soon as it is reported
                     shutil.rmtree(old, ignore_errors=True)
-                published = published[-2:]
-            mailbox.report.remote({"step": step, "metrics": metrics, "weights": weights,
+            mailbox.report.remote({"step": step, "metrics": metrics, "weights": weights, "trained_ids": ids,
                                    "seconds": time.monotonic() - start})
 
 
@@ -239,21 +288,18 @@ class StreamingLearner:
         """`resume_weights`/`start_step`: a resumed driver's committed version (its merged file, beside the
         adapter and the optimizer state carried from batch to batch) and the batches trained up to it.
         `total_batches`: the batches in the job, over which `train.lr_schedule` runs (0: over each batch)."""
-        from ray.train import RunConfig, ScalingConfig
+        from ray.train import FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
         if cfg.algorithm not in ("dpo", "ppo") or cfg.critic:
             raise ValueError("pipeline.learner: long_lived trains DPO and critic-free PPO; use per_round for "
                              f"{cfg.algorithm}{' with a critic' if cfg.critic else ''}")
-        if resume_weights and not cfg.lora.enabled:
-            raise ValueError("--resume: the long-lived learner resumes LoRA training only (train.lora.enabled); "
-                             "for full fine-tuning use pipeline.learner: per_round")
         # a resumed run is a new Ray Train run (its own name: Ray Train would otherwise restore the killed one)
         name = f"stream_{start_step:05d}" if start_step else "stream"
         self.storage_dir = Path(storage_dir).resolve() / name
         if start_step:  # left by an earlier resume that died before committing past this step: nothing reads it
             shutil.rmtree(self.storage_dir, ignore_errors=True)
-        self.mailbox = Mailbox.remote()
+        self.mailbox = Mailbox.remote(cfg.num_workers)
         self.seen = 0
         self.last_weights: str | None = resume_weights
         trainer = TorchTrainer(
@@ -264,9 +310,11 @@ class StreamingLearner:
                                "resume_weights": resume_weights, "start_step": start_step,
                                "total_batches": total_batches},
             scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                         resources_per_worker={"CPU": cfg.num_cpus_per_worker}),
+                                         resources_per_worker=worker_resources(cfg)),
             torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
-            run_config=RunConfig(name=name, storage_path=str(Path(storage_dir).resolve())),
+            # a lost worker: Ray Train restarts the group, which goes on from the last published version
+            run_config=RunConfig(name=name, storage_path=str(Path(storage_dir).resolve()),
+                                 failure_config=FailureConfig(max_failures=cfg.max_failures)),
         )
         self._pool = ThreadPoolExecutor(1)
         self._fit: Future = self._pool.submit(trainer.fit)
@@ -275,7 +323,8 @@ class StreamingLearner:
         self.mailbox.put_batch.remote(step, {"data": [data_ref], "version": train_version, "publish": publish})
 
     def poll(self) -> list[dict]:
-        """Finished steps since the last call: {step, metrics, weights (path or None), seconds}."""
+        """Finished steps since the last call: {step, metrics, weights (path or None), trained_ids (the replay
+        buffer ids of the samples the batch trained, on every rank together), seconds}."""
         if self._fit.done() and self._fit.exception() is not None:
             raise TrainingFailed(f"the long-lived learner stopped: {self._fit.exception()}")
         new = ray.get(self.mailbox.reports_since.remote(self.seen))
