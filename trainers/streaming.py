@@ -148,9 +148,11 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
         behaviour_logps,
         forward_tokens,
         loss_normaliser,
+        mark_stale,
         policy_micro_step,
         rollout_batches,
         select_rollouts,
+        stale_metrics,
         trained_rollouts,
     )
     from trainers.steps import OPTIMIZER_FILE, optimizer_carry, run_steps
@@ -158,8 +160,6 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
     sampling = sampling or Sampling()
     rollouts, rewards, dropped = select_rollouts(data, cfg, rank, world)
     batches = rollout_batches(tokenizer, rollouts, cfg, device)
-    for b, (exp, _, _) in zip(batches, rollouts):
-        b["staleness"] = train_version - exp.policy_version
     autocast = bf16_compute(cfg)
 
     def score(m):
@@ -175,26 +175,16 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
         # the policy as this batch starts: the trainer's behaviour log-probs and the proximal policy
         mine = ref if cfg.reference == "refreshed" else score(policy)
     engine_gap = behaviour_logps(batches, mine, cfg)
-    if pipe.off_policy != "none":
-        for b, m in zip(batches, mine):
-            if b["staleness"] > 0:
-                b["prox_logps"] = m
+    mark_stale(batches, rollouts, mine, train_version, pipe)
     micro_step = policy_micro_step(model, ref, cfg, autocast, sampling, loss_normaliser(cfg, sampling, batches),
                                    off_policy=pipe)
     params = [p for p in model.parameters() if p.requires_grad]
     metrics, pos, optimizer = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank, carry=carry,
                                         job=job)
     metrics.update(batch_metrics(data, rewards, dropped, batches, pos, world, engine_gap, sampling))
-    stale = [b["staleness"] for b in batches]
-    metrics["ppo/stale_fraction"] = sum(1 for s in stale if s > 0) / max(1, len(stale))
+    metrics.update(stale_metrics(batches, pipe))
     metrics["ppo/replica_spread"] = replica_spread(model, world)
     metrics["trained_ids"] = trained_ids([e for e, _, _ in trained_rollouts(data, cfg, world)[0]])
-    # behaviour importance weights pi_prox / pi_behav over the stale samples' tokens (fixed before the batch trains)
-    weights = [torch.exp(b["prox_logps"] - b["engine_logps"]) for b in batches if "prox_logps" in b]
-    if weights:
-        iw = torch.cat(weights)
-        metrics.update({"ppo/iw_mean": iw.mean().item(), "ppo/iw_max": iw.max().item(),
-                        "ppo/iw_truncated_fraction": (iw > pipe.importance_cap).float().mean().item()})
     return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]
 
 
@@ -354,18 +344,18 @@ class PerRoundLearner:
     """The round-based learner (a `TorchTrainer` per batch) behind the streaming interface, in a thread so the
     rollout goes on meanwhile: for SFT, distillation and PPO with a critic."""
 
-    def __init__(self, learner: Learner):
-        self.learner = learner
+    def __init__(self, learner: Learner, pipe: PipelineConfig):
+        self.learner, self.pipe = learner, pipe
         self._pool = ThreadPoolExecutor(1)
         self._jobs: list[tuple[int, bool, Future]] = []
         self._lock = threading.Lock()
 
     def submit(self, step: int, data_ref: ray.ObjectRef, train_version: int, publish: bool) -> None:
-        self._jobs.append((step, publish, self._pool.submit(self._train, data_ref)))
+        self._jobs.append((step, publish, self._pool.submit(self._train, data_ref, train_version)))
 
-    def _train(self, data_ref):
+    def _train(self, data_ref, train_version: int):
         start = time.monotonic()
-        metrics, path = self.learner.train_round(ray.get(data_ref))
+        metrics, path = self.learner.train_round(ray.get(data_ref), train_version, self.pipe)
         return metrics, path, time.monotonic() - start
 
     def poll(self) -> list[dict]:
