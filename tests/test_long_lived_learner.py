@@ -126,7 +126,7 @@ def test_workers_are_placed_on_their_resources_and_a_lost_worker_is_restarted(ra
                                                                             tmp_path):
     """train.resources_per_worker reaches the placement (the custom resource is taken while the run lives);
     with train.max_failures a killed worker's group restarts from the last published version and goes on."""
-    from ray.util.state import list_actors
+    import psutil
 
     cfg = dpo_cfg(num_cpus_per_worker=1, max_failures=1, resources_per_worker={"learner_node": 1})
     learner = start(cfg, tiny_model_path, tmp_path)
@@ -134,7 +134,9 @@ def test_workers_are_placed_on_their_resources_and_a_lost_worker_is_restarted(ra
         learner.submit(0, ray.put([pair(0), pair(1)]), 0, True)
         (first,) = drain(learner, 1)
         assert ray.available_resources().get("learner_node") == 3
-        (worker,) = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+        # the train worker: an actor process of this test's own Ray (started under this process)
+        (worker,) = [p for p in psutil.Process().children(recursive=True)
+                     if "RayTrainWorker" in " ".join(p.cmdline())]
         os.kill(worker.pid, signal.SIGKILL)
         learner.submit(1, ray.put([pair(2), pair(3)]), 1, True)
         (second,) = drain(learner, 1)
