@@ -203,7 +203,8 @@ class TrainConfig:
     weight_decay: float = 0.01  # AdamW, on weight matrices only (never biases or norms)
     max_grad_norm: float = 1.0  # 0: no clipping
     warmup_steps: int = 0  # linear warm-up over the run's first optimizer steps (counted across rounds)
-    lr_schedule: str = "constant"  # after warm-up, within each round: constant, linear or cosine decay to 0
+    lr_schedule: str = "constant"  # after warm-up: constant, linear or cosine decay to 0 over the job (long-lived
+    # learner: over loop.iterations batches) or within each round (per_round)
     carry_optimizer: bool = True  # AdamW's moments continue from the previous round
     num_to_keep: int = 0  # round checkpoints kept on storage (the newest); 0 keeps every round's
     resources_per_worker: dict[str, float] = field(default_factory=dict)  # custom Ray resources per train worker
@@ -455,8 +456,8 @@ class PipelineConfig:
         if self.schedule == "rounds" and self.publish_every != 1:
             raise ConfigError("pipeline.publish_every: the rounds schedule publishes after every round; set 1 or "
                               "use pipeline.schedule: stream")
-        if self.importance_cap <= 0:
-            raise ConfigError("pipeline.importance_cap: must be > 0")
+        if self.importance_cap < 1:  # below 1 it would cut every weight, zeroing positive-advantage gradients
+            raise ConfigError("pipeline.importance_cap: must be >= 1")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:

@@ -67,6 +67,7 @@ class PreferencePair:
     rejected: str
     reason: str  # e.g. "passed>failed" or "reference>timeout"
     exercise_id: str = ""
+    sample_ids: tuple[str, ...] = ()  # the replay buffer's ids of the samples behind the answers (pipelined runs)
 
 
 @dataclass

@@ -181,7 +181,8 @@ class EvalSession:
         self.gen = GeneratorGroup(model_path, ModelConfig(dtype=dtype, max_model_len=max_model_len),
                                   GeneratorConfig(kv_cache_gib=kv_cache_gib, max_tokens=max_tokens, seed=seed),
                                   max_restarts=1)
-        self.pool = ExecutorPool(ExecutorConfig(num_actors=executors, timeout_s=timeout, in_process=in_process), RewardTable())
+        self.pool = ExecutorPool(ExecutorConfig(num_actors=executors, timeout_s=timeout, in_process=in_process),
+                                 RewardTable())
 
     def __enter__(self) -> EvalSession:
         return self

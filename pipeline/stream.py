@@ -332,8 +332,9 @@ def make_learner(cfg: RunConfig, round_learner, model_path: str, storage_dir, re
     if long_lived(cfg):
         start = (resume.weights, resume.trained) if resume is not None and resume.weights else (None, 0)
         return StreamingLearner(cfg.train, cfg.pipeline, model_path, storage_dir, sampling=round_learner.sampling,
-                                served_dtype=round_learner.served_dtype, resume_weights=start[0], start_step=start[1])
-    return PerRoundLearner(round_learner)
+                                served_dtype=round_learner.served_dtype, resume_weights=start[0], start_step=start[1],
+                                total_batches=cfg.loop.iterations)
+    return PerRoundLearner(round_learner, cfg.pipeline)
 
 
 def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_path: str, run_dir, stages,

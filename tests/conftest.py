@@ -43,7 +43,8 @@ def ray_cluster():
     # Logical CPUs above the 2 real cores: the actors of a run take turns rather than compute at once.
     for attempt in range(3):  # Ray gives its raylet 30 s to start, which a loaded machine can miss
         try:
-            ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+            # learner_node: a custom resource, as a cluster's learner nodes carry (train.resources_per_worker)
+            ray.init(num_cpus=8, resources={"learner_node": 4}, include_dashboard=False, log_to_driver=False)
             break
         except Exception:
             ray.shutdown()

@@ -1,6 +1,6 @@
 """The long-lived learner (trainers/streaming.py) trains with the round-based learner's own DPO and PPO micro-step
-bodies, so every objective option reaches its loss. In-process on the tiny model (outside a Ray Train session:
-the resume point, which asks the session for a checkpoint, is a fresh one). Each option is checked against the
+bodies, so every objective option reaches its loss. In-process on the tiny model (outside a Ray Train worker the
+resume point is a fresh one). Each option is checked against the
 same batch without it, from the same weights."""
 
 import copy
@@ -31,11 +31,6 @@ def tiny(tiny_model_path):
             if "lora_B" in name:
                 p.normal_(0.0, 0.05)
     return AutoTokenizer.from_pretrained(tiny_model_path), policy
-
-
-@pytest.fixture(autouse=True)
-def fresh_resume_point(monkeypatch):
-    monkeypatch.setattr(steps, "resume_point", lambda model, optimizer: steps.Position())
 
 
 def pairs() -> list[PreferencePair]:
@@ -86,7 +81,7 @@ def test_dpo_options_reach_the_long_lived_loss(tiny):
 
 @pytest.mark.parametrize("options, expected", [
     ({"warmup_steps": 4}, [0.25, 0.5, 0.75, 1.0]),  # the warm-up runs over the job's steps, across batches
-    ({"lr_schedule": "linear"}, [1.0, 0.5, 1.0, 0.5]),  # the schedule runs over each batch, as over each round
+    ({"lr_schedule": "linear"}, [1.0, 0.75, 0.5, 0.25]),  # the decay runs over the job's two batches, not each
 ])
 def test_learning_rate_schedules_run_across_long_lived_batches(tiny, monkeypatch, options, expected):
     tokenizer, base = tiny
@@ -102,7 +97,8 @@ def test_learning_rate_schedules_run_across_long_lived_batches(tiny, monkeypatch
     monkeypatch.setattr(steps, "learning_rate", recording)
     carry = None
     for version in range(2):  # two batches of two optimizer steps
-        metrics, carry = dpo_batch(policy, policy, None, tokenizer, pairs(), cfg, 0, 1, CPU, version, carry)
+        metrics, carry = dpo_batch(policy, policy, None, tokenizer, pairs(), cfg, 0, 1, CPU, version, carry,
+                                   job=(version, 2))
     assert rates[::2] == pytest.approx([1e-3 * x for x in expected])  # set once per parameter group (two)
     assert metrics["dpo/global_step"] == 4 and metrics["dpo/optimizer_carried"] == 1
 
@@ -146,3 +142,53 @@ def test_stale_ppo_samples_keep_the_objective_options(tiny):
     assert base["ppo/stale_fraction"] == 1.0 and "ppo/iw_mean" in base
     summed = run_ppo(tiny, data=stale, train_version=1, loss_agg="seq_mean_token_sum_norm")
     assert summed["ppo/loss_first"] == pytest.approx(base["ppo/loss_first"] * 4 / 96, rel=1e-4)
+
+
+def test_importance_cap_below_one_is_refused_at_load():
+    """A cap below 1 truncates every weight, which zeroes every positive-advantage gradient."""
+    from codealign.config import ConfigError
+
+    with pytest.raises(ConfigError, match="pipeline.importance_cap"):
+        load_config("configs/local.yaml", ["pipeline.importance_cap=0.5"])
+    assert load_config("configs/local.yaml", ["pipeline.importance_cap=1.0"]).pipeline.importance_cap == 1.0
+
+
+def test_proximal_log_probs_after_a_batch_have_no_dropout_noise(tiny_model_path):
+    """After a batch the model is in train mode; the next batch's proximal (and reference) log-probs must still be
+    computed without LoRA dropout: the behaviour importance weights of the same batch from the same weights agree
+    whatever the RNG state."""
+    from transformers import AutoTokenizer
+
+    from trainers.modeling import load_policy
+
+    cfg = TrainConfig(algorithm="ppo", batch_size=4, max_length=96, learning_rate=0.0)
+    cfg.lora.dropout = 0.5
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    torch.manual_seed(0)
+    policy = load_policy(tiny_model_path, cfg)
+    with torch.no_grad():  # a LoRA B other than zero, so the adapter (and its dropout) matters
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.5)
+    policy.train()  # as the previous batch leaves it
+    weights = []
+    for seed in (1, 2):
+        model = copy.deepcopy(policy)
+        torch.manual_seed(seed)
+        metrics, _ = ppo_batch(model, model, None, tokenizer, samples(version=0), cfg, 0, 1, CPU, 1,
+                               PipelineConfig())
+        weights.append(metrics["ppo/iw_mean"])
+    assert weights[0] == pytest.approx(weights[1], rel=1e-6)
+
+
+def test_relative_loss_guard_window_runs_across_long_lived_batches(tiny):
+    """The relative guard learns its scale from the first `window` losses of the job, not of every batch: with a
+    threshold below the usual loss, the second batch's micro-batches are judged (and skipped) at once."""
+    tokenizer, base = tiny
+    policy = copy.deepcopy(base)
+    cfg = TrainConfig(algorithm="dpo", batch_size=1, max_length=96)
+    cfg.loss_guard.relative, cfg.loss_guard.window, cfg.loss_guard.malformed = True, 4, 0.01
+    first, carry = dpo_batch(policy, policy, None, tokenizer, pairs(), cfg, 0, 1, CPU, 0, None, job=(0, 2))
+    assert first["dpo/guard_skipped"] == 0  # the window fills: every loss accepted
+    second, _ = dpo_batch(policy, policy, None, tokenizer, pairs(), cfg, 0, 1, CPU, 1, carry, job=(1, 2))
+    assert second["dpo/guard_skipped"] == 4

@@ -49,3 +49,29 @@ def test_ppo_round_on_sampled_rollouts(ray_cluster, tiny_generator, tiny_model_p
     assert metrics["ppo/kl"] > 1e-6
     assert math.isfinite(metrics["ppo/entropy"]) and metrics["ppo/reward_mean"] == pytest.approx(1.85)
     assert merged.is_file()
+
+
+def test_stale_samples_get_the_off_policy_correction_with_a_critic_and_per_round(ray_cluster, tiny_model_path,
+                                                                                 tmp_path):
+    """PPO with a critic (or `learner: per_round`) in the stream schedule: the batch's train version reaches the
+    round-based learner, so samples older than it train with `pipeline.off_policy`'s correction and say so."""
+    import time
+
+    import ray
+
+    from codealign.config import PipelineConfig
+    from trainers.streaming import PerRoundLearner
+
+    data = [judged("a", 4.0, (5, 7, 9), (-2.0,) * 3), judged("a", -0.3, (6, 7, 9), (-2.0,) * 3)]
+    cfg = TrainConfig(algorithm="ppo", critic=True, batch_size=2, max_length=64, lora=LoraConfig(r=4, alpha=8))
+    learner = PerRoundLearner(Learner(cfg, tiny_model_path, tmp_path / "train"), PipelineConfig(importance_cap=1.5))
+    learner.submit(0, ray.put(data), 1, True)  # made by version 0, trained by version 1: stale by one
+    reports, deadline = [], time.monotonic() + 400
+    while not reports:
+        assert time.monotonic() < deadline
+        reports = learner.poll()
+        time.sleep(0.5)
+    learner.close()
+    metrics = reports[0]["metrics"]
+    assert metrics["ppo/stale_fraction"] == 1.0
+    assert metrics["ppo/iw_mean"] > 0 and 0.0 <= metrics["ppo/iw_truncated_fraction"] <= 1.0

@@ -143,19 +143,17 @@ def test_off_policy_loss_corrects_stale_tokens_and_reduces_to_ppo_on_policy():
     assert torch.isfinite(tis.loss)
 
 
-def test_ppo_batch_trains_stale_samples_with_the_correction_and_reports_it(tiny_model_path, monkeypatch):
+def test_ppo_batch_trains_stale_samples_with_the_correction_and_reports_it(tiny_model_path):
     """The long-lived learner's PPO batch, in-process on the tiny model (outside a Ray Train session, so the
     resume point, which asks the session for a checkpoint, is a fresh one)."""
     from transformers import AutoTokenizer
 
-    import trainers.steps as steps
     from codealign.config import PipelineConfig, TrainConfig
     from codealign.records import ExecutionResult, Experience
     from sandbox import Verdict
     from trainers.modeling import load_policy
     from trainers.streaming import ppo_batch
 
-    monkeypatch.setattr(steps, "resume_point", lambda model, optimizer: steps.Position())
     cfg = TrainConfig(algorithm="ppo", batch_size=2, max_length=128)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
     torch.manual_seed(0)

@@ -60,10 +60,16 @@ def pair_logps(model, batch, autocast: bool) -> torch.Tensor:
 def dpo_batches(tokenizer, pairs: list[PreferencePair], cfg, rank: int, world: int, device) -> list[dict]:
     """This rank's pairs, tokenized, in the seeded order. Every worker takes the same number of steps, or DDP's
     all-reduce would wait forever."""
-    tokenized = [tokenize_pair(tokenizer, p, cfg.max_length) for p in pairs]
-    random.Random(cfg.seed).shuffle(tokenized)
-    tokenized = tokenized[: len(tokenized) // world * world][rank::world]
+    mine = selected_pairs(len(pairs), cfg, world)[rank::world]
+    tokenized = [tokenize_pair(tokenizer, pairs[i], cfg.max_length) for i in mine]
     return [{k: v.to(device) if torch.is_tensor(v) else v for k, v in pair_batch(t).items()} for t in tokenized]
+
+
+def selected_pairs(n: int, cfg, world: int) -> list[int]:
+    """The indices of the pairs every rank trains together, in the seeded order (rank r takes [r::world])."""
+    order = list(range(n))
+    random.Random(cfg.seed).shuffle(order)
+    return order[: n // world * world]
 
 
 def dpo_micro_step(model, ref: list[torch.Tensor], cfg, autocast: bool):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import ray
 
-from codealign.config import TrainConfig
+from codealign.config import PipelineConfig, TrainConfig
 from codealign.records import Experience, PreferencePair, SftExample
 from trainers.distill import distill_train_loop
 from trainers.dpo import dpo_train_loop
@@ -111,9 +111,12 @@ class Learner:
             return sft_train_loop  # sequence-level distillation is SFT on the oracle's verified solutions
         return TRAIN_LOOPS[self.cfg.algorithm]
 
-    def train_round(self, data: list[PreferencePair] | list[Experience] | list[SftExample]) -> tuple[dict, Path]:
+    def train_round(self, data: list[PreferencePair] | list[Experience] | list[SftExample],
+                    train_version: int | None = None, pipe: PipelineConfig | None = None) -> tuple[dict, Path]:
         """Train one round (DPO: preference pairs; PPO: judged samples with their token ids and logprobs;
-        SFT and distillation: sequences); returns (metrics, path of the merged weights for the generators)."""
+        SFT and distillation: sequences); returns (metrics, path of the merged weights for the generators).
+        `train_version` and `pipe`: a batch of the stream schedule, whose PPO samples older than `train_version`
+        train with `pipe.off_policy`'s correction."""
         from ray.train import FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -135,6 +138,8 @@ class Learner:
                 "teacher_path": self.teacher_path,
                 "sampling": self.sampling,
                 "served_dtype": self.served_dtype,
+                "train_version": train_version,
+                "pipeline": pipe,
             },
             scaling_config=ScalingConfig(
                 num_workers=self.cfg.num_workers,

@@ -157,6 +157,12 @@ def build_model(policy, config: dict, cfg, device):
 def select_rollouts(data: list[Experience], cfg, rank: int, world: int):
     """This rank's rollouts as (experience, RL reward, advantage or None with a critic), the RL rewards of all
     samples, and the exercises dropped for carrying no signal (critic-free: all samples got the same reward)."""
+    rollouts, rewards, dropped = trained_rollouts(data, cfg, world)
+    return rollouts[rank::world], rewards, dropped
+
+
+def trained_rollouts(data: list[Experience], cfg, world: int):
+    """Every rank's rollouts together (as many per rank: a multiple of `world`), the rewards, the dropped."""
     usable = [bool(e.token_ids) and len(e.logprobs) == len(e.token_ids) for e in data]
     rewards = rl_rewards(data, cfg.rl_reward)
     dropped: set[str] = set()
@@ -167,7 +173,7 @@ def select_rollouts(data: list[Experience], cfg, rank: int, world: int):
         adv = advantages(data, cfg.advantage, cfg.scale_rewards, rewards)
         rollouts = [(e, r, a) for e, r, a, ok in zip(data, rewards, adv, usable)
                     if ok and e.exercise_id not in dropped and a != 0.0]
-    return rollouts[: len(rollouts) // world * world][rank::world], rewards, dropped
+    return rollouts[: len(rollouts) // world * world], rewards, dropped
 
 
 def rollout_batches(tokenizer, rollouts, cfg, device) -> list[dict]:
@@ -184,7 +190,7 @@ def policy_micro_step(model, ref: list[torch.Tensor], cfg, autocast: bool, sampl
     """The body of one PPO micro-step (every option of the objective), shared by the round-based learner and the
     long-lived one (trainers/streaming.py): micro-batch i -> MicroStep.
 
-    `off_policy` (a `PipelineConfig`, long-lived learner only): a micro-batch holding `prox_logps` is a sample
+    `off_policy` (a `PipelineConfig`; none in the rounds loop): a micro-batch holding `prox_logps` is a sample
     older than the learner's policy, trained with `trainers.offpolicy`'s correction (against the engine's
     behaviour log-probs; its truncated weight plays the part `tis_cap` plays on fresh samples)."""
     # kl_in_reward (critic only, refused at load otherwise): the KL is in the reward, not the loss
@@ -216,6 +222,29 @@ def policy_micro_step(model, ref: list[torch.Tensor], cfg, autocast: bool, sampl
         return MicroStep(loss, metrics, b["input_ids"].shape[1])
 
     return micro_step
+
+
+def mark_stale(batches: list[dict], rollouts: list, mine: list[torch.Tensor], train_version: int | None,
+               pipe) -> None:
+    """Each micro-batch's staleness (the policy that trains it is `train_version`, the sample's is its
+    `policy_version`); a stale one gets `prox_logps`, the policy as the batch starts (`mine`), and so trains with
+    `pipe.off_policy`'s correction. `train_version` None: a round of the rounds loop, where nothing is stale."""
+    for b, (exp, _, _), m in zip(batches, rollouts, mine):
+        b["staleness"] = 0 if train_version is None else train_version - exp.policy_version
+        if pipe is not None and pipe.off_policy != "none" and b["staleness"] > 0:
+            b["prox_logps"] = m
+
+
+def stale_metrics(batches: list[dict], pipe) -> dict:
+    """The stale fraction, and the behaviour importance weights pi_prox / pi_behav over the stale samples' tokens
+    (fixed before the batch trains)."""
+    out = {"ppo/stale_fraction": sum(1 for b in batches if b["staleness"] > 0) / max(1, len(batches))}
+    weights = [torch.exp(b["prox_logps"] - b["engine_logps"]) for b in batches if "prox_logps" in b]
+    if weights:
+        iw = torch.cat(weights)
+        out.update({"ppo/iw_mean": iw.mean().item(), "ppo/iw_max": iw.max().item(),
+                    "ppo/iw_truncated_fraction": (iw > pipe.importance_cap).float().mean().item()})
+    return out
 
 
 def batch_metrics(data: list[Experience], rewards: list[float], dropped: set[str], batches: list[dict], pos,
@@ -256,17 +285,22 @@ def ppo_train_loop(config: dict) -> None:
     with torch.no_grad():
         mine = ref if cfg.reference == "refreshed" else score(policy)
     engine_gap = behaviour_logps(batches, mine, cfg)
+    # a batch of the stream schedule (PerRoundLearner): stale samples get the off-policy correction
+    pipe = config.get("pipeline")
+    mark_stale(batches, rollouts, mine, config.get("train_version"), pipe)
     model = build_model(policy, config, cfg, device)
     if cfg.critic:
         critic_targets(batches, ref, model, autocast, cfg, sampling)
     model = ray.train.torch.prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    micro_step = policy_micro_step(model, ref, cfg, autocast, sampling, loss_normaliser(cfg, sampling, batches))
+    micro_step = policy_micro_step(model, ref, cfg, autocast, sampling, loss_normaliser(cfg, sampling, batches),
+                                   off_policy=pipe)
 
     progress = config.get("progress") if rank == 0 else None
     metrics, pos, optimizer = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank,
                                         progress=progress, previous=config.get("previous_checkpoint"))
     metrics.update(batch_metrics(data, rewards, dropped, batches, pos, world, engine_gap, sampling))
+    metrics.update(stale_metrics(batches, pipe))
     metrics["ppo/replica_spread"] = replica_spread(model, world)
     unwrapped = getattr(model, "module", model)
     extra = optimizer_carry(optimizer, pos)

@@ -2,7 +2,8 @@
 the NaN stop, progress, and resumable checkpoints (trainable weights, optimizer, step, data position).
 
 AdamW with decoupled weight decay on weight matrices only (never biases or norms), linear warm-up over the run's
-first `warmup_steps` optimizer steps and a per-round schedule after it, gradient clipping at `max_grad_norm`,
+first `warmup_steps` optimizer steps and a schedule after it (over each round, or with `job` over the long-lived
+learner's whole job), gradient clipping at `max_grad_norm`,
 and the optimizer's moments carried from one round to the next (`carry_optimizer`).
 
 An algorithm supplies its micro-batches and a function micro-batch -> `MicroStep`; everything about *when* to
@@ -89,6 +90,8 @@ class Position:
     resumed_from_step: int = 0
     global_step: int = 0  # optimizer steps over the whole run (warm-up counts these across rounds)
     skipped_steps: int = 0  # optimizer steps not taken: no micro-batch contributed, or a non-finite gradient
+    guard_recent: list[float] = field(default_factory=list)  # the relative loss guard's window, carried on
+    batch: int | None = None  # the long-lived learner's batch this position belongs to (None: a round's)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -120,8 +123,12 @@ def load_params(model, state: dict[str, torch.Tensor], where: str) -> None:
             params[name].copy_(value)
 
 
-def load_state(directory: Path, model, optimizer) -> Position:
+def load_state(directory: Path, model, optimizer, batch: int | None = None) -> Position:
+    """The saved position, its parameters and optimizer loaded; a fresh position (nothing loaded) when the
+    checkpoint belongs to another long-lived batch than `batch`."""
     state = torch.load(directory / STATE_FILE, weights_only=False)
+    if state["position"].get("batch") != batch:
+        return Position(batch=batch)
     load_params(model, state["params"], str(directory))
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
@@ -131,17 +138,22 @@ def load_state(directory: Path, model, optimizer) -> Position:
     return pos
 
 
-def resume_point(model, optimizer) -> Position:
-    """The position of the latest checkpoint Ray Train hands a restarted worker group; a fresh one otherwise."""
+def resume_point(model, optimizer, batch: int | None = None) -> Position:
+    """The position of the latest checkpoint Ray Train hands a restarted worker group; a fresh one otherwise.
+    In a long-lived run Ray Train hands back the latest checkpoint reported in the run, so one written in an
+    earlier batch is not this `batch`'s resume point."""
     import ray.train
 
-    checkpoint = ray.train.get_checkpoint()
+    try:
+        checkpoint = ray.train.get_checkpoint()
+    except RuntimeError:  # called outside a Ray Train worker (an in-process batch): nothing to resume
+        return Position(batch=batch)
     if checkpoint is None:
-        return Position()
+        return Position(batch=batch)
     with checkpoint.as_directory() as d:
         if not (Path(d) / STATE_FILE).is_file():
-            return Position()
-        return load_state(Path(d), model, optimizer)
+            return Position(batch=batch)
+        return load_state(Path(d), model, optimizer, batch)
 
 
 def summarize(prefix: str, pos: Position, seconds: float, tokens: int) -> dict[str, Any]:
@@ -174,11 +186,15 @@ def param_groups(model, params: list[torch.nn.Parameter], weight_decay: float) -
             {"params": [p for p in params if id(p) not in kept], "weight_decay": 0.0}]
 
 
-def learning_rate(cfg: TrainConfig, global_step: int, step: int, total: int) -> float:
-    """Linear warm-up over the run's first `warmup_steps` steps; after it, `lr_schedule` over this round's steps."""
+def learning_rate(cfg: TrainConfig, global_step: int, step: int, total: int, job: tuple[int, int] | None = None
+                  ) -> float:
+    """Linear warm-up over the run's first `warmup_steps` steps; after it, `lr_schedule` over this round's steps,
+    or with `job` = (this batch's index, batches in the job) over the whole job (the long-lived learner)."""
     if cfg.warmup_steps and global_step < cfg.warmup_steps:
         return cfg.learning_rate * (global_step + 1) / cfg.warmup_steps
     progress = step / total if total else 0.0
+    if job is not None and job[1]:
+        progress = min(1.0, (job[0] + progress) / max(1, job[1]))
     if cfg.lr_schedule == "linear":
         return cfg.learning_rate * (1 - progress)
     if cfg.lr_schedule == "cosine":
@@ -186,26 +202,30 @@ def learning_rate(cfg: TrainConfig, global_step: int, step: int, total: int) -> 
     return cfg.learning_rate
 
 
-def carry_in(optimizer, previous: str | None, cfg: TrainConfig, saved: dict | None = None) -> tuple[int, bool]:
-    """Load the previous round's optimizer state (AdamW's moments) when asked; returns (global step, carried).
-    `saved`: that state in memory (what `optimizer_carry` wrote), instead of the file in `previous`."""
+def carry_in(optimizer, previous: str | None, cfg: TrainConfig, saved: dict | None = None
+             ) -> tuple[int, bool, list[float]]:
+    """Load the previous round's optimizer state (AdamW's moments) when asked; returns (global step, carried,
+    the loss guard's window of recent losses). `saved`: that state in memory (what `optimizer_carry` wrote),
+    instead of the file in `previous`."""
     if saved is None:
         path = Path(previous) / OPTIMIZER_FILE if previous else None
         if path is None or not path.is_file():
-            return 0, False
+            return 0, False, []
         saved = torch.load(path, weights_only=False)
+    recent = list(saved.get("guard_recent", []))  # the relative guard's baseline runs over the job too
     if not cfg.carry_optimizer:
-        return saved["global_step"], False
+        return saved["global_step"], False, recent
     try:
         optimizer.load_state_dict(saved["optimizer"])
     except ValueError:  # another parameter layout (e.g. a critic added): start the moments afresh
-        return saved["global_step"], False
-    return saved["global_step"], True
+        return saved["global_step"], False, recent
+    return saved["global_step"], True, recent
 
 
 def optimizer_carry(optimizer, pos: Position) -> dict:
     """What report_round writes so the next round's optimizer continues: {file name: object}."""
-    return {OPTIMIZER_FILE: {"optimizer": optimizer.state_dict(), "global_step": pos.global_step}}
+    return {OPTIMIZER_FILE: {"optimizer": optimizer.state_dict(), "global_step": pos.global_step,
+                             "guard_recent": list(pos.guard_recent)}}
 
 
 def backward(model, out: MicroStep, weight: float, n: int) -> None:
@@ -220,20 +240,23 @@ def backward(model, out: MicroStep, weight: float, n: int) -> None:
 
 def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: Callable[[Any, int], MicroStep],
               cfg: TrainConfig, *, name: str, rank: int, progress=None,
-              previous: str | None = None, carry: dict | None = None) -> tuple[dict[str, Any], Position, Any]:
+              previous: str | None = None, carry: dict | None = None, job: tuple[int, int] | None = None
+              ) -> tuple[dict[str, Any], Position, Any]:
     """Train `cfg.epochs` passes over `items`, `cfg.batch_size` micro-batches accumulated per optimizer step.
 
     `micro_step(item, index)` runs the forward pass and returns the loss. `previous`: the previous round's
     checkpoint, whose optimizer state this round continues; `carry`: that state in memory instead
-    (`optimizer_carry(...)[OPTIMIZER_FILE]`, the long-lived learner's previous batch). Returns (summary metrics,
+    (`optimizer_carry(...)[OPTIMIZER_FILE]`, the long-lived learner's previous batch). `job`: (this batch's index,
+    batches in the job) in the long-lived learner: the schedule runs over the job (0 batches: over this one), and
+    only this batch's checkpoints are resumed from. Returns (summary metrics,
     position, optimizer)."""
 
     optimizer = torch.optim.AdamW(param_groups(model, params, cfg.weight_decay), lr=cfg.learning_rate)
-    global_step, carried = carry_in(optimizer, previous, cfg, carry)
-    pos = resume_point(model, optimizer)
+    global_step, carried, recent = carry_in(optimizer, previous, cfg, carry)
+    pos = resume_point(model, optimizer, job[0] if job is not None else None)
     if pos.step == 0:
-        pos.global_step = global_step
-    guard = LossGuard(cfg.loss_guard, pos.guard_skipped, pos.guard_scaled)
+        pos.global_step, pos.guard_recent = global_step, recent
+    guard = LossGuard(cfg.loss_guard, pos.guard_skipped, pos.guard_scaled, deque(pos.guard_recent))
     steps_per_epoch = math.ceil(len(items) / cfg.batch_size) if items else 0
     total = cfg.epochs * steps_per_epoch
     start, tokens_before = time.monotonic(), pos.tokens
@@ -264,9 +287,11 @@ def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: 
                     step[k] += v / len(chunk)
                 pos.tokens += out.tokens
             grads = [p.grad for p in params if p.grad is not None]
-            if contributed and all(bool(g.isfinite().all()) for g in grads):
+            # DDP averaged the gradients over every rank: step on every rank when any rank contributed (a rank
+            # whose whole chunk the guard skipped must not stay behind, or the replicas drift apart)
+            if any_rank(contributed > 0, model, params) and all(bool(g.isfinite().all()) for g in grads):
                 for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(cfg, pos.global_step, pos.step, total)
+                    group["lr"] = learning_rate(cfg, pos.global_step, pos.step, total, job)
                 if cfg.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 optimizer.step()  # only when something contributed: AdamW's momentum and decay move weights too
@@ -275,7 +300,7 @@ def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: 
                 pos.skipped_steps += 1
             pos.step += 1
             pos.index += len(chunk)
-            pos.guard_skipped, pos.guard_scaled = guard.skipped, guard.scaled
+            pos.guard_skipped, pos.guard_scaled, pos.guard_recent = guard.skipped, guard.scaled, list(guard.recent)
             for k, v in step.items():
                 pos.history[k].append(v)
             if progress is not None:
@@ -287,6 +312,17 @@ def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: 
     metrics = summarize(name, pos, time.monotonic() - start, pos.tokens - tokens_before)
     metrics[f"{name}/optimizer_carried"] = int(carried)
     return metrics, pos, optimizer
+
+
+def any_rank(flag: bool, model, params: list[torch.nn.Parameter]) -> bool:
+    """`flag` or'ed over the data-parallel ranks (a collective call under DDP: every rank makes it)."""
+    import torch.distributed as dist
+
+    if not hasattr(model, "no_sync") or not dist.is_initialized():
+        return flag
+    t = torch.tensor([float(flag)], device=params[0].device if params else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def report_checkpoint(metrics: dict, rank: int, write: Callable[[Path], None]) -> None:
