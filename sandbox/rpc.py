@@ -18,6 +18,7 @@ import os
 import random
 import struct
 import sys
+import time
 import types
 from _thread import RLock  # not threading: the fork server, every solution's parent, stays small
 
@@ -54,6 +55,13 @@ class NotPlainResult(JudgeSignal):
 class RemoteError(JudgeSignal):
     """The solution ended a call with something that is not an ordinary exception, nor SystemExit or
     KeyboardInterrupt (which reach the tests as themselves)."""
+
+
+class TooManyCalls(JudgeSignal):
+    """The run's time is nearly up and the tests have made thousands of calls into the solution's process, each a
+    round trip that plain Python (one process) does not make: the verdict says so."""
+
+    verdict = "timeout"
 
 
 class CannotJudge(JudgeSignal):
@@ -108,11 +116,13 @@ RECORDS = frozenset(("out", "err", "wn", "lg"))  # what the program made during 
 TRAP_NAMES = [(t, t.__name__) for t in TRAPS]
 
 
-def shared_state() -> dict:
+def shared_state(with_random: bool = True) -> dict:
+    """`with_random`: the random state too (625 numbers, most of the cost)."""
     ctx = decimal.getcontext()
     traps = ctx.traps
+    state = {"random": random.getstate()} if with_random else {}
     return {
-        "random": random.getstate(),
+        **state,
         "decimal": (ctx.prec, ctx.rounding, ctx.Emin, ctx.Emax, ctx.capitals, ctx.clamp,
                     tuple([name for t, name in TRAP_NAMES if traps[t]])),
         "recursion": sys.getrecursionlimit(),
@@ -184,6 +194,7 @@ class Session:
         # a remote iterator reads ahead only while this stays put (remote_iterator).
         self.noise = 0
         self.requests = 0
+        self.deadline: float | None = None  # judge side: when TooManyCalls ends a run that makes many calls
         self.warn_registry: dict = {}  # judge side: as a module's __warningregistry__ ("default" filters)
         self.warned: list = []  # solution side: the warnings and log records of the current call
         self.logged: list = []
@@ -258,6 +269,10 @@ class Session:
             elif self.side == "s":
                 msg.update(self.flush_output())
             self.requests += 1
+            if not self.requests & 63 and self.deadline is not None and time.monotonic() > self.deadline:
+                raise self.signal(TooManyCalls(
+                    f"split mode: the tests made {self.requests} calls into the solution's process, a round trip "
+                    "each (plain Python makes them within one process), and ran out of time"))
             try:
                 self.send(msg)
             except OSError as exc:
@@ -407,7 +422,9 @@ class Session:
         else:
             reply = {"ok": False, "e": ValueError(f"unknown request {op!r}")}
         if self.side == "s":
-            now = shared_state()
+            # the random state only once the tests have set one: until then the judge never pushes it, and so
+            # need not know how the solution's moves
+            now = shared_state("random" in self.synced)
             changed = {k: v for k, v in now.items() if self.synced.get(k) != v}
             if changed:
                 reply["st"] = changed
