@@ -284,6 +284,18 @@ CASES = {
         assert 'sum(' not in src and 'for x in xs' in src, src
         assert total([1, 2]) == 3
         """), P),
+    # typing, sys.setrecursionlimit: the function is still provably the one its `def` made (sandbox.declared)
+    "getsource_of_a_typed_program": (d("""
+        import sys
+        from typing import List
+        sys.setrecursionlimit(5000)
+        def total(xs: List[int]) -> int:
+            return total(xs[1:]) + xs[0] if xs else 0
+        """), d("""
+        import inspect
+        assert 'total(' in inspect.getsource(total).split(':', 1)[1] and 'total' in total.__code__.co_names
+        assert total([1, 2]) == 3
+        """), P),
     "getsource_ban_catches_the_banned_construct": ("def total(xs):\n    return sum(xs)\n", d("""
         import inspect
         assert 'sum(' not in inspect.getsource(total)
