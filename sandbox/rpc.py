@@ -189,7 +189,7 @@ class Session:
         self.touched: set[str] = set()
         self.remote: list[BaseException] = []  # judge side: the exceptions that came from the solution
         self.signals: list[JudgeSignal] = []  # judge side: every signal of its own the judge raised in this run
-        self.pinned: frozenset[str] = frozenset()  # judge side: functions the tests may introspect here
+        self.plan = None  # judge side: sandbox.plan.Plan (which functions the tests may introspect here)
         # Judge side: what could make reading an iterator ahead visible (callbacks, output, warnings, log records):
         # a remote iterator reads ahead only while this stays put (remote_iterator).
         self.noise = 0
@@ -760,7 +760,8 @@ class RemoteFunction:
         session, source = self._session, self._session.source
         if self._hid is not None or source is None:
             return None
-        if self.__name__ not in session.pinned and what != "doc":  # a docstring is no behaviour (wraps() reads it)
+        pinned = session.plan.pinned if session.plan is not None else frozenset()
+        if self.__name__ not in pinned and what != "doc":  # a docstring is no behaviour (wraps() reads it)
             raise session.signal(CannotCross(
                 f"the tests introspect {self.__name__!r} ({what}), which the program can rebind at run time: "
                 "only its own process can tell what it is"))
