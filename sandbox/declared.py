@@ -233,15 +233,18 @@ def declared_classes(tree: ast.Module) -> dict[str, tuple[str, dict]]:
 # attributes below) cannot rebind a name at run time except by statements the analysis sees.
 CLOSED_MODULES = frozenset("math cmath itertools functools collections heapq bisect re fractions decimal "
                            "statistics random array enum copy datetime numbers abc textwrap unicodedata "
-                           "hashlib json dataclasses __future__".split())
+                           "hashlib json dataclasses typing __future__".split())
 SYS_ATTRS = frozenset("setrecursionlimit getrecursionlimit maxsize stdin stdout stderr set_int_max_str_digits "
                       "float_info version_info exit".split())
+# ...and the names by which those modules evaluate strings as code (annotations) or look attributes up by string
 OPEN_NAMES = frozenset("globals vars locals exec eval compile setattr delattr getattr __import__ breakpoint "
-                       "__builtins__ __loader__ __spec__ __dict__".split())
+                       "__builtins__ __loader__ __spec__ __dict__ get_type_hints ForwardRef singledispatch "
+                       "singledispatchmethod attrgetter methodcaller".split())
 OPEN_ATTRS = frozenset("__globals__ __dict__ __builtins__ __code__ __closure__ __subclasses__ __getattribute__ "
                        "__setattr__ __delattr__ __traceback__ __self__ __func__ __wrapped__ __reduce__ "
                        "__reduce_ex__ __base__ __bases__ __mro__ __class__ __init_subclass__ __set_name__ "
-                       "modules _getframe exc_info".split())
+                       "modules _getframe exc_info get_type_hints ForwardRef singledispatch "
+                       "singledispatchmethod _evaluate _eval_type".split())
 FRAME_PREFIXES = ("f_", "tb_", "gi_", "cr_", "ag_")
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import select
 import sys
+import time
 
 from sandbox import frames, jail, plan, proxies, rpc
 from sandbox.judge import compile_tests, run_split
@@ -22,6 +23,7 @@ COMPILE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError, Overflow
 
 
 def judge_process(fds: list[int], opts: dict, seccomp) -> None:
+    started = time.monotonic()
     control_fd, source_fd, tests_fd, verdict_fd, requests, replies = fds
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):  # what the tests print goes nowhere: no pipe to fill, nothing to read back
@@ -43,7 +45,9 @@ def judge_process(fds: list[int], opts: dict, seccomp) -> None:
     random.seed()  # not the state the solution's process was forked with: it cannot foresee the tests' draws
     control = socket.socket(fileno=control_fd)
     try:
-        reply = decide(solution, tests, (requests, replies), control, opts["refuse"])
+        # the run's wall time is at least cpu_s - 1 (sandbox._server): a verdict of the judge's own comes first
+        deadline = started + max(0.5, opts["cpu_s"] - 1) - 0.5
+        reply = decide(solution, tests, (requests, replies), control, opts["refuse"], deadline)
     except BaseException as exc:  # whatever the tests broke in here, the answer is not a pass
         reply = {"verdict": "runtime_error", "detail": "judge: " + describe(exc)}
     if reply.pop("died", False):
@@ -69,7 +73,8 @@ def _tell(control, msg: dict) -> None:
         pass
 
 
-def decide(solution: str, tests: str, pipes: tuple[int, int], control, refuse: bool) -> dict:
+def decide(solution: str, tests: str, pipes: tuple[int, int], control, refuse: bool,
+           deadline: float | None = None) -> dict:
     import ast
 
     try:
@@ -87,6 +92,7 @@ def decide(solution: str, tests: str, pipes: tuple[int, int], control, refuse: b
     _tell(control, {"op": "mode", "mode": how.mode})
     requests, replies = pipes
     session, ns = proxies.new_session(requests, replies, solution)
+    session.deadline = deadline
     if how.mode == "in_process":
         if refuse:
             return {"verdict": "refused", "detail": how.reason, "mode": "in_process"}

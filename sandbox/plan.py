@@ -13,6 +13,7 @@ solution's code has run: a solution cannot steer it by what it does at run time.
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass, field
 
 from sandbox import declared
@@ -24,9 +25,18 @@ class Plan:
     names: dict[str, str] = field(default_factory=dict)  # name -> "function" | "module:<dotted name>" | "other"
     reason: str = ""
     star: bool = False  # the solution imports with *: names it binds are known only once it has run
-    modules: frozenset[str] = frozenset()  # every module its source imports: the judge imports no other
     classes: dict = field(default_factory=dict)  # class key -> its shape as the source declares it
-    pinned: frozenset[str] = frozenset()  # functions the tests may introspect in the judge (sandbox.declared)
+    tree: ast.Module | None = None  # the solution's, for what is only needed when the tests need it (below)
+
+    @functools.cached_property
+    def modules(self) -> frozenset[str]:
+        """Every module its source imports: the judge imports no other."""
+        return declared.imported_modules(self.tree) if self.tree is not None else frozenset()
+
+    @functools.cached_property
+    def pinned(self) -> frozenset[str]:
+        """The functions the tests may introspect in the judge (sandbox.declared.pinned_functions)."""
+        return declared.pinned_functions(self.tree, self.names) if self.tree is not None else frozenset()
 
 
 def solution_bindings(tree: ast.Module) -> dict[str, str]:
@@ -87,6 +97,4 @@ def decide(tests_free: frozenset[str], solution_tree: ast.Module) -> Plan:
     star = any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)
                for n in ast.walk(solution_tree))
     names = solution_bindings(solution_tree)
-    return Plan("split", names, star=star, modules=declared.imported_modules(solution_tree),
-                classes=declared.declared_classes(solution_tree),
-                pinned=declared.pinned_functions(solution_tree, names))
+    return Plan("split", names, star=star, classes=declared.declared_classes(solution_tree), tree=solution_tree)

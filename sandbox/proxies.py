@@ -45,7 +45,7 @@ def fill_namespace(ns: dict, session: rpc.Session, how, names: dict, free: froze
     static = how.names
     decoder = session.decoder
     decoder.declared = how.classes
-    session.pinned = how.pinned
+    session.plan = how
     for name, kind in names.items():
         if not (isinstance(name, str) and name.isidentifier()) or name.startswith("__"):
             continue

@@ -18,6 +18,7 @@ import os
 import random
 import struct
 import sys
+import time
 import types
 from _thread import RLock  # not threading: the fork server, every solution's parent, stays small
 
@@ -54,6 +55,13 @@ class NotPlainResult(JudgeSignal):
 class RemoteError(JudgeSignal):
     """The solution ended a call with something that is not an ordinary exception, nor SystemExit or
     KeyboardInterrupt (which reach the tests as themselves)."""
+
+
+class TooManyCalls(JudgeSignal):
+    """The run's time is nearly up and the tests have made thousands of calls into the solution's process, each a
+    round trip that plain Python (one process) does not make: the verdict says so."""
+
+    verdict = "timeout"
 
 
 class CannotJudge(JudgeSignal):
@@ -108,11 +116,13 @@ RECORDS = frozenset(("out", "err", "wn", "lg"))  # what the program made during 
 TRAP_NAMES = [(t, t.__name__) for t in TRAPS]
 
 
-def shared_state() -> dict:
+def shared_state(with_random: bool = True) -> dict:
+    """`with_random`: the random state too (625 numbers, most of the cost)."""
     ctx = decimal.getcontext()
     traps = ctx.traps
+    state = {"random": random.getstate()} if with_random else {}
     return {
-        "random": random.getstate(),
+        **state,
         "decimal": (ctx.prec, ctx.rounding, ctx.Emin, ctx.Emax, ctx.capitals, ctx.clamp,
                     tuple([name for t, name in TRAP_NAMES if traps[t]])),
         "recursion": sys.getrecursionlimit(),
@@ -179,11 +189,12 @@ class Session:
         self.touched: set[str] = set()
         self.remote: list[BaseException] = []  # judge side: the exceptions that came from the solution
         self.signals: list[JudgeSignal] = []  # judge side: every signal of its own the judge raised in this run
-        self.pinned: frozenset[str] = frozenset()  # judge side: functions the tests may introspect here
+        self.plan = None  # judge side: sandbox.plan.Plan (which functions the tests may introspect here)
         # Judge side: what could make reading an iterator ahead visible (callbacks, output, warnings, log records):
         # a remote iterator reads ahead only while this stays put (remote_iterator).
         self.noise = 0
         self.requests = 0
+        self.deadline: float | None = None  # judge side: when TooManyCalls ends a run that makes many calls
         self.warn_registry: dict = {}  # judge side: as a module's __warningregistry__ ("default" filters)
         self.warned: list = []  # solution side: the warnings and log records of the current call
         self.logged: list = []
@@ -258,6 +269,10 @@ class Session:
             elif self.side == "s":
                 msg.update(self.flush_output())
             self.requests += 1
+            if not self.requests & 63 and self.deadline is not None and time.monotonic() > self.deadline:
+                raise self.signal(TooManyCalls(
+                    f"split mode: the tests made {self.requests} calls into the solution's process, a round trip "
+                    "each (plain Python makes them within one process), and ran out of time"))
             try:
                 self.send(msg)
             except OSError as exc:
@@ -407,7 +422,9 @@ class Session:
         else:
             reply = {"ok": False, "e": ValueError(f"unknown request {op!r}")}
         if self.side == "s":
-            now = shared_state()
+            # the random state only once the tests have set one: until then the judge never pushes it, and so
+            # need not know how the solution's moves
+            now = shared_state("random" in self.synced)
             changed = {k: v for k, v in now.items() if self.synced.get(k) != v}
             if changed:
                 reply["st"] = changed
@@ -743,7 +760,8 @@ class RemoteFunction:
         session, source = self._session, self._session.source
         if self._hid is not None or source is None:
             return None
-        if self.__name__ not in session.pinned:
+        pinned = session.plan.pinned if session.plan is not None else frozenset()
+        if self.__name__ not in pinned and what != "doc":  # a docstring is no behaviour (wraps() reads it)
             raise session.signal(CannotCross(
                 f"the tests introspect {self.__name__!r} ({what}), which the program can rebind at run time: "
                 "only its own process can tell what it is"))

@@ -284,6 +284,18 @@ CASES = {
         assert 'sum(' not in src and 'for x in xs' in src, src
         assert total([1, 2]) == 3
         """), P),
+    # typing, sys.setrecursionlimit: the function is still provably the one its `def` made (sandbox.declared)
+    "getsource_of_a_typed_program": (d("""
+        import sys
+        from typing import List
+        sys.setrecursionlimit(5000)
+        def total(xs: List[int]) -> int:
+            return total(xs[1:]) + xs[0] if xs else 0
+        """), d("""
+        import inspect
+        assert 'total(' in inspect.getsource(total).split(':', 1)[1] and 'total' in total.__code__.co_names
+        assert total([1, 2]) == 3
+        """), P),
     "getsource_ban_catches_the_banned_construct": ("def total(xs):\n    return sum(xs)\n", d("""
         import inspect
         assert 'sum(' not in inspect.getsource(total)
@@ -663,3 +675,11 @@ def test_an_iterator_of_the_programs_class_is_not_a_bare_generator(sb, tmp_path)
     with Sandbox(timeout_s=10, parallelism=1, in_process="refuse") as strict:
         res = strict.run(solution, tests)
     assert res.verdict is Verdict.REFUSED and "remaining" in res.detail, res
+
+
+def test_too_many_calls_for_the_time_limit_is_a_timeout_that_says_why():
+    """Each call crosses between two processes (tens of microseconds) where plain Python makes it in one: a test
+    making hundreds of thousands of calls may not fit the time limit, and the verdict says that is why."""
+    with Sandbox(timeout_s=2, parallelism=1) as box:
+        res = box.run("def f(x):\n    return x + 1\n", "for i in range(200000):\n    assert f(i) == i + 1\n")
+    assert res.verdict is Verdict.TIMEOUT and "calls into the solution" in res.detail, res
