@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from codealign.config import ExecutorConfig
 from codealign.records import ExecutionResult
-from sandbox import RewardTable, Sandbox
+from codealign.sandbox import RewardTable, Sandbox
 
 LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
 MAX_ATTEMPTS = 3  # per chunk: a chunk that kills three executors is not retried again

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from actors.engine_fixes import repack_output_heads
+from codealign.actors.engine_fixes import repack_output_heads
 from codealign.chat import prompt_token_ids
 from codealign.config import GeneratorConfig, ModelConfig
 from codealign.records import Completion, GenerationRequest

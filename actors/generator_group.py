@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-from actors.generator import Generator, actor_options
+from codealign.actors.generator import Generator, actor_options
 from codealign.config import GeneratorConfig, ModelConfig
 from codealign.records import Completion, GenerationRequest
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exercises.loaders import resolve_data_dir  # noqa: E402
+from codealign.exercises.loaders import resolve_data_dir  # noqa: E402
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # as inside the actor: the engine in-process
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -29,12 +29,12 @@ def main() -> None:
     import ray
     import torch
 
-    from actors.generator import Generator, create_generator
+    from codealign.actors.generator import Generator, create_generator
     from codealign.chat import format_prompt
     from codealign.config import GeneratorConfig, ModelConfig
+    from codealign.exercises.loaders import load_humaneval
     from codealign.model_source import resolve_model
     from codealign.records import GenerationRequest
-    from exercises.loaders import load_humaneval
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")

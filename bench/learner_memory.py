@@ -33,8 +33,8 @@ import torch, transformers  # noqa: F401
 spec = json.loads({spec!r})
 if spec.get("variant") != "floor":
     from codealign.config import LoraConfig, TrainConfig
-    from trainers.modeling import load_policy
-    from trainers.sft import sft_loss
+    from codealign.trainers.modeling import load_policy
+    from codealign.trainers.sft import sft_loss
     torch.set_num_threads(2)
     cfg = TrainConfig(lora=LoraConfig(enabled=spec.get("lora", True)),
                       gradient_checkpointing=spec.get("gradient_checkpointing", False),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exercises.loaders import resolve_data_dir  # noqa: E402
+from codealign.exercises.loaders import resolve_data_dir  # noqa: E402
 
 
 def bf16_matmul_flops(threads: int, n: int = 1024, seconds: float = 3.0) -> float:
@@ -43,9 +43,9 @@ def bf16_matmul_flops(threads: int, n: int = 1024, seconds: float = 3.0) -> floa
 
 def make_pairs(data_dir: Path, count: int):
     """Prompt, the reference solution as chosen, another exercise's solution as rejected: fixed and repeatable."""
+    from codealign.exercises.extract import as_answer
+    from codealign.exercises.loaders import load_mbpp
     from codealign.records import PreferencePair
-    from exercises.extract import as_answer
-    from exercises.loaders import load_mbpp
 
     exercises = load_mbpp(data_dir, (601, 974))[: count + 1]
     return [PreferencePair(ex.prompt, as_answer(ex.reference), as_answer(exercises[i + 1].reference), "bench", ex.id)
@@ -55,7 +55,7 @@ def make_pairs(data_dir: Path, count: int):
 def count_tokens(model_path: str, pairs, max_length: int) -> int:
     from transformers import AutoTokenizer
 
-    from trainers.dpo import tokenize_pair
+    from codealign.trainers.dpo import tokenize_pair
 
     tok = AutoTokenizer.from_pretrained(model_path)
     total = 0
@@ -68,7 +68,7 @@ def count_tokens(model_path: str, pairs, max_length: int) -> int:
 def run_ray(model_path: str, pairs, cfg, threads: int) -> tuple[float, dict]:
     import ray
 
-    from trainers.learner import Learner
+    from codealign.trainers.learner import Learner
 
     ray.init(num_cpus=threads, include_dashboard=False, log_to_driver=False)
     try:
@@ -87,7 +87,7 @@ def run_trl(model_path: str, pairs, cfg, threads: int) -> float:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from trainers.modeling import bf16_compute
+    from codealign.trainers.modeling import bf16_compute
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,11 +20,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from codealign.config import GeneratorConfig, ModelConfig, OracleConfig  # noqa: E402
+from codealign.exercises.build import filter_exercises  # noqa: E402
+from codealign.exercises.decontamination import Decontaminator, load_benchmarks  # noqa: E402
+from codealign.exercises.generation import ExerciseWriter  # noqa: E402
+from codealign.exercises.loaders import load_mbpp, resolve_data_dir  # noqa: E402
 from codealign.model_source import resolve_model  # noqa: E402
-from exercises.build import filter_exercises  # noqa: E402
-from exercises.decontamination import Decontaminator, load_benchmarks  # noqa: E402
-from exercises.generation import ExerciseWriter  # noqa: E402
-from exercises.loaders import load_mbpp, resolve_data_dir  # noqa: E402
 
 
 def main() -> None:
@@ -36,8 +36,8 @@ def main() -> None:
     ap.add_argument("--dump", default="", help="write every oracle answer here (JSONL: recipe, prompt, text)")
     args = ap.parse_args()
 
-    from actors.generator import Generator
-    from sandbox import Sandbox
+    from codealign.actors.generator import Generator
+    from codealign.sandbox import Sandbox
 
     engine = Generator(resolve_model(args.model), ModelConfig(max_model_len=2048), GeneratorConfig())
     train = load_mbpp(args.data, (601, 974))

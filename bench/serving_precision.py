@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exercises.loaders import resolve_data_dir  # noqa: E402
+from codealign.exercises.loaders import resolve_data_dir  # noqa: E402
 
 
 def speed_one(variant: str, prompts: int, max_tokens: int) -> float:
@@ -39,11 +39,11 @@ def speed_one(variant: str, prompts: int, max_tokens: int) -> float:
     import time
 
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    from actors.generator import Generator
+    from codealign.actors.generator import Generator
     from codealign.config import GeneratorConfig, ModelConfig
+    from codealign.exercises.loaders import load_humaneval
     from codealign.models import resolve_model_path
     from codealign.records import GenerationRequest
-    from exercises.loaders import load_humaneval
 
     path = resolve_model_path("embedded:smollm2-135m-instruct")
     lora = variant == "bf16+lora"
@@ -55,8 +55,8 @@ def speed_one(variant: str, prompts: int, max_tokens: int) -> float:
         import torch
 
         from codealign.config import LoraConfig, TrainConfig
-        from pipeline.serving import load_adapter
-        from trainers.modeling import load_policy
+        from codealign.pipeline.serving import load_adapter
+        from codealign.trainers.modeling import load_policy
 
         policy = load_policy(path, TrainConfig(bf16=False, lora=LoraConfig(r=16, alpha=32)))
         with torch.no_grad():
@@ -105,11 +105,11 @@ def main() -> None:
 
     from codealign.chat import prompt_token_ids
     from codealign.config import LoraConfig, TrainConfig
+    from codealign.exercises.extract import as_answer
+    from codealign.exercises.loaders import load_mbpp
     from codealign.model_source import resolve_model
-    from exercises.extract import as_answer
-    from exercises.loaders import load_mbpp
-    from trainers.modeling import load_policy, merged_state_dict
-    from trainers.probe import sequence_logprobs
+    from codealign.trainers.modeling import load_policy, merged_state_dict
+    from codealign.trainers.probe import sequence_logprobs
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")

@@ -27,12 +27,12 @@ def main() -> None:
     import torch
     from safetensors.torch import load_file
 
-    from actors.generator import create_generator
+    from codealign.actors.generator import create_generator
     from codealign.config import GeneratorConfig, LoraConfig, ModelConfig, TrainConfig
     from codealign.model_source import resolve_model
     from codealign.records import GenerationRequest
+    from codealign.trainers.modeling import adapter_for_generators, load_policy
     from codealign.weights import to_numpy
-    from trainers.modeling import adapter_for_generators, load_policy
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")

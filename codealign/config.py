@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from sandbox import RewardTable
+from codealign.sandbox import RewardTable
 
 ALGORITHMS = ("dpo", "ppo", "distill", "sft")
 DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
@@ -411,7 +411,7 @@ class RunConfig:
                               "disabled")
 
     def resolved_data_dir(self) -> Path:
-        from exercises.loaders import resolve_data_dir
+        from codealign.exercises.loaders import resolve_data_dir
 
         return resolve_data_dir(self.data.data_dir)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sandbox import Result as ExecutionResult  # noqa: F401 - the sandbox's own record is the one that flows
+from codealign.sandbox import Result as ExecutionResult  # noqa: F401 - the sandbox's own record is the one that flows
 
 
 @dataclass

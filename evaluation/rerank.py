@@ -20,10 +20,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from codealign.evaluation.harness import Execute, Generate
+from codealign.evaluation.prompts import entry_point_of
+from codealign.exercises.extract import extract_code
 from codealign.records import Exercise
-from evaluation.harness import Execute, Generate
-from evaluation.prompts import entry_point_of
-from exercises.extract import extract_code
 
 METHODS = ("none", "codet", "cluster")
 FINGERPRINT = "OUTPUTS:"

@@ -13,9 +13,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from codealign.exercises.extract import as_answer
+from codealign.exercises.generation import Generate, template
 from codealign.records import GenerationRequest, SftExample
-from exercises.extract import as_answer
-from exercises.generation import Generate, template
 
 _DIGIT = re.compile(r"\b([1-5])\b")
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from codealign.config import OracleConfig
+from codealign.exercises import dataset
+from codealign.exercises.decontamination import Decontaminator
+from codealign.exercises.dedup import deduplicate
+from codealign.exercises.validation import RunJobs, validate
 from codealign.records import Exercise
-from exercises import dataset
-from exercises.decontamination import Decontaminator
-from exercises.dedup import deduplicate
-from exercises.validation import RunJobs, validate
 
 REPORT_FILE = "report.json"
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from codealign.records import Exercise, Experience
-from sandbox import Verdict
+from codealign.sandbox import Verdict
 
 STATE_FILE = "curriculum.json"
 BINS = ("0", "(0,0.5)", "[0.5,1)", "1")

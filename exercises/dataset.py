@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from codealign.exercises.schema import exercise_row, write_exercises_jsonl
 from codealign.records import Exercise
-from exercises.schema import exercise_row, write_exercises_jsonl
 
 DATASET_DIR = "dataset"
 JSONL_FILE = "exercises.jsonl"

@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from codealign.exercises.loaders import HUMANEVAL_FILE, MBPP_FILE, require_data_file
 from codealign.records import Exercise
-from exercises.loaders import HUMANEVAL_FILE, MBPP_FILE, require_data_file
 
 HUMANEVAL_PLUS_FILE = "HumanEvalPlus-OriginFmt-v0.1.10.jsonl.gz"
 MBPP_EVAL_RANGE = (11, 600)  # test 11-510 and validation 511-600

@@ -21,9 +21,9 @@ from importlib import resources
 from string import Template
 
 from codealign.config import OracleConfig
+from codealign.exercises.extract import extract_code
+from codealign.exercises.validation import RunJobs, validate
 from codealign.records import Completion, Exercise, GenerationRequest
-from exercises.extract import extract_code
-from exercises.validation import RunJobs, validate
 
 Generate = Callable[[list[GenerationRequest]], list[list[Completion]]]
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from exercises.loaders import HUMANEVAL_FILE, HUMANEVAL_PLUS_FILE, MBPP_FILE
+from codealign.exercises.loaders import HUMANEVAL_FILE, HUMANEVAL_PLUS_FILE, MBPP_FILE
 
 # The published files' SHA-256 (as listed in the shared data README).
 PUBLISHED_SHA256 = {

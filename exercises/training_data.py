@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from codealign.config import RunConfig
+from codealign.exercises.decontamination import BenchmarkPiece, Contamination, Decontaminator, load_benchmarks, squash
+from codealign.exercises.loaders import load_mbpp
 from codealign.records import Exercise, SftExample
-from exercises.decontamination import BenchmarkPiece, Contamination, Decontaminator, load_benchmarks, squash
-from exercises.loaders import load_mbpp
 
 
 def exercise_file_pieces(paths: Sequence[str]) -> list[BenchmarkPiece]:
     """The tasks of evaluation sets given as exercise files (`eval.benchmarks: [my_tasks.jsonl]`)."""
-    from exercises.schema import load_exercises_jsonl
+    from codealign.exercises.schema import load_exercises_jsonl
 
     pieces = []
     for path in paths:
@@ -124,13 +124,13 @@ def load_training_data(cfg: RunConfig) -> TrainingData:
     exercises = guard.admit(load_mbpp(cfg.resolved_data_dir(), cfg.data.train_ids), "mbpp_train")
     corpus: list[SftExample] = []
     if cfg.train.algorithm == "sft" and cfg.train.sft.corpus_dir:
-        from trainers.sft import load_corpus
+        from codealign.trainers.sft import load_corpus
 
         corpus = guard.admit(load_corpus(cfg.train.sft), "corpus")  # continued pre-training, file by file
         if not corpus:  # else the loop would quietly train on its verified solutions instead
             raise ValueError(f"train.sft.corpus_dir: every file overlaps an evaluation set ({guard.line()})")
     elif cfg.train.algorithm == "sft" and cfg.train.sft.data_file:
-        from trainers.sft import load_sft_file
+        from codealign.trainers.sft import load_sft_file
 
         corpus = guard.admit(load_sft_file(cfg.train.sft), "sft_data_file")
         if not corpus:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from codealign.records import ExecutionResult, Exercise
-from sandbox import Verdict
+from codealign.sandbox import Verdict
 
 RunJobs = Callable[[list[tuple[str, str]]], list[ExecutionResult]]
 

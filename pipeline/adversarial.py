@@ -20,19 +20,19 @@ from pathlib import Path
 import ray
 
 from codealign.config import RunConfig
+from codealign.exercises.curriculum import STATE_FILE, Curriculum
+from codealign.exercises.extract import as_answer
+from codealign.exercises.generation import Generated, with_visible_tests
+from codealign.exercises.loaders import load_mbpp
+from codealign.exercises.training_data import load_training_data
+from codealign.exercises.validation import RunJobs
 from codealign.model_source import resolve_model
+from codealign.pipeline.loop import RunResult, Stages, build_system, iteration_metrics, run_eval, sample_and_judge
+from codealign.pipeline.operations import start_ray
+from codealign.pipeline.oracle_run import Oracle, filter_generated, writer_for
+from codealign.pipeline.report import RunDir
 from codealign.records import Exercise, Experience, PreferencePair
-from exercises.curriculum import STATE_FILE, Curriculum
-from exercises.extract import as_answer
-from exercises.generation import Generated, with_visible_tests
-from exercises.loaders import load_mbpp
-from exercises.training_data import load_training_data
-from exercises.validation import RunJobs
-from pipeline.loop import RunResult, Stages, build_system, iteration_metrics, run_eval, sample_and_judge
-from pipeline.operations import start_ray
-from pipeline.oracle_run import Oracle, filter_generated, writer_for
-from pipeline.report import RunDir
-from sandbox import Verdict
+from codealign.sandbox import Verdict
 
 
 def oracle_pairs(exercises: dict[str, Exercise], experiences: list[Experience], max_pairs: int,

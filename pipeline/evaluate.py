@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from codealign.config import RunConfig
+from codealign.evaluation.benchmarks import benchmark_name, load_benchmark
+from codealign.evaluation.compare import PairedComparison, paired_comparison
+from codealign.evaluation.harness import BenchmarkResult, score, write_outputs
+from codealign.evaluation.prompts import PromptFormat
+from codealign.exercises.loaders import load_mbpp
 from codealign.records import Exercise
-from evaluation.benchmarks import benchmark_name, load_benchmark
-from evaluation.compare import PairedComparison, paired_comparison
-from evaluation.harness import BenchmarkResult, score, write_outputs
-from evaluation.prompts import PromptFormat
-from exercises.loaders import load_mbpp
 
 
 @dataclass
@@ -109,7 +109,7 @@ class LoopEvaluator:
         return {"benchmarks": out, "validation": self.validation_points}
 
     def report_section(self, metrics: list[dict]) -> str:
-        from pipeline.plots import draw_all
+        from codealign.pipeline.plots import draw_all
 
         lines = ["## Evaluation (greedy, prompt format: " + self.cfg.eval.prompt + ")", "",
                  "| benchmark | tasks | before | 95% CI | after | 95% CI |", "|---|---|---|---|---|---|"]

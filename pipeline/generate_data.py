@@ -14,11 +14,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from codealign.config import ConfigError, RunConfig, load_config
+from codealign.exercises.build import FilterOutcome, filter_exercises, write_output
+from codealign.exercises.decontamination import Decontaminator, load_benchmarks
+from codealign.exercises.loaders import load_mbpp
+from codealign.exercises.schema import ExerciseFileError, load_exercises_jsonl
 from codealign.records import Exercise
-from exercises.build import FilterOutcome, filter_exercises, write_output
-from exercises.decontamination import Decontaminator, load_benchmarks
-from exercises.loaders import load_mbpp
-from exercises.schema import ExerciseFileError, load_exercises_jsonl
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,7 +45,7 @@ def held_exercises(cfg: RunConfig, extra: list[str]) -> list[Exercise]:
 
 def filter_with_sandbox(exercises: list[Exercise], cfg: RunConfig, held: list[Exercise],
                         decon: Decontaminator) -> FilterOutcome:
-    from sandbox import Sandbox
+    from codealign.sandbox import Sandbox
 
     bar = tqdm(total=3, desc="filters", unit="stage")
 
@@ -111,7 +111,7 @@ def backtranslate_main(args: argparse.Namespace, cfg: RunConfig, out: Path) -> i
     except (ConfigError, FileNotFoundError) as exc:
         print(f"generate-data: {exc}", file=sys.stderr)
         return 2
-    from pipeline.oracle_run import backtranslate_corpus
+    from codealign.pipeline.oracle_run import backtranslate_corpus
 
     result = backtranslate_corpus(cfg, files)
     write_backtranslation(out, result)
@@ -145,7 +145,7 @@ def main(args: argparse.Namespace) -> int:
     if exercises is not None:
         outcome = filter_with_sandbox(exercises, cfg, held, decon)
     else:
-        from pipeline.oracle_run import generate_and_filter
+        from codealign.pipeline.oracle_run import generate_and_filter
 
         outcome = generate_and_filter(cfg, held, decon)
     write_output(out, outcome)

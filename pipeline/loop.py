@@ -15,25 +15,25 @@ from pathlib import Path
 import ray
 from tqdm import tqdm
 
-from actors.executor import ExecutorPool
-from actors.generator_group import GeneratorGroup
-from actors.replay_buffer import ReplayBuffer
+from codealign.actors.executor import ExecutorPool
+from codealign.actors.generator_group import GeneratorGroup
+from codealign.actors.replay_buffer import ReplayBuffer
 from codealign.config import RunConfig
+from codealign.evaluation.passk import evaluate
+from codealign.exercises.extract import as_answer, extract_code
+from codealign.exercises.training_data import load_training_data
 from codealign.model_source import resolve_model
+from codealign.pipeline.evaluate import LoopEvaluator
+from codealign.pipeline.preferences import build_pairs, references_to_check
+from codealign.pipeline.report import RunDir, round_line
+from codealign.pipeline.resilience import RoundOutcome, failure, learn_and_sync
+from codealign.pipeline.schedule import plan_rounds
+from codealign.pipeline.serving import ServingProbe, send_policy
+from codealign.pipeline.stream import ledger_config, stream_job
 from codealign.records import Completion, Exercise, Experience, GenerationRequest, SftExample
-from evaluation.passk import evaluate
-from exercises.extract import as_answer, extract_code
-from exercises.training_data import load_training_data
-from pipeline.evaluate import LoopEvaluator
-from pipeline.preferences import build_pairs, references_to_check
-from pipeline.report import RunDir, round_line
-from pipeline.resilience import RoundOutcome, failure, learn_and_sync
-from pipeline.schedule import plan_rounds
-from pipeline.serving import ServingProbe, send_policy
-from pipeline.stream import ledger_config, stream_job
-from sandbox import Verdict
-from trainers.learner import Learner
-from trainers.scoring import Sampling
+from codealign.sandbox import Verdict
+from codealign.trainers.learner import Learner
+from codealign.trainers.scoring import Sampling
 
 CHUNK = 16  # requests per generator call, so the progress bar moves; large enough to keep vLLM batching
 
@@ -89,7 +89,7 @@ def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
                       served_dtype=cfg.model.dtype)
     oracle = None
     if cfg.train.algorithm == "distill" and cfg.train.distill.sequences == "oracle" and cfg.oracle.backend != "none":
-        from pipeline.oracle_run import Oracle
+        from codealign.pipeline.oracle_run import Oracle
 
         oracle = Oracle(cfg)
     return System(generator, executors, buffer, learner, oracle)
@@ -119,7 +119,7 @@ def round_data(system: System, cfg: RunConfig, batch: list[Exercise], experience
         return build_pairs(by_id, experiences, t.max_pairs, seed=cfg.seed + it, rejected=t.rejected,
                            verified_references=verified)
     if t.algorithm == "ppo":  # the judged samples themselves, with the generator's logprobs
-        from trainers.ppo import select_rollouts
+        from codealign.trainers.ppo import select_rollouts
 
         # none left once the exercises without reward signal are dropped: nothing to train (not a NaN loss)
         return experiences if t.critic or select_rollouts(experiences, t, 0, t.num_workers)[0] else []
@@ -128,7 +128,9 @@ def round_data(system: System, cfg: RunConfig, batch: list[Exercise], experience
     if t.distill.mode == "logit" and t.distill.sequences == "student":  # on-policy, as in GKD
         return [SftExample(e.prompt, e.completion, "student_sample") for e in experiences if e.completion.strip()]
     if t.distill.sequences == "oracle" and getattr(system, "oracle", None) is not None:
-        from pipeline.oracle_run import oracle_solutions  # the oracle's own solutions, verified in the sandbox
+        from codealign.pipeline.oracle_run import (
+            oracle_solutions,  # the oracle's own solutions, verified in the sandbox
+        )
 
         return oracle_solutions(system.oracle.generate, system.executors.run, batch, cfg)
     return verified_solutions(system, batch, experiences)  # no oracle: the MBPP reference stands in
@@ -170,7 +172,7 @@ def round_metrics(cfg: RunConfig, experiences: list[Experience]) -> dict:
     out = iteration_metrics(experiences)
     t = cfg.train
     if t.algorithm == "ppo" and not t.critic:
-        from trainers.ppo import rl_rewards, zero_signal_groups
+        from codealign.trainers.ppo import rl_rewards, zero_signal_groups
 
         out["groups"] = len({e.exercise_id for e in experiences})
         out["groups_without_signal"] = len(zero_signal_groups(experiences, rl_rewards(experiences, t.rl_reward)))
@@ -199,10 +201,10 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
     """The whole local loop: returns what it wrote and the live actors (the caller may keep using them).
     With `resume_dir`, continues a run directory from its last completed iteration (pipeline/state.py)."""
     if cfg.oracle.exercise_source == "oracle":  # the oracle's game: generated exercises and a curriculum
-        from pipeline.adversarial import run_adversarial
+        from codealign.pipeline.adversarial import run_adversarial
 
         return run_adversarial(cfg)
-    from pipeline.operations import Operations, start_ray
+    from codealign.pipeline.operations import Operations, start_ray
 
     sources = load_training_data(cfg)  # every training source, through the decontamination gate
     train_set, corpus = sources.exercises, sources.corpus  # corpus: sft.data_file's turns or corpus_dir's files

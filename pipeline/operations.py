@@ -11,10 +11,10 @@ from pathlib import Path
 import ray
 
 from codealign.config import RunConfig
-from pipeline.metrics import MetricSinks
-from pipeline.report import RunDir
-from pipeline.serving import send_policy
-from pipeline.state import (
+from codealign.pipeline.metrics import MetricSinks
+from codealign.pipeline.report import RunDir
+from codealign.pipeline.serving import send_policy
+from codealign.pipeline.state import (
     DriverState,
     load_buffer,
     load_experiences,
@@ -23,8 +23,8 @@ from pipeline.state import (
     save_experiences,
     truncate_metrics,
 )
-from pipeline.stream import StreamResume, long_lived
-from trainers.modeling import MERGED_FILE
+from codealign.pipeline.stream import StreamResume, long_lived
+from codealign.trainers.modeling import MERGED_FILE
 
 
 def start_ray(cfg: RunConfig | None = None, **local) -> bool:

@@ -8,16 +8,16 @@ from dataclasses import replace
 
 from tqdm import tqdm
 
-from actors.executor import ExecutorPool
+from codealign.actors.executor import ExecutorPool
 from codealign.config import RunConfig
+from codealign.exercises.build import FilterOutcome, filter_exercises
+from codealign.exercises.decontamination import Decontaminator
+from codealign.exercises.extract import as_answer, extract_code
+from codealign.exercises.generation import ExerciseWriter, Generated
+from codealign.exercises.loaders import load_mbpp
+from codealign.pipeline.operations import start_ray
 from codealign.records import Completion, Exercise, GenerationRequest, SftExample
-from exercises.build import FilterOutcome, filter_exercises
-from exercises.decontamination import Decontaminator
-from exercises.extract import as_answer, extract_code
-from exercises.generation import ExerciseWriter, Generated
-from exercises.loaders import load_mbpp
-from pipeline.operations import start_ray
-from sandbox import Verdict
+from codealign.sandbox import Verdict
 
 CHUNK = 16
 
@@ -30,12 +30,12 @@ class Oracle:
         self.name = model or o.model
         self._group = None
         if o.backend == "remote":
-            from actors.remote_oracle import RemoteOracle, RemoteOracleConfig
+            from codealign.actors.remote_oracle import RemoteOracle, RemoteOracleConfig
 
             key = os.environ.get(o.api_key_env, "") if o.api_key_env else ""
             self._backend = RemoteOracle(RemoteOracleConfig(base_url or o.base_url, self.name, api_key=key))
         elif o.backend == "vllm":
-            from actors.generator_group import GeneratorGroup
+            from codealign.actors.generator_group import GeneratorGroup
             from codealign.model_source import resolve_model
 
             self._group = GeneratorGroup(resolve_model(self.name), replace(cfg.model, path=self.name),
@@ -111,7 +111,7 @@ def generate_and_filter(cfg: RunConfig, held: list[Exercise], decon: Decontamina
 
 def backtranslate_corpus(cfg: RunConfig, files: list[tuple[str, str]]):
     """`generate-data --backtranslate DIR`: the oracle writes the instructions, the rater (another model) rates."""
-    from exercises.backtranslation import backtranslate
+    from codealign.exercises.backtranslation import backtranslate
 
     o = cfg.oracle
     if o.backend == "vllm":

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+from codealign.exercises.extract import as_answer
 from codealign.records import Exercise, Experience, PreferencePair
-from exercises.extract import as_answer
-from sandbox import Verdict
+from codealign.sandbox import Verdict
 
 # `hardest`: the most informative negatives first - code that ran and failed assertions, then code that crashed,
 # and last the syntax errors and timeouts, which any pair already teaches to avoid

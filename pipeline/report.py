@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from codealign.config import RunConfig, config_to_dict
-from pipeline.summary import closing_summary
+from codealign.pipeline.summary import closing_summary
 
 
 @dataclass

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import ray
 
+from codealign.trainers.learner import TrainingFailed
 from codealign.weights import load_for_generators
-from trainers.learner import TrainingFailed
 
 
 @dataclass

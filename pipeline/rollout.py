@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from codealign.exercises.extract import extract_code
+from codealign.pipeline.schedule import BusyClock, RoundPlan, sample_id
 from codealign.records import Completion, Exercise, Experience
-from exercises.extract import extract_code
-from pipeline.schedule import BusyClock, RoundPlan, sample_id
 
 CHUNK = 16  # requests per generator call: the round-based loop's chunk, so max_staleness 0 batches identically
 MAX_ATTEMPTS = 3

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from codealign.chat import prompt_token_ids
 from codealign.config import RunConfig
+from codealign.exercises.extract import as_answer
 from codealign.records import Exercise
+from codealign.trainers.modeling import ADAPTER_DIR, MERGED_FILE
+from codealign.trainers.probe import trained_logprobs
 from codealign.weights import load_for_generators, to_numpy
-from exercises.extract import as_answer
-from trainers.modeling import ADAPTER_DIR, MERGED_FILE
-from trainers.probe import trained_logprobs
 
 
 def load_adapter(adapter_dir: Path) -> tuple[dict, dict]:
@@ -44,7 +44,7 @@ def serves_adapter(cfg: RunConfig) -> bool:
 def policy_for_generators(cfg: RunConfig, checkpoint_dir: Path):
     """What the generators are sent for a checkpoint: its LoRA adapter (`Adapter`, served unmerged) with
     `generator.enable_lora` on a LoRA run, else its merged weights. The one choice both schedules make."""
-    from actors.generator_group import Adapter
+    from codealign.actors.generator_group import Adapter
 
     if serves_adapter(cfg):
         return Adapter(*load_adapter(Path(checkpoint_dir) / ADAPTER_DIR))

@@ -23,10 +23,10 @@ from pathlib import Path
 import ray
 
 from codealign.config import RunConfig
+from codealign.pipeline.accounts import settle
+from codealign.pipeline.rollout import CHUNK, Rollout
+from codealign.pipeline.schedule import BusyClock, RoundPlan
 from codealign.records import Experience
-from pipeline.accounts import settle
-from pipeline.rollout import CHUNK, Rollout
-from pipeline.schedule import BusyClock, RoundPlan
 
 WAIT_S = 0.05
 
@@ -173,7 +173,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
     def fail(exc: Exception) -> bool:
         """The learner's batch failed: log it, keep the published version; returns whether the stream stops."""
         nonlocal learner, trained, busy_learner, unpublished, skipped
-        from pipeline.resilience import failure
+        from codealign.pipeline.resilience import failure
 
         if not waiting:  # not a batch's failure (nothing was being trained): nothing to contain it in
             raise exc
@@ -312,7 +312,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
 
 
 def ledger_config(cfg: RunConfig):
-    from actors.replay_buffer import LedgerConfig
+    from codealign.actors.replay_buffer import LedgerConfig
 
     p = cfg.pipeline
     return LedgerConfig(max_staleness=p.max_staleness, reuse=p.reuse, capacity=p.capacity)
@@ -327,7 +327,7 @@ def long_lived(cfg: RunConfig) -> bool:
 def make_learner(cfg: RunConfig, round_learner, model_path: str, storage_dir, resume: StreamResume | None = None):
     """The long-lived learner where it applies (DPO, critic-free PPO), else the round-based one in a thread (a
     resumed round-based learner was pointed at its checkpoint by pipeline/operations.py already)."""
-    from trainers.streaming import PerRoundLearner, StreamingLearner
+    from codealign.trainers.streaming import PerRoundLearner, StreamingLearner
 
     if long_lived(cfg):
         start = (resume.weights, resume.trained) if resume is not None and resume.weights else (None, 0)
@@ -344,8 +344,8 @@ def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_
     version, the adapter directory to keep, the sample accounts at the end). `after_round(record) -> dict` adds to
     each round's record before it is logged (the serving probe and the validation split, on the version served at
     that moment); `on_logged(record)` sees it after; `on_commit` / `resume`: see `run_stream`."""
-    from pipeline.report import round_line
-    from pipeline.serving import policy_for_generators, served_as
+    from codealign.pipeline.report import round_line
+    from codealign.pipeline.serving import policy_for_generators, served_as
 
     learner = make_learner(cfg, system.learner, model_path, run_dir.path / "train", resume)
 

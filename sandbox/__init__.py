@@ -8,7 +8,7 @@ __all__ = ["Result", "RewardTable", "Sandbox", "Verdict"]
 
 def __getattr__(name: str):
     if name in __all__:
-        from sandbox import core
+        from codealign.sandbox import core
 
         return getattr(core, name)
     raise AttributeError(f"module 'sandbox' has no attribute {name!r}")

@@ -188,7 +188,7 @@ def take_slot(opts: dict, hello: dict) -> int | None:
     cgroup (sandbox.cgroup, made while /sys/fs/cgroup is still in sight): the slot, None without one. Tells the
     caller in `hello` what bounds a run, or the fallback and what it loses."""
     global RUN_CGROUP
-    from sandbox import cgroup, run_slot
+    from codealign.sandbox import cgroup, run_slot
 
     try:
         slot, _ = run_slot.acquire()
@@ -213,7 +213,7 @@ def prepare(root: str, opts: dict) -> tuple[dict, object]:
     isolation, run uids, the warm-up): (its hello to the caller: the protections in effect, what bounds a run and
     what it sees; the filter or None). Fills opts["shared_mounts"] and opts["uids"]."""
     global jail, solution_side, judge_process
-    from sandbox import jail, judge_process, mounts, solution_side, syscall_filter, warmup
+    from codealign.sandbox import jail, judge_process, mounts, solution_side, syscall_filter, warmup
 
     for name in PRELOAD:
         importlib.import_module(name)
@@ -222,7 +222,7 @@ def prepare(root: str, opts: dict) -> tuple[dict, object]:
     slot = take_slot(opts, hello)
     # Before isolation: libseccomp's bindings are an installed package, which the runs' root does not show.
     seccomp = syscall_filter.build()
-    shown, hidden, allowed = mounts.run_view(root)
+    shown, hidden, allowed = mounts.run_view()
     try:
         active, hello["mounts"] = jail.isolate_server(shown, hidden, allowed)
     except OSError as exc:

@@ -20,7 +20,7 @@ import errno
 import os
 import time
 
-from sandbox import run_slot
+from codealign.sandbox import run_slot
 
 KILL_EVENT = "oom_kill"
 

@@ -18,10 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox import cgroup, frames
+import codealign
+from codealign.sandbox import cgroup, frames
 
 SERVER = str(Path(__file__).with_name("_server.py"))
-PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+# the folder holding the `codealign` package (a checkout, or site-packages): the server imports it from there
+PROJECT_ROOT = str(Path(codealign.__file__).resolve().parent.parent)
 
 
 class Verdict(str, enum.Enum):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 import builtins
 
-from sandbox import codec
+from codealign.sandbox import codec
 
 # -- modules ----------------------------------------------------------------------------------------------------
 

@@ -6,8 +6,8 @@ model code runs, and what is compared is rebuilt from data alone, as a type the 
 import ast
 import functools
 
-from sandbox import proxies, rpc
-from sandbox.solution_side import DETAIL_MAX, describe
+from codealign.sandbox import proxies, rpc
+from codealign.sandbox.solution_side import DETAIL_MAX, describe
 
 
 def free_names(tree) -> frozenset[str]:

@@ -15,9 +15,9 @@ import select
 import sys
 import time
 
-from sandbox import frames, jail, plan, proxies, rpc
-from sandbox.judge import compile_tests, run_split
-from sandbox.solution_side import DETAIL_MAX, describe
+from codealign.sandbox import frames, jail, plan, proxies, rpc
+from codealign.sandbox.judge import compile_tests, run_split
+from codealign.sandbox.solution_side import DETAIL_MAX, describe
 
 COMPILE_ERRORS = (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError)
 

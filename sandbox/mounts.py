@@ -59,7 +59,8 @@ def allowed_packages() -> list[str]:
     return out
 
 
-def run_view(project_root: str) -> tuple[list[str], list[str], list[str]]:
-    """(directories shown, package directories hidden inside them, allowed packages shown within those)."""
-    shown = [*interpreter_dirs(), os.path.join(project_root, "sandbox")]
+def run_view() -> tuple[list[str], list[str], list[str]]:
+    """(directories shown, package directories hidden inside them, allowed packages shown within those). The
+    sandbox's code is this package's folder: the checkout's sandbox/, or codealign/sandbox/ where installed."""
+    shown = [*interpreter_dirs(), os.path.dirname(os.path.abspath(__file__))]
     return shown, package_dirs(), allowed_packages()

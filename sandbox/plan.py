@@ -16,7 +16,7 @@ import ast
 import functools
 from dataclasses import dataclass, field
 
-from sandbox import declared
+from codealign.sandbox import declared
 
 
 @dataclass

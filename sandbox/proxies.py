@@ -20,8 +20,8 @@ import importlib
 import sys
 import types
 
-from sandbox import rpc
-from sandbox.introspect import SourceInfo
+from codealign.sandbox import rpc
+from codealign.sandbox.introspect import SourceInfo
 
 
 class Unsupported(rpc.CannotCross):

@@ -22,7 +22,7 @@ import time
 import types
 from _thread import RLock  # not threading: the fork server, every solution's parent, stays small
 
-from sandbox import codec, frames
+from codealign.sandbox import codec, frames
 
 HEADER = struct.Struct(">I")
 MESSAGE_LIMIT = 64 << 20

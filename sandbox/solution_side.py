@@ -7,7 +7,7 @@ import builtins
 import os
 import types
 
-from sandbox import codec, jail, rpc
+from codealign.sandbox import codec, jail, rpc
 
 DETAIL_MAX = 400
 MESSAGE_LIMIT = rpc.MESSAGE_LIMIT

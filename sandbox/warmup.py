@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import os
 
-from sandbox import codec, frames, judge, plan, rpc, solution_side
+from codealign.sandbox import codec, frames, judge, plan, rpc, solution_side
 
 PROGRAM = '''"""A module docstring."""
 import math

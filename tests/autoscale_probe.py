@@ -6,10 +6,10 @@ import sys
 
 import ray
 
-from actors.executor import ExecutorPool
-from actors.generator import actor_options
+from codealign.actors.executor import ExecutorPool
+from codealign.actors.generator import actor_options
 from codealign.config import ExecutorConfig, GeneratorConfig
-from sandbox import RewardTable
+from codealign.sandbox import RewardTable
 
 
 class GeneratorStandIn:

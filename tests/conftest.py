@@ -14,7 +14,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """Where every command reads the benchmarks from: $CODEALIGN_DATA, else the per-user data directory."""
-    from exercises.loaders import resolve_data_dir
+    from codealign.exercises.loaders import resolve_data_dir
 
     path = resolve_data_dir()
     assert (path / "mbpp.jsonl").is_file(), (f"benchmark data not found at {path}; run `python launch.py "
@@ -56,7 +56,7 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def tiny_generator(ray_cluster, tiny_model_path):
-    from actors.generator import create_generator
+    from codealign.actors.generator import create_generator
     from codealign.config import GeneratorConfig, ModelConfig
 
     cfg = GeneratorConfig(kv_cache_gib=1, enable_lora=True, max_lora_rank=16)

@@ -6,12 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from actors.executor import ExecutorPool
-from actors.replay_buffer import ReplayBuffer
+from codealign.actors.executor import ExecutorPool
+from codealign.actors.replay_buffer import ReplayBuffer
 from codealign.config import ExecutorConfig
 from codealign.records import GenerationRequest
+from codealign.sandbox import RewardTable, Verdict
 from codealign.weights import to_numpy
-from sandbox import RewardTable, Verdict
 
 PROMPT = "Write a Python function that adds two numbers."
 
@@ -64,7 +64,7 @@ def test_weight_update_changes_outputs_and_version(ray_cluster, tiny_generator, 
 
 def test_lora_update_changes_outputs_and_version(ray_cluster, tiny_generator, tiny_model_path):
     from codealign.config import LoraConfig, TrainConfig
-    from trainers.modeling import adapter_for_generators, load_policy
+    from codealign.trainers.modeling import adapter_for_generators, load_policy
 
     greedy = [GenerationRequest(PROMPT, temperature=0.0, max_tokens=12, request_id="g")]
     [[before]] = ray_cluster.get(tiny_generator.generate.remote(greedy))

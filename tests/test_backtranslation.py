@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from codealign.config import ConfigError, config_from_dict
-from exercises.backtranslation import parse_rating
+from codealign.exercises.backtranslation import parse_rating
 from tests.loopback_openai import chat_reply, serve
 
 FILES = {"add.py": "def add(a, b):\n    return a + b\n", "sort.py": "def top(xs):\n    return max(xs)\n",
@@ -45,7 +45,7 @@ def server():
 
 
 def test_instructions_written_by_the_oracle_rated_by_another_model(tmp_path, server):
-    from launch import main
+    from codealign.pipeline.cli import main
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -71,9 +71,9 @@ def test_instructions_written_by_the_oracle_rated_by_another_model(tmp_path, ser
 def test_the_learner_trains_on_the_back_translated_file(tmp_path, server, ray_cluster, tiny_model_path):
     # generate-data's sft.jsonl is what train.sft.data_file reads: a real SFT round on it through Ray Train
     from codealign.config import LoraConfig, SftConfig, TrainConfig
-    from launch import main
-    from trainers.learner import Learner
-    from trainers.sft import load_sft_file
+    from codealign.pipeline.cli import main
+    from codealign.trainers.learner import Learner
+    from codealign.trainers.sft import load_sft_file
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -99,7 +99,7 @@ def test_the_learner_trains_on_the_back_translated_file(tmp_path, server, ray_cl
 ])
 def test_a_bad_sft_file_is_refused_naming_the_line(tmp_path, text, problem):
     from codealign.config import SftConfig
-    from trainers.sft import load_sft_file
+    from codealign.trainers.sft import load_sft_file
 
     path = tmp_path / "sft.jsonl"
     path.write_text(text)
@@ -119,7 +119,7 @@ def test_the_rater_must_be_another_model_and_is_required(tmp_path, capsys):
     with pytest.raises(ConfigError, match="oracle.rater_model"):
         config_from_dict({"model": {}, "train": {}, "loop": {},
                           "oracle": {"backend": "remote", "base_url": "http://x", "model": "m", "rater_model": "m"}})
-    from launch import main
+    from codealign.pipeline.cli import main
 
     cfg = tmp_path / "bt.yaml"
     cfg.write_text(yaml.safe_dump({"model": {}, "train": {}, "loop": {},

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from codealign.config import RunConfig
-from exercises.training_data import load_training_data
+from codealign.exercises.training_data import load_training_data
 
 ROWS = {}
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actors.executor import executor_options
-from actors.generator import actor_options, tensor_parallel_bundles
+from codealign.actors.executor import executor_options
+from codealign.actors.generator import actor_options, tensor_parallel_bundles
 from codealign.config import RunConfig, load_config
-from trainers.learner import worker_resources
+from codealign.trainers.learner import worker_resources
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "configs").glob("cluster*.yaml"))

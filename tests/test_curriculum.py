@@ -6,10 +6,10 @@ import random
 import pytest
 
 from codealign.config import ConfigError, config_from_dict
+from codealign.exercises.curriculum import Curriculum
+from codealign.pipeline.adversarial import oracle_pairs
 from codealign.records import Exercise, Experience
-from exercises.curriculum import Curriculum
-from pipeline.adversarial import oracle_pairs
-from sandbox import Result, Verdict
+from codealign.sandbox import Result, Verdict
 
 
 def exp(ex_id, passed, text="x"):
@@ -98,9 +98,9 @@ def test_a_weak_oracles_game_is_seeded_from_mbpp_and_asks_harder_variants_of_the
     real sandbox (a broken one is never seeded), one assert shown; the seeds get pass rates like any exercise,
     the failed one goes to the oracle as a template, and its pairs say the MBPP reference stood in."""
     from codealign.config import OracleConfig
-    from exercises.generation import ExerciseWriter
-    from pipeline.adversarial import top_up
-    from sandbox import Sandbox
+    from codealign.exercises.generation import ExerciseWriter
+    from codealign.pipeline.adversarial import top_up
+    from codealign.sandbox import Sandbox
 
     pool = [mbpp_like(i, f"def plus{i}(x):\n    return x + {i}\n") for i in range(3)]
     pool.append(mbpp_like(3, "def plus3(x):\n    return x\n"))  # its reference fails its own tests

@@ -10,7 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
-from pipeline.report import RunDir
+from codealign.pipeline.report import RunDir
 
 RUN = Path(__file__).parent / "data" / "demo_run"
 
@@ -64,7 +64,7 @@ def test_a_significant_change_is_reported_as_moved(tmp_path):
                                               p_value=0.0215)
     s["decontamination"]["checked"] = {"mbpp_train": 374}  # what the gate saw (runs since it counts them)
     (run_dir.path / "summary.json").write_text(json.dumps(s))
-    from pipeline.summary import closing_summary
+    from codealign.pipeline.summary import closing_summary
 
     text = closing_summary(run_dir.path)
     moved = text[text.index("== What moved"):text.index("== What did not move")]

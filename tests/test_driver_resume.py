@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from codealign.config import config_from_dict
-from pipeline.loop import run
-from pipeline.state import STATE_FILE
+from codealign.pipeline.loop import run
+from codealign.pipeline.state import STATE_FILE
 from tests.tiny_runs import tiny_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,12 +175,12 @@ def test_a_round_in_flight_at_the_commit_is_produced_again_under_the_same_ids(ra
 
     import ray
 
-    from actors.replay_buffer import LedgerConfig, ReplayBuffer
     from bench.pipeline import SimLearner, SimPool
+    from codealign.actors.replay_buffer import LedgerConfig, ReplayBuffer
     from codealign.config import RunConfig
+    from codealign.pipeline.schedule import plan_rounds
+    from codealign.pipeline.stream import StreamResume, run_stream
     from codealign.records import Completion, Exercise
-    from pipeline.schedule import plan_rounds
-    from pipeline.stream import StreamResume, run_stream
 
     @ray.remote(num_cpus=0)
     class Generator:

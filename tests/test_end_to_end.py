@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from codealign.config import config_from_dict
-from pipeline.loop import run
+from codealign.pipeline.loop import run
 from tests.test_config import LOCAL
 
 

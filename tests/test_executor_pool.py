@@ -3,9 +3,9 @@ no job and answers none twice; the pool grows while work queues up and shrinks b
 
 import threading
 
-from actors.executor import ExecutorPool
+from codealign.actors.executor import ExecutorPool
 from codealign.config import ExecutorConfig
-from sandbox import RewardTable, Verdict
+from codealign.sandbox import RewardTable, Verdict
 
 
 def slow_jobs(n: int, seconds: float) -> list[tuple[str, str]]:

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
+from codealign.exercises.decontamination import Decontaminator, load_benchmarks
+from codealign.exercises.dedup import deduplicate
+from codealign.exercises.validation import stub_of, validate
 from codealign.records import Exercise
-from exercises.decontamination import Decontaminator, load_benchmarks
-from exercises.dedup import deduplicate
-from exercises.validation import stub_of, validate
-from sandbox import Sandbox
+from codealign.sandbox import Sandbox
 
 GOOD_REF = "def add(a, b):\n    return a + b\n"
 GOOD_TESTS = "assert add(1, 2) == 3\nassert add(-1, 1) == 0\nassert add(10, 5) == 15\n"
@@ -124,7 +124,7 @@ def test_humaneval_plus_tests_catch_a_copied_assert(decontaminator, data_dir):
     # an input list that only HumanEval+'s extra tests contain
     import gzip
 
-    from exercises.decontamination import HUMANEVAL_PLUS_FILE
+    from codealign.exercises.decontamination import HUMANEVAL_PLUS_FILE
 
     row = json.loads(gzip.open(data_dir / HUMANEVAL_PLUS_FILE, "rt").readline())
     start = row["test"].index("inputs = ")
@@ -134,7 +134,7 @@ def test_humaneval_plus_tests_catch_a_copied_assert(decontaminator, data_dir):
 
 
 def _run_cli(*argv):
-    from launch import main
+    from codealign.pipeline.cli import main
 
     return main(["generate-data", *argv])
 
@@ -157,8 +157,8 @@ def test_generate_data_input_end_to_end(tmp_path, data_dir):
     assert report["details"]["leak"]["benchmark_task"] == "mbpp/11"
     assert report["dropped"]["stdin"] == "tests_read_stdin"
     assert sum(report["counts"].values()) == len(rows) - 1
-    from exercises.dataset import load
-    from exercises.schema import load_exercises_jsonl
+    from codealign.exercises.dataset import load
+    from codealign.exercises.schema import load_exercises_jsonl
 
     loaded = load(out)
     assert [e.id for e in loaded] == ["sound"] and loaded[0].reference == GOOD_REF

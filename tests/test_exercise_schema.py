@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from codealign.exercises.schema import ExerciseFileError, exercise_row, load_exercises_jsonl, write_exercises_jsonl
 from codealign.records import Exercise
-from exercises.schema import ExerciseFileError, exercise_row, load_exercises_jsonl, write_exercises_jsonl
 
 
 def test_round_trip_keeps_fields_and_provenance(tmp_path):

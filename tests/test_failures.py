@@ -10,12 +10,12 @@ import pytest
 from safetensors.torch import load_file
 
 from codealign.config import LoraConfig, TrainConfig, config_from_dict
+from codealign.pipeline.loop import Stages, run
+from codealign.pipeline.resilience import learn_and_sync
 from codealign.records import GenerationRequest, PreferencePair
+from codealign.trainers.learner import Learner
 from codealign.weights import to_numpy
-from pipeline.loop import Stages, run
-from pipeline.resilience import learn_and_sync
 from tests.tiny_runs import tiny_run_config
-from trainers.learner import Learner
 
 PAIRS = [PreferencePair(f"Write f{i}(x).", f"def f{i}(x):\n    return x + {i}\n", "def f(:\n", "reference>syntax_error")
          for i in range(4)]
@@ -53,7 +53,7 @@ def test_a_nan_round_keeps_the_last_good_version_and_the_run_still_reports(ray_c
 
 def catch_up_group(handle, ray_cluster):
     """A GeneratorGroup around the session's engine (starting a second vLLM engine would cost half a minute)."""
-    from actors.generator_group import GeneratorGroup
+    from codealign.actors.generator_group import GeneratorGroup
 
     group = GeneratorGroup.__new__(GeneratorGroup)
     group.replicas, group.max_attempts, group._latest = [handle], 1, None

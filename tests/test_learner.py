@@ -6,8 +6,8 @@ from safetensors.torch import load_file
 
 from codealign.config import LoraConfig, TrainConfig
 from codealign.records import PreferencePair
-from trainers.learner import Learner
-from trainers.modeling import load_policy, merged_state_dict
+from codealign.trainers.learner import Learner
+from codealign.trainers.modeling import load_policy, merged_state_dict
 
 PAIRS = [
     PreferencePair("Write add(a, b).", "```python\ndef add(a, b):\n    return a + b\n```",
@@ -40,7 +40,7 @@ def test_a_float32_checkpoint_keeps_its_precision_under_a_bf16_lora_run(tiny_mod
     an fp32 checkpoint (an earlier stage's fp32 merge) is kept in fp32, or its small update would round away."""
     from transformers import AutoModelForCausalLM
 
-    from trainers.modeling import bf16_supported
+    from codealign.trainers.modeling import bf16_supported
 
     if not bf16_supported():
         pytest.skip("no bf16 matrix units on this CPU: the base is fp32 whatever the checkpoint")
@@ -91,7 +91,7 @@ def test_two_data_parallel_workers_keep_identical_weights(ray_cluster, tiny_mode
 
 
 def test_nan_loss_stops_the_round_with_a_clear_error(ray_cluster, tiny_model_path, tmp_path):
-    from trainers.learner import TrainingFailed
+    from codealign.trainers.learner import TrainingFailed
 
     cfg = TrainConfig(learning_rate=1e30, batch_size=1, lora=LoraConfig(r=8, alpha=16))  # diverges at once
     learner = Learner(cfg, tiny_model_path, tmp_path / "train")

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_only_the_newest_round_checkpoints_are_kept(ray_cluster, tiny_model_path, tmp_path):
-    from trainers.learner import Learner
+    from codealign.trainers.learner import Learner
 
     cfg = TrainConfig(learning_rate=2e-3, batch_size=2, num_to_keep=2, lora=LoraConfig(r=4, alpha=8))
     learner = Learner(cfg, tiny_model_path, tmp_path / "train")

@@ -19,7 +19,7 @@ def pair(i: int, chosen: str | None = None) -> PreferencePair:
 
 
 def start(cfg: TrainConfig, tiny_model_path, tmp_path, **kw):
-    from trainers.streaming import StreamingLearner
+    from codealign.trainers.streaming import StreamingLearner
 
     return StreamingLearner(cfg, PipelineConfig(), tiny_model_path, tmp_path / "train", **kw)
 
@@ -39,7 +39,7 @@ def dpo_cfg(**options) -> TrainConfig:
 
 def test_mailbox_keeps_a_batch_until_every_rank_has_read_it(ray_cluster):
     """Rank 0 may train an empty share and report before rank 1 has read the batch: rank 1 still gets it."""
-    from trainers.streaming import Mailbox
+    from codealign.trainers.streaming import Mailbox
 
     box = Mailbox.remote(2)
     box.put_batch.remote(0, {"data": ["x"], "version": 0, "publish": True})
@@ -74,8 +74,8 @@ def first_losses(tiny_model_path, pairs: list[PreferencePair], cfg: TrainConfig)
     import torch
     from transformers import AutoTokenizer
 
-    from trainers.modeling import load_policy
-    from trainers.streaming import dpo_batch
+    from codealign.trainers.modeling import load_policy
+    from codealign.trainers.streaming import dpo_batch
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
     torch.manual_seed(cfg.seed)

@@ -9,11 +9,11 @@ import statistics
 import pytest
 import torch
 
-import trainers.steps as steps
+import codealign.trainers.steps as steps
 from codealign.config import PipelineConfig, TrainConfig, load_config
 from codealign.records import ExecutionResult, Experience, PreferencePair
-from sandbox import Verdict
-from trainers.streaming import dpo_batch, ppo_batch
+from codealign.sandbox import Verdict
+from codealign.trainers.streaming import dpo_batch, ppo_batch
 
 CPU = torch.device("cpu")
 
@@ -22,7 +22,7 @@ CPU = torch.device("cpu")
 def tiny(tiny_model_path):
     from transformers import AutoTokenizer
 
-    from trainers.modeling import load_policy
+    from codealign.trainers.modeling import load_policy
 
     torch.manual_seed(0)
     policy = load_policy(tiny_model_path, TrainConfig())
@@ -159,7 +159,7 @@ def test_proximal_log_probs_after_a_batch_have_no_dropout_noise(tiny_model_path)
     whatever the RNG state."""
     from transformers import AutoTokenizer
 
-    from trainers.modeling import load_policy
+    from codealign.trainers.modeling import load_policy
 
     cfg = TrainConfig(algorithm="ppo", batch_size=4, max_length=96, learning_rate=0.0)
     cfg.lora.dropout = 0.5

@@ -5,7 +5,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trainers.losses import dpo_loss, sequence_logps
+from codealign.trainers.losses import dpo_loss, sequence_logps
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +102,7 @@ def test_clipped_policy_loss_matches_trl_grpo(tiny_model_path, tmp_path):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from trainers.losses import clipped_policy_loss
+    from codealign.trainers.losses import clipped_policy_loss
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
     policy = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)

@@ -6,7 +6,7 @@ import json
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from codealign.config import RunConfig
-from pipeline.metrics import MetricSinks, flatten
+from codealign.pipeline.metrics import MetricSinks, flatten
 
 RECORD = {"iteration": 0, "reward_mean": -1.5, "verdicts": {"passed": 2, "failed": 6}, "seconds": {"train": 3.0},
           "dpo/loss": 0.69, "dpo/loss@rank1": 0.71, "failure": {"stage": "train", "message": "nan"}}
@@ -106,7 +106,7 @@ def test_a_local_run_serves_the_ray_dashboard(tmp_path):
     script = """
 import json, urllib.request, ray
 from codealign.config import RunConfig
-from pipeline.operations import local_ray_options
+from codealign.pipeline.operations import local_ray_options
 cfg = RunConfig(ray_num_cpus=1, ray_dashboard_port=0)
 ctx = ray.init(**local_ray_options(cfg))
 url = "http://" + ctx.dashboard_url
@@ -126,7 +126,7 @@ def test_a_taken_dashboard_port_falls_back_to_a_free_one(capsys):
     import socket
 
     from codealign.config import RunConfig
-    from pipeline.operations import local_ray_options
+    from codealign.pipeline.operations import local_ray_options
 
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
@@ -144,7 +144,7 @@ def test_a_taken_dashboard_port_falls_back_to_a_free_one(capsys):
 def _gather_on_rank(rank: int, world: int, port: int, out) -> None:
     import torch.distributed as dist
 
-    from trainers.steps import with_rank_metrics
+    from codealign.trainers.steps import with_rank_metrics
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
@@ -159,7 +159,7 @@ def test_every_ranks_numbers_where_they_differ():
     rank's value of the numbers that differ, and only of those."""
     import torch.multiprocessing as mp
 
-    from pipeline.operations import free_port
+    from codealign.pipeline.operations import free_port
 
     ctx = mp.get_context("spawn")
     out = ctx.Queue()

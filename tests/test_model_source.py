@@ -10,7 +10,7 @@ import torch
 
 from codealign.config import LoraConfig, TrainConfig
 from codealign.model_source import ModelSourceError, check_lora_targets, resolve_model
-from trainers.modeling import checkpoint_weights, load_policy, merged_state_dict
+from codealign.trainers.modeling import checkpoint_weights, load_policy, merged_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_a_bin_checkpoint_goes_through_a_qlora_round_and_its_merge(ray_cluster, 
     from safetensors.torch import load_file
 
     from codealign.records import PreferencePair
-    from trainers.learner import Learner
+    from codealign.trainers.learner import Learner
 
     pairs = [PreferencePair("Write add(a, b).", "def add(a, b):\n    return a + b\n",
                             "def add(a, b):\n    return a - b\n", "passed>failed", "t/1")] * 2
@@ -77,7 +77,7 @@ def test_a_lora_delta_that_matches_no_base_tensor_is_an_error(tiny_model_path):
 
 @pytest.mark.parametrize("target", ["lm_head", "embed_tokens", "model.embed_tokens", ".*lm_head"])
 def test_lora_on_tied_embeddings_is_refused(tiny_model_path, tmp_path, target):
-    from trainers.learner import Learner
+    from codealign.trainers.learner import Learner
 
     targets = ["q_proj", target]
     with pytest.raises(ModelSourceError, match=f"train.lora.target_modules: '{target}'.*tie"):
@@ -93,7 +93,7 @@ def test_lora_on_tied_embeddings_is_refused(tiny_model_path, tmp_path, target):
 
 
 def test_launch_refuses_tied_lora_targets_before_starting_anything(tiny_model_path, capsys):
-    import launch
+    import codealign.pipeline.cli as launch
 
     config = Path(launch.__file__).parent / "configs" / "local.yaml"
     code = launch.main(["run", "--config", str(config), "--set", f"model.path={tiny_model_path}",

@@ -9,7 +9,7 @@ import threading
 import pytest
 import yaml
 
-from exercises.generation import Malformed, parse_blocks_answer, parse_json_answer, parse_list
+from codealign.exercises.generation import Malformed, parse_blocks_answer, parse_json_answer, parse_list
 from tests.loopback_openai import chat_reply, serve
 
 GOOD = ('Task: Return the number of vowels in a word.\n```python\ndef count_vowels(word):\n'
@@ -58,8 +58,8 @@ def test_a_function_without_asserts_gets_its_tests_from_a_request_of_their_own()
     """oracle.tests_step (self-instruct's order): the weak oracle's usual answer, a function and prints but no
     asserts, is sent back for tests alone; too few asserts there too is still counted as too_few_asserts."""
     from codealign.config import OracleConfig
+    from codealign.exercises.generation import ExerciseWriter
     from codealign.records import Completion
-    from exercises.generation import ExerciseWriter
 
     no_tests = {"square": "Task: Square a number.\n```python\ndef square(x):\n    return x * x\n\n"
                           "print(square(3))\n```",
@@ -98,8 +98,8 @@ def test_a_function_without_asserts_gets_its_tests_from_a_request_of_their_own()
 
 def test_the_game_asks_exercises_per_round_new_exercises_taking_sub_categories_in_turn():
     from codealign.config import OracleConfig
+    from codealign.exercises.generation import ExerciseWriter
     from codealign.records import Completion
-    from exercises.generation import ExerciseWriter
 
     asked = []
 
@@ -173,7 +173,7 @@ def write_config(tmp_path, base_url, **oracle):
 
 
 def test_generate_data_against_a_scripted_openai_server(tmp_path, scripted_server, ray_cluster):
-    from launch import main
+    from codealign.pipeline.cli import main
 
     out = tmp_path / "out"
     assert main(["generate-data", "--config", str(write_config(tmp_path, scripted_server)), "--out", str(out)]) == 0
@@ -202,7 +202,7 @@ def test_one_repair_round_sends_back_what_no_solution_passes(tmp_path, scripted_
     """oracle.repair_rounds: 1: the exercise whose function returns nothing is sent back with its error and
     comes back correct (kept, its old solution in `repaired_from`); the tests are the same; the filters still
     drop the duplicate and the contaminated one."""
-    from launch import main
+    from codealign.pipeline.cli import main
 
     out = tmp_path / "out"
     cfg = write_config(tmp_path, scripted_server, repair_rounds=1)
@@ -220,7 +220,7 @@ def test_one_repair_round_sends_back_what_no_solution_passes(tmp_path, scripted_
 
 
 def test_json_format_sends_the_schema_as_response_format(tmp_path, scripted_server, ray_cluster):
-    from launch import main
+    from codealign.pipeline.cli import main
 
     cfg = write_config(tmp_path, scripted_server, answer_format="json", exercises_per_subcategory=1)
     out = tmp_path / "out"
@@ -234,8 +234,8 @@ def test_json_format_sends_the_schema_as_response_format(tmp_path, scripted_serv
 
 
 def test_mbpp_training_prompts_show_one_assert_and_keep_all_tests(data_dir):
-    from exercises.generation import with_visible_tests
-    from exercises.loaders import load_mbpp
+    from codealign.exercises.generation import with_visible_tests
+    from codealign.exercises.loaders import load_mbpp
 
     ex = load_mbpp(data_dir, (601, 601))[0]
     shown = with_visible_tests(ex, 1)
@@ -244,7 +244,7 @@ def test_mbpp_training_prompts_show_one_assert_and_keep_all_tests(data_dir):
 
 
 def test_generate_data_refuses_a_used_out_dir_and_a_missing_oracle(tmp_path, capsys):
-    from launch import main
+    from codealign.pipeline.cli import main
 
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("mine")

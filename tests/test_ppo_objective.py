@@ -6,11 +6,11 @@ import torch
 
 from codealign.config import LoraConfig, TrainConfig
 from codealign.records import ExecutionResult, Experience, GenerationRequest
-from sandbox import Verdict
-from trainers.learner import Learner
-from trainers.losses import clipped_policy_loss
-from trainers.ppo import advantages, rl_rewards, zero_signal_groups
-from trainers.scoring import Sampling, token_log_probs
+from codealign.sandbox import Verdict
+from codealign.trainers.learner import Learner
+from codealign.trainers.losses import clipped_policy_loss
+from codealign.trainers.ppo import advantages, rl_rewards, zero_signal_groups
+from codealign.trainers.scoring import Sampling, token_log_probs
 
 PROMPTS = ["Write a Python function that adds two numbers.", "Write a Python function that reverses a list."]
 SAMPLING = Sampling(temperature=0.8, top_p=0.95, max_tokens=24)
@@ -19,7 +19,7 @@ SAMPLING = Sampling(temperature=0.8, top_p=0.95, max_tokens=24)
 @pytest.fixture(scope="module")
 def smol_rollouts(ray_cluster, real_model_path):
     """Completions of the real model sampled by a real vLLM engine at T=0.8, top-p 0.95 (engine killed after)."""
-    from actors.generator import create_generator
+    from codealign.actors.generator import create_generator
     from codealign.config import GeneratorConfig, ModelConfig
 
     handle = create_generator(real_model_path, ModelConfig(max_model_len=512), GeneratorConfig(kv_cache_gib=1))
@@ -74,8 +74,8 @@ def test_first_ppo_step_has_importance_ratio_one(smol_rollouts, real_model_path,
 
 
 def test_rejected_choice_prefers_failed_assertions_by_default():
+    from codealign.pipeline.preferences import build_pairs
     from codealign.records import Exercise
-    from pipeline.preferences import build_pairs
 
     ex = {"e": Exercise("e", "p", "assert f() == 1\n", reference="def f():\n    return 1\n")}
     verdicts = [(Verdict.TIMEOUT, -2.0), (Verdict.SYNTAX_ERROR, -1.0), (Verdict.FAILED, -0.3),

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from actors.remote_oracle import OracleBadResponse, OracleUnavailable, RemoteOracle, RemoteOracleConfig
+from codealign.actors.remote_oracle import OracleBadResponse, OracleUnavailable, RemoteOracle, RemoteOracleConfig
 from codealign.records import GenerationRequest
 
 

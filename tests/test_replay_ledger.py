@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from actors.replay_buffer import LedgerConfig, SampleLedger
+from codealign.actors.replay_buffer import LedgerConfig, SampleLedger
 from codealign.config import ConfigError, config_from_dict
-from trainers.losses import clipped_policy_loss
-from trainers.offpolicy import off_policy_loss
+from codealign.trainers.losses import clipped_policy_loss
+from codealign.trainers.offpolicy import off_policy_loss
 
 
 def ids(r: int, n: int = 2) -> list[str]:
@@ -150,9 +150,9 @@ def test_ppo_batch_trains_stale_samples_with_the_correction_and_reports_it(tiny_
 
     from codealign.config import PipelineConfig, TrainConfig
     from codealign.records import ExecutionResult, Experience
-    from sandbox import Verdict
-    from trainers.modeling import load_policy
-    from trainers.streaming import ppo_batch
+    from codealign.sandbox import Verdict
+    from codealign.trainers.modeling import load_policy
+    from codealign.trainers.streaming import ppo_batch
 
     cfg = TrainConfig(algorithm="ppo", batch_size=2, max_length=128)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
@@ -209,12 +209,12 @@ def test_rollout_buffer_and_learner_accounts_add_up_and_a_broken_count_is_caught
     agree; a learner that reports one sample fewer than it was given, or a batch twice, breaks the accounts."""
     import random
 
-    from actors.replay_buffer import ReplayBuffer
     from bench.pipeline import SimGroup, SimLearner, SimPool
+    from codealign.actors.replay_buffer import ReplayBuffer
     from codealign.config import RunConfig
+    from codealign.pipeline.schedule import plan_rounds
+    from codealign.pipeline.stream import run_stream
     from codealign.records import Exercise
-    from pipeline.schedule import plan_rounds
-    from pipeline.stream import run_stream
 
     cfg = RunConfig()
     cfg.loop.iterations, cfg.loop.exercises_per_iteration, cfg.loop.samples_per_exercise = 3, 2, 2
@@ -269,12 +269,12 @@ def test_publish_every_2_with_a_round_without_data_neither_waits_nor_leaves_a_ba
     import random
     import threading
 
-    from actors.replay_buffer import ReplayBuffer
     from bench.pipeline import SimGroup, SimLearner, SimPool
+    from codealign.actors.replay_buffer import ReplayBuffer
     from codealign.config import RunConfig
+    from codealign.pipeline.schedule import plan_rounds
+    from codealign.pipeline.stream import run_stream
     from codealign.records import Exercise
-    from pipeline.schedule import plan_rounds
-    from pipeline.stream import run_stream
 
     cfg = RunConfig()
     cfg.loop.iterations, cfg.loop.exercises_per_iteration, cfg.loop.samples_per_exercise = rounds, 2, 2
@@ -311,13 +311,13 @@ def test_a_failed_learner_batch_follows_loop_on_train_failure(ray_cluster, polic
     up (the failed batch's samples were taken and trained by no batch)."""
     import random
 
-    from actors.replay_buffer import ReplayBuffer
     from bench.pipeline import SimGroup, SimLearner, SimPool
+    from codealign.actors.replay_buffer import ReplayBuffer
     from codealign.config import RunConfig
+    from codealign.pipeline.schedule import plan_rounds
+    from codealign.pipeline.stream import run_stream
     from codealign.records import Exercise
-    from pipeline.schedule import plan_rounds
-    from pipeline.stream import run_stream
-    from trainers.learner import TrainingFailed
+    from codealign.trainers.learner import TrainingFailed
 
     class FailsAtStep2(SimLearner):
         def poll(self):

@@ -10,7 +10,7 @@ import pytest
 
 from codealign.config import LoraConfig, TrainConfig
 from codealign.records import SftExample
-from trainers.learner import Learner
+from codealign.trainers.learner import Learner
 
 EXAMPLES = [SftExample(f"Write f{i}(x).", f"```python\ndef f{i}(x):\n    return x * {i} + {i * i}\n```")
             for i in range(16)]
@@ -57,7 +57,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_matches_the_uninterrupt
 
 
 def test_without_failures_allowed_the_crash_is_reported(ray_cluster, tiny_model_path, tmp_path):
-    from trainers.learner import TrainingFailed
+    from codealign.trainers.learner import TrainingFailed
 
     storage = tmp_path / "fails"
     killed: list[int] = []

@@ -2,11 +2,11 @@
 
 from types import SimpleNamespace
 
-from actors.executor import ExecutorPool
+from codealign.actors.executor import ExecutorPool
 from codealign.config import ExecutorConfig, RunConfig
+from codealign.pipeline.loop import round_data, verified_solutions
 from codealign.records import Completion, ExecutionResult, Exercise, Experience
-from pipeline.loop import round_data, verified_solutions
-from sandbox import RewardTable, Verdict
+from codealign.sandbox import RewardTable, Verdict
 
 TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
 EXERCISES = [

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from exercises.loaders import load_humaneval, load_mbpp
-from sandbox import RewardTable, Sandbox, Verdict
+from codealign.exercises.loaders import load_humaneval, load_mbpp
+from codealign.sandbox import RewardTable, Sandbox, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 ADD = "def add(a, b):\n    return a + b\n"
@@ -143,10 +143,12 @@ def test_works_from_a_checkout_under_tmp(tmp_path):
     import sys
 
     root = tmp_path / "checkout"
-    shutil.copytree(ROOT / "sandbox", root / "sandbox", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("codealign", "sandbox"):
+        shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", root)
     code = (f"import sys; sys.path.insert(0, {str(root)!r})\n"
-            "from sandbox import Sandbox, Verdict\n"
-            "import sandbox.core as core\n"
+            "from codealign.sandbox import Sandbox, Verdict\n"
+            "import codealign.sandbox.core as core\n"
             f"assert core.PROJECT_ROOT == {str(root)!r}\n"
             "with Sandbox(parallelism=1) as sb:\n"
             "    r = sb.run('def add(a, b):\\n    return a + b\\n', 'assert add(1, 2) == 3\\n')\n"

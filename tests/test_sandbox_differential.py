@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandbox import Sandbox, Verdict
+from codealign.sandbox import Sandbox, Verdict
 
 # the strategy below is recursive: Hypothesis warns that its own description is long
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from sandbox import Sandbox, Verdict
+from codealign.sandbox import Sandbox, Verdict
 
 P, F, R = Verdict.PASSED, Verdict.FAILED, Verdict.RUNTIME_ERROR
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from codealign.config import ConfigError, config_from_dict
-from sandbox import RewardTable, Sandbox, Verdict
+from codealign.sandbox import RewardTable, Sandbox, Verdict
 
 LOCAL = Path(__file__).resolve().parent.parent / "configs" / "local.yaml"
 SQUARE = "def square(x):\n    return x * x\n"
@@ -32,14 +32,14 @@ def strict():
 REPLACE_RUNNER = (
     "import sys\n"
     "for name, mod in list(sys.modules.items()):\n"
-    "    if name.startswith('sandbox') and hasattr(mod, 'run_in_process'):\n"
+    "    if name.startswith('codealign.sandbox') and hasattr(mod, 'run_in_process'):\n"
     "        mod.run_in_process = lambda tests, ns: {'verdict': 'passed', 'detail': ''}\n"
 )
 # the tested name is a def, but at run time the program changes how the sandbox classifies its names
 RECLASSIFY = (
     "import sys\n"
     "for name, mod in list(sys.modules.items()):\n"
-    "    if name.startswith('sandbox') and hasattr(mod, 'kind_of'):\n"
+    "    if name.startswith('codealign.sandbox') and hasattr(mod, 'kind_of'):\n"
     "        mod.kind_of = lambda value: 'other'\n"
 )
 
@@ -178,7 +178,7 @@ def test_in_process_tests_run_as_main_too(sb):
 
 
 def test_the_executor_applies_its_in_process_policy():
-    from actors.executor import Executor
+    from codealign.actors.executor import Executor
     from codealign.config import ExecutorConfig
 
     job = ("class Box:\n    pass\n", "assert Box() is not None\n")
@@ -282,7 +282,7 @@ def test_the_functions_code_cannot_be_run_in_the_judge(sb):
 def FORGE_HELLO(extra: str) -> str:
     return (
         "import sys as _sys\n"
-        "_rpc = _sys.modules['sandbox.rpc']\n"
+        "_rpc = _sys.modules['codealign.sandbox.rpc']\n"
         "_send = _rpc.Session.send\n"
         "def _forged(self, msg):\n"
         "    if isinstance(msg, dict) and 'names' in msg:\n"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from sandbox import Sandbox, Verdict
+from codealign.sandbox import Sandbox, Verdict
 
 SQUARE = "def square(x):\n    return x * x\n"
 TESTS = "assert square(3) == 9\nassert square(-2) == 4\n"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from sandbox import Sandbox, Verdict
+from codealign.sandbox import Sandbox, Verdict
 
 SQUARE = "def square(x):\n    return x * x\n"
 WRONG = "def square(x):\n    return x + x\n"
@@ -41,7 +41,7 @@ BREAKERS = {
     "rebind-len": "import builtins\nbuiltins.len = lambda x: 0\nbuiltins.min = lambda *a, **k: 0\n",
     "rebind-isinstance": "import builtins\nbuiltins.isinstance = lambda *a: True\nbuiltins.str = bytes\n",
     "module-globals": "import sys\nfor name, mod in list(sys.modules.items()):\n"
-                      "    if name.startswith('sandbox') or name in ('json', 'os', 'socket'):\n"
+                      "    if name.startswith('codealign') or name in ('json', 'os', 'socket'):\n"
                       "        for attr in list(vars(mod)):\n"
                       "            if not attr.startswith('__'):\n"
                       "                try:\n                    setattr(mod, attr, None)\n"

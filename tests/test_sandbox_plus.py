@@ -2,7 +2,7 @@
 passes in the sandbox, as under plain python. One slow test (a few minutes on a loaded 2-core machine)."""
 
 from bench.humaneval_plus import load_plus
-from sandbox import Sandbox, Verdict
+from codealign.sandbox import Sandbox, Verdict
 
 
 def test_every_humaneval_plus_canonical_solution_passes(data_dir):

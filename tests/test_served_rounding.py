@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import load_file
 
 from codealign.config import LoraConfig, TrainConfig
+from codealign.trainers.modeling import load_policy, lora_deltas, merged_state_dict
 from codealign.weights import round_stochastic
-from trainers.modeling import load_policy, lora_deltas, merged_state_dict
 
 
 def test_a_sub_resolution_update_survives_the_bf16_merge(tiny_model_path):

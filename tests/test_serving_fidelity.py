@@ -12,15 +12,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from actors.generator import create_generator
+from codealign.actors.generator import create_generator
 from codealign.chat import prompt_token_ids
 from codealign.config import GeneratorConfig, LoraConfig, ModelConfig, TrainConfig
+from codealign.pipeline.serving import load_adapter
 from codealign.records import PreferencePair
+from codealign.trainers.learner import Learner
+from codealign.trainers.modeling import ADAPTER_DIR
+from codealign.trainers.probe import trained_logprobs
 from codealign.weights import load_for_generators
-from pipeline.serving import load_adapter
-from trainers.learner import Learner
-from trainers.modeling import ADAPTER_DIR
-from trainers.probe import trained_logprobs
 
 PAIRS = [
     PreferencePair("Write add(a, b).", "```python\ndef add(a, b):\n    return a + b\n```",

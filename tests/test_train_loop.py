@@ -8,8 +8,8 @@ import torch
 
 from codealign.config import LoraConfig, LossGuardConfig, SftConfig, TrainConfig
 from codealign.records import PreferencePair, SftExample
-from trainers.learner import Learner
-from trainers.steps import OPTIMIZER_FILE, LossGuard, learning_rate, param_groups
+from codealign.trainers.learner import Learner
+from codealign.trainers.steps import OPTIMIZER_FILE, LossGuard, learning_rate, param_groups
 
 LORA = LoraConfig(r=8, alpha=16)
 SOLUTIONS = [
@@ -29,8 +29,8 @@ def test_warm_up_then_the_schedule():
 
 
 def test_no_weight_decay_on_biases_and_norms(tiny_model_path):
-    from trainers.critic import PolicyWithValue
-    from trainers.modeling import load_policy
+    from codealign.trainers.critic import PolicyWithValue
+    from codealign.trainers.modeling import load_policy
 
     model = PolicyWithValue(load_policy(tiny_model_path, TrainConfig(bf16=False, lora=LoraConfig(enabled=False))))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -97,7 +97,7 @@ class ToyTokenizer:
 
 
 def test_fim_is_applied_per_block():
-    from trainers.sft import tokenize_examples
+    from codealign.trainers.sft import tokenize_examples
 
     doc = "".join(f"def f{i}(x):\n    return x + {i}\n" for i in range(12))  # ~330 characters
     sft = SftConfig(fim_rate=1.0, fim_spm_rate=0.0, fim_tokens=["<pre>", "<suf>", "<mid>"])
@@ -118,8 +118,8 @@ def test_fim_is_applied_per_block():
 def test_answers_are_the_chat_templates_assistant_turn(real_model_path):
     from transformers import AutoTokenizer
 
-    from trainers.dpo import tokenize_pair
-    from trainers.sft import tokenize_examples
+    from codealign.trainers.dpo import tokenize_pair
+    from codealign.trainers.sft import tokenize_examples
 
     tok = AutoTokenizer.from_pretrained(real_model_path)
     pair = PreferencePair("Write add(a, b).", "def add(a, b):\n    return a + b", "def add(a, b):\n    return 0", "")
@@ -137,7 +137,7 @@ def test_answers_are_the_chat_templates_assistant_turn(real_model_path):
 def test_bf16_supported_asks_the_cpu():
     from pathlib import Path
 
-    from trainers.modeling import bf16_compute, bf16_supported
+    from codealign.trainers.modeling import bf16_compute, bf16_supported
 
     flags = set()
     for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -10,12 +10,12 @@ from safetensors.torch import load_file, save_file
 
 from codealign.config import DistillConfig, LoraConfig, LossGuardConfig, SftConfig, TrainConfig
 from codealign.records import ExecutionResult, Experience, GenerationRequest, SftExample
-from sandbox import Verdict
-from trainers.critic import gae
-from trainers.distill import distill_loss
-from trainers.fim import fim_token_ids, sentinel_ids
-from trainers.learner import Learner
-from trainers.steps import LossGuard
+from codealign.sandbox import Verdict
+from codealign.trainers.critic import gae
+from codealign.trainers.distill import distill_loss
+from codealign.trainers.fim import fim_token_ids, sentinel_ids
+from codealign.trainers.learner import Learner
+from codealign.trainers.steps import LossGuard
 
 LORA = LoraConfig(r=8, alpha=16)
 SOLUTIONS = [
@@ -128,7 +128,7 @@ def test_sft_on_solutions_and_fim_corpus_lowers_the_loss(ray_cluster, tiny_model
     (corpus / "pkg").mkdir(parents=True)
     (corpus / "pkg" / "walk.py").write_text(CODE_FILE)
     (corpus / "pkg" / "blob.py").write_bytes(b"\xff\xfe\x00binary")  # not UTF-8: skipped
-    from trainers.sft import load_corpus
+    from codealign.trainers.sft import load_corpus
 
     sft = SftConfig(corpus_dir=str(corpus), fim_rate=1.0, fim_tokens=["<jupyter_start>", "<jupyter_text>",
                                                                        "<jupyter_code>"])
@@ -220,8 +220,8 @@ def test_qlora_nf4_trains_and_merges_into_the_unquantized_base(ray_cluster, tiny
 def test_a_qlora_policy_trains_every_adapter_after_an_eval_mode_reference_pass(tiny_model_path):
     # DPO and PPO score the reference in eval mode without grad first; on an AVX512-BF16 CPU bitsandbytes then
     # repacked the 4-bit weights for a kernel without backward, and q/k/v/gate/up got zero gradient ever after
-    from trainers.modeling import load_policy
-    from trainers.sft import sft_loss
+    from codealign.trainers.modeling import load_policy
+    from codealign.trainers.sft import sft_loss
 
     item = {"input_ids": torch.randint(10, 1000, (1, 32), generator=torch.Generator().manual_seed(0)), "start": 4}
     model = load_policy(tiny_model_path, TrainConfig(quantization="nf4", lora=LORA))
@@ -235,8 +235,8 @@ def test_a_qlora_policy_trains_every_adapter_after_an_eval_mode_reference_pass(t
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_path):
-    from trainers.modeling import load_policy
-    from trainers.sft import sft_loss
+    from codealign.trainers.modeling import load_policy
+    from codealign.trainers.sft import sft_loss
 
     item = {"input_ids": torch.randint(10, 1000, (1, 48), generator=torch.Generator().manual_seed(0)), "start": 8}
     grads = []

@@ -12,10 +12,10 @@ import os
 
 import torch
 
-from trainers.modeling import bf16_compute, replica_spread
-from trainers.sft import completion_logits, prepare_items
-from trainers.steps import MicroStep, optimizer_carry, run_steps
-from trainers.worker import build_policy, report_round, setup_worker
+from codealign.trainers.modeling import bf16_compute, replica_spread
+from codealign.trainers.sft import completion_logits, prepare_items
+from codealign.trainers.steps import MicroStep, optimizer_carry, run_steps
+from codealign.trainers.worker import build_policy, report_round, setup_worker
 
 BETAS = {"forward": 0.0, "reverse": 1.0}
 

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import torch
 
 from codealign.records import PreferencePair
-from trainers.chat_turns import answer_token_ids
-from trainers.losses import dpo_loss, sequence_logps
-from trainers.modeling import bf16_compute, replica_spread
-from trainers.steps import MicroStep, optimizer_carry, run_steps
-from trainers.worker import build_policy, report_round, setup_worker
+from codealign.trainers.chat_turns import answer_token_ids
+from codealign.trainers.losses import dpo_loss, sequence_logps
+from codealign.trainers.modeling import bf16_compute, replica_spread
+from codealign.trainers.steps import MicroStep, optimizer_carry, run_steps
+from codealign.trainers.worker import build_policy, report_round, setup_worker
 
 
 @dataclass

@@ -8,12 +8,12 @@ import ray
 
 from codealign.config import PipelineConfig, TrainConfig
 from codealign.records import Experience, PreferencePair, SftExample
-from trainers.distill import distill_train_loop
-from trainers.dpo import dpo_train_loop
-from trainers.modeling import ADAPTER_DIR, MERGED_FILE
-from trainers.ppo import ppo_train_loop
-from trainers.scoring import Sampling
-from trainers.sft import sft_train_loop
+from codealign.trainers.distill import distill_train_loop
+from codealign.trainers.dpo import dpo_train_loop
+from codealign.trainers.modeling import ADAPTER_DIR, MERGED_FILE
+from codealign.trainers.ppo import ppo_train_loop
+from codealign.trainers.scoring import Sampling
+from codealign.trainers.sft import sft_train_loop
 
 # algorithm -> the train loop each Ray Train worker runs
 TRAIN_LOOPS = {"dpo": dpo_train_loop, "ppo": ppo_train_loop, "distill": distill_train_loop, "sft": sft_train_loop}

@@ -21,13 +21,13 @@ import torch
 
 from codealign.chat import prompt_token_ids
 from codealign.records import Experience
-from sandbox import Verdict
-from trainers.critic import PolicyWithValue, gae
-from trainers.losses import clipped_policy_loss
-from trainers.modeling import bf16_compute, load_policy, replica_spread
-from trainers.scoring import Sampling, token_log_probs
-from trainers.steps import MicroStep, load_params, optimizer_carry, run_steps
-from trainers.worker import build_policy, report_round, setup_worker
+from codealign.sandbox import Verdict
+from codealign.trainers.critic import PolicyWithValue, gae
+from codealign.trainers.losses import clipped_policy_loss
+from codealign.trainers.modeling import bf16_compute, load_policy, replica_spread
+from codealign.trainers.scoring import Sampling, token_log_probs
+from codealign.trainers.steps import MicroStep, load_params, optimizer_carry, run_steps
+from codealign.trainers.worker import build_policy, report_round, setup_worker
 
 VALUE_HEAD_FILE = "value_head.pt"
 CRITIC_TRUNK_FILE = "critic_trunk.pt"  # critic_model: separate - the critic's own trainable parameters
@@ -199,7 +199,7 @@ def policy_micro_step(model, ref: list[torch.Tensor], cfg, autocast: bool, sampl
     def micro_step(b, i: int) -> MicroStep:
         new, entropy, values = forward_tokens(model, b, autocast, cfg.critic, sampling)
         if "prox_logps" in b:
-            from trainers.offpolicy import off_policy_loss
+            from codealign.trainers.offpolicy import off_policy_loss
 
             out = off_policy_loss(new, b["prox_logps"], b["engine_logps"], ref[i], b["adv"], cfg.clip_eps, kl_coef,
                                   off_policy.importance_cap, off_policy.off_policy, cfg.clip_eps_high, normaliser)

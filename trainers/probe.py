@@ -11,15 +11,15 @@ from pathlib import Path
 
 import torch
 
-from trainers.modeling import ADAPTER_DIR
+from codealign.trainers.modeling import ADAPTER_DIR
 
 
 def load_trained(model_path: str, checkpoint_dir: str | Path | None):
     """The policy a round checkpoint describes, in fp32 (the base model when `checkpoint_dir` is None)."""
     from transformers import AutoModelForCausalLM
 
-    from trainers.steps import load_params
-    from trainers.worker import FULL_WEIGHTS_FILE
+    from codealign.trainers.steps import load_params
+    from codealign.trainers.worker import FULL_WEIGHTS_FILE
 
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     if checkpoint_dir is not None:

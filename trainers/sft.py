@@ -16,11 +16,11 @@ import torch.nn.functional as F
 
 from codealign.config import SftConfig
 from codealign.records import SftExample
-from trainers.chat_turns import answer_token_ids
-from trainers.fim import fim_token_ids, sentinel_ids, text_blocks
-from trainers.modeling import bf16_compute, replica_spread
-from trainers.steps import MicroStep, optimizer_carry, run_steps
-from trainers.worker import build_policy, report_round, setup_worker
+from codealign.trainers.chat_turns import answer_token_ids
+from codealign.trainers.fim import fim_token_ids, sentinel_ids, text_blocks
+from codealign.trainers.modeling import bf16_compute, replica_spread
+from codealign.trainers.steps import MicroStep, optimizer_carry, run_steps
+from codealign.trainers.worker import build_policy, report_round, setup_worker
 
 
 def load_corpus(cfg: SftConfig) -> list[SftExample]:

@@ -25,8 +25,8 @@ import ray
 import torch
 
 from codealign.config import PipelineConfig, TrainConfig
-from trainers.learner import Learner, TrainingFailed, worker_resources
-from trainers.modeling import (
+from codealign.trainers.learner import Learner, TrainingFailed, worker_resources
+from codealign.trainers.modeling import (
     ADAPTER_DIR,
     MERGED_FILE,
     bf16_compute,
@@ -34,7 +34,7 @@ from trainers.modeling import (
     replica_spread,
     save_for_generators,
 )
-from trainers.scoring import Sampling
+from codealign.trainers.scoring import Sampling
 
 POLL_S = 0.05
 
@@ -116,8 +116,8 @@ def dpo_batch(model, policy, ref_model, tokenizer, pairs, cfg: TrainConfig, rank
     `carry`: the optimizer state the previous batch left (as a round continues the previous round's); `job`:
     (this batch's index, batches in the job), over which the learning-rate schedule runs; returns (metrics, the
     state to carry on)."""
-    from trainers.dpo import dpo_batches, dpo_micro_step, pair_logps, selected_pairs
-    from trainers.steps import OPTIMIZER_FILE, optimizer_carry, run_steps
+    from codealign.trainers.dpo import dpo_batches, dpo_micro_step, pair_logps, selected_pairs
+    from codealign.trainers.steps import OPTIMIZER_FILE, optimizer_carry, run_steps
 
     batches = dpo_batches(tokenizer, pairs, cfg, rank, world, device)
     autocast = bf16_compute(cfg)
@@ -143,7 +143,7 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
     behaviour log-probs and micro-step); a sample made by an older policy than `train_version` is trained with the
     off-policy correction of `pipe.off_policy`, its proximal policy being these weights as the batch starts.
     `carry`, `job` and the second value returned: as in `dpo_batch`."""
-    from trainers.ppo import (
+    from codealign.trainers.ppo import (
         batch_metrics,
         behaviour_logps,
         forward_tokens,
@@ -155,7 +155,7 @@ def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank:
         stale_metrics,
         trained_rollouts,
     )
-    from trainers.steps import OPTIMIZER_FILE, optimizer_carry, run_steps
+    from codealign.trainers.steps import OPTIMIZER_FILE, optimizer_carry, run_steps
 
     sampling = sampling or Sampling()
     rollouts, rewards, dropped = select_rollouts(data, cfg, rank, world)
@@ -204,9 +204,9 @@ def streaming_train_loop(config: dict) -> None:
     import ray.train.torch
     from transformers import AutoTokenizer
 
-    from trainers.modeling import checkpoint_weights, load_policy
-    from trainers.steps import OPTIMIZER_FILE, load_params, trainable_state
-    from trainers.worker import FULL_WEIGHTS_FILE
+    from codealign.trainers.modeling import checkpoint_weights, load_policy
+    from codealign.trainers.steps import OPTIMIZER_FILE, load_params, trainable_state
+    from codealign.trainers.worker import FULL_WEIGHTS_FILE
 
     cfg: TrainConfig = config["train"]
     pipe: PipelineConfig = config["pipeline"]

@@ -9,13 +9,13 @@ from pathlib import Path
 import torch
 
 from codealign.config import TrainConfig
-from trainers.modeling import (
+from codealign.trainers.modeling import (
     checkpoint_weights,
     frozen_reference,
     load_policy,
     save_for_generators,
 )
-from trainers.steps import load_params, report_checkpoint, trainable_state
+from codealign.trainers.steps import load_params, report_checkpoint, trainable_state
 
 
 def setup_worker(config: dict) -> tuple[TrainConfig, int, int, list]:
