@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+LOCAL = ROOT / "configs" / "local.yaml"  # the default recipe
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
@@ -63,3 +64,10 @@ def tiny_generator(ray_cluster, tiny_model_path):
     handle = create_generator(tiny_model_path, ModelConfig(max_model_len=512), cfg)
     yield handle
     ray_cluster.kill(handle)
+
+
+def raw_local() -> dict:
+    """The default recipe as plain YAML data, to edit in a test."""
+    import yaml
+
+    return yaml.safe_load(LOCAL.read_text())

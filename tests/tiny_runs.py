@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from tests.test_config import LOCAL
+from tests.conftest import LOCAL
 
 
 def tiny_run_config(output_dir, model_path: str, **sections) -> dict:

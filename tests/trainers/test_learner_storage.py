@@ -10,7 +10,7 @@ from codealign.records import PreferencePair
 
 PAIRS = [PreferencePair("Write add(a, b).", "def add(a, b):\n    return a + b\n",
                         "def add(a, b):\n    return a - b\n", "passed>failed", "t/1")] * 2
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_only_the_newest_round_checkpoints_are_kept(ray_cluster, tiny_model_path, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.private_ray import private_head
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 NODE = {"node_config": {}, "min_workers": 0}
 FAKE_CLUSTER = {

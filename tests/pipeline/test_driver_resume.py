@@ -24,7 +24,7 @@ from codealign.pipeline.loop import run
 from codealign.pipeline.state import STATE_FILE
 from tests.tiny_runs import tiny_run_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def experience_ids(run_dir: Path) -> dict[int, list[tuple[str, str]]]:

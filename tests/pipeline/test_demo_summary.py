@@ -11,8 +11,9 @@ import shutil
 from pathlib import Path
 
 from codealign.pipeline.report import RunDir
+from tests.conftest import ROOT
 
-RUN = Path(__file__).parent / "data" / "demo_run"
+RUN = Path(__file__).parents[1] / "data" / "demo_run"
 
 
 def finish_copy(tmp_path: Path) -> RunDir:
@@ -53,7 +54,7 @@ def test_the_summary_says_what_was_trained_what_moved_and_what_next(tmp_path, ca
     assert "MBPP test: not one of its 10 tasks changed its verdict" in why
     assert "HumanEval: change -0.100 with a 95% interval from -0.300 to +0.000, which holds 0" in why
     assert tail.rstrip().splitlines()[-1].strip().startswith(".venv/bin/python bench/quality.py")
-    assert (Path(__file__).parent.parent / "bench" / "quality.py").is_file()
+    assert (ROOT / "bench" / "quality.py").is_file()
 
 
 def test_a_significant_change_is_reported_as_moved(tmp_path):

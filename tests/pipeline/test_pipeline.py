@@ -10,7 +10,7 @@ import yaml
 import codealign.pipeline.loop as loop
 import codealign.pipeline.stream as stream
 from codealign.config import config_from_dict
-from tests.test_config import LOCAL
+from tests.conftest import LOCAL
 
 
 def tiny_config(tmp_path, model_path: str, name: str, schedule: str, max_staleness: int, iterations: int = 2,

@@ -11,7 +11,7 @@ from codealign.evaluation.compare import compare_dirs
 from codealign.pipeline.evaluate import LoopEvaluator
 from codealign.pipeline.plots import draw_all
 from codealign.sandbox import Sandbox
-from tests.test_config import LOCAL
+from tests.conftest import LOCAL
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,7 @@ import pytest
 from codealign.exercises.loaders import load_humaneval, load_mbpp
 from codealign.sandbox import RewardTable, Sandbox, Verdict
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ADD = "def add(a, b):\n    return a + b\n"
 ADD_TESTS = "assert add(1, 2) == 3\nassert add(-1, 1) == 0\n"
 

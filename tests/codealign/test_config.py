@@ -1,19 +1,12 @@
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from codealign.config import ConfigError, config_from_dict, load_config
-
-ROOT = Path(__file__).resolve().parent.parent
-LOCAL = ROOT / "configs" / "local.yaml"
-
-
-def raw_local() -> dict:
-    return yaml.safe_load(LOCAL.read_text())
+from tests.conftest import LOCAL, ROOT, raw_local
 
 
 def test_local_config_loads_with_the_seed_reward_table():

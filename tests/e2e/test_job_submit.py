@@ -13,7 +13,7 @@ import yaml
 from tests.private_ray import private_head
 from tests.tiny_runs import tiny_run_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_ray_job_submit_runs_the_default_recipe_on_a_ray_start_head(real_model_path, data_dir, tmp_path):

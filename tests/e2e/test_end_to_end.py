@@ -8,7 +8,7 @@ import yaml
 
 from codealign.config import config_from_dict
 from codealign.pipeline.loop import run
-from tests.test_config import LOCAL
+from tests.conftest import LOCAL
 
 
 @pytest.mark.slow

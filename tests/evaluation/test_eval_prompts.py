@@ -70,7 +70,7 @@ def test_recorded_smollm2_answers_become_the_programs_plain_python_judges(data_d
     (prose dropped, an unclosed block taken to the end), and the sandbox's verdict on it is the recorded one."""
     from codealign.exercises.extract import extract_code
 
-    rows = [json.loads(line) for line in (Path(__file__).parent / "data" / "smollm2_answers.jsonl").open()]
+    rows = [json.loads(line) for line in (Path(__file__).parents[1] / "data" / "smollm2_answers.jsonl").open()]
     tasks = {spec: {ex.id: ex for ex in load_benchmark(spec, data_dir)} for spec in {r["benchmark"] for r in rows}}
     assert {r["verdict"] for r in rows} >= {"passed", "failed", "runtime_error", "syntax_error"}
     fmt = PromptFormat("chat")

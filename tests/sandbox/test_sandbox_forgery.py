@@ -10,7 +10,7 @@ import yaml
 from codealign.config import ConfigError, config_from_dict
 from codealign.sandbox import RewardTable, Sandbox, Verdict
 
-LOCAL = Path(__file__).resolve().parent.parent / "configs" / "local.yaml"
+LOCAL = Path(__file__).resolve().parents[2] / "configs" / "local.yaml"
 SQUARE = "def square(x):\n    return x * x\n"
 WRONG = "def square(x):\n    return x + x\n"  # right for 2, wrong for 3
 TESTS = "assert square(3) == 9\nassert square(-2) == 4\n"
