@@ -180,8 +180,8 @@ def confine_run(memory_mb: int, cpu_s: int, file_mb: int, nproc: int, uid: int |
                 writable: bool = True, shared_mounts: bool = True) -> None:
     """In a run's process (solution or judge; PID 1 of its own PID namespace): its own /proc, IPC namespace (no
     System V object outlives the run or reaches another), a fresh tmpfs at WORKDIR that vanishes with it (its
-    working directory; the rest of /tmp, /var/tmp and /dev/shm are read-only), limits, its own uid, no
-    privileges, and the seccomp filter (built once in the server) last."""
+    working directory) and, for the solution, one at /dev/shm (the rest of /tmp and /var/tmp is read-only), limits,
+    its own uid, no privileges, and the seccomp filter (built once in the server) last."""
     unshare(CLONE_NEWNS | CLONE_NEWIPC)
     if shared_mounts:  # else every copied mount is private already (shares_mounts)
         mount(None, "/", None, MS_REC | MS_PRIVATE)
@@ -191,6 +191,8 @@ def confine_run(memory_mb: int, cpu_s: int, file_mb: int, nproc: int, uid: int |
     # (EROFS) and run beside it instead, where the file is where the solution looks.
     ro = 0 if writable else MS_RDONLY
     mount("tmpfs", WORKDIR, "tmpfs", MS_NOSUID | MS_NODEV | ro, f"mode=0755,size={4 * file_mb}m{owner}")
+    if writable:  # POSIX shared memory and semaphores (multiprocessing's locks), this run's own and gone with it
+        mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode=1777,size={4 * file_mb}m")
     os.setsid()  # its own session and process group: killpg(0) reaches nothing else
     confine(WORKDIR, memory_mb, cpu_s, file_mb, nproc, uid)
     if seccomp is not None:

@@ -296,3 +296,22 @@ def test_what_benchmarks_import_still_imports():
     with Sandbox(timeout_s=20, parallelism=1) as box:
         res = box.run(program, tests)
         assert res.verdict is Verdict.PASSED, res.detail
+
+
+# -- POSIX shared memory: the run's own ------------------------------------------------------------------------
+POOL = ("import multiprocessing as mp, os\n"
+        "def squares(xs):\n    with mp.Pool(2) as pool:\n        return pool.starmap(pow, [(x, 2) for x in xs])\n"
+        "def leave(name):\n    open(os.path.join('/dev/shm', name), 'w').write('x')\n    return True\n"
+        "def seen(name):\n    return os.path.exists(os.path.join('/dev/shm', name))\n")
+
+
+def test_multiprocessing_runs_and_shared_memory_is_gone_with_the_run():
+    """multiprocessing's locks live in /dev/shm: a run gets its own, as under plain Python, and nothing it writes
+    there reaches the host or the next run."""
+    name = f"codealign-shm-{os.getpid()}"
+    with Sandbox(timeout_s=20, parallelism=1) as box:
+        res = box.run(POOL, f"assert squares([1, 2, 3]) == [1, 4, 9]\nassert leave({name!r})\n")
+        assert res.verdict is Verdict.PASSED, res.detail
+        res = box.run(POOL, f"assert not seen({name!r})\n")
+        assert res.verdict is Verdict.PASSED, res.detail
+    assert not os.path.exists(os.path.join("/dev/shm", name))
