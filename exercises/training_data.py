@@ -139,7 +139,7 @@ def load_training_data(cfg: RunConfig) -> TrainingData:
     return TrainingData(exercises, corpus, guard)
 
 
-if __name__ == "__main__":  # python -m exercises.training_data CONFIG [KEY=VALUE ...]: what the gate removes
+if __name__ == "__main__":  # python -m codealign.exercises.training_data CONFIG [KEY=VALUE ...]: what the gate removes
     import json
     import sys
 
