@@ -40,7 +40,7 @@ def test_ray_job_submit_runs_the_default_recipe_on_a_ray_start_head(real_model_p
         logs = client.get_job_logs(job)
         assert status == JobStatus.SUCCEEDED, logs[-4000:]
         info = client.get_job_info(job)
-    assert "pass@1 before" in logs and "iteration 0:" in logs and "run directory:" in logs
+    assert "pass@1 before" in logs and "round 0:" in logs and "run directory:" in logs
     assert info.runtime_env["working_dir"].startswith("gcs://")  # the checkout went through the Jobs API
     [run_dir] = list((tmp_path / "runs").glob("job-*"))
     summary = json.loads((run_dir / "summary.json").read_text())
