@@ -4,11 +4,11 @@ copy of a test task's solution, a shared assert) are removed from each training 
 matched; `data.allow_eval_overlap` keeps them and says so. Real benchmark files, real config, no Ray."""
 
 import json
-import os
 
 import pytest
 
 from codealign.config import RunConfig
+from codealign.exercises.loaders import resolve_data_dir
 from codealign.exercises.training_data import load_training_data
 
 ROWS = {}
@@ -16,7 +16,7 @@ ROWS = {}
 
 def mbpp(task_id):
     if not ROWS:
-        with open(os.path.join(os.environ["CODEALIGN_DATA"], "mbpp.jsonl")) as fh:
+        with (resolve_data_dir() / "mbpp.jsonl").open() as fh:  # where the run itself reads it
             ROWS.update({r["task_id"]: r for r in map(json.loads, fh)})
     return ROWS[task_id]
 
