@@ -33,8 +33,11 @@ def test_verified_solutions_and_round_data_by_algorithm(ray_cluster):
     cfg = RunConfig()
     by_id = {ex.id: ex for ex in EXERCISES}
     for algorithm, expected in [("sft", 2), ("ppo", 3)]:
-        cfg.train.algorithm = algorithm
+        cfg.train.algorithm, cfg.train.critic = algorithm, True
         assert len(round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)) == expected
+    # critic-free PPO: one sample per exercise carries no reward signal against its group, so nothing to train
+    cfg.train.critic = False
+    assert round_data(system, cfg, EXERCISES, experiences, by_id, [], 0) == []
     cfg.train.algorithm = "dpo"  # the broken reference failed its tests in the sandbox: no pair stands on it
     assert [(p.exercise_id, p.reason) for p in round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)] == [
         ("ok", "reference>failed")]
