@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from codealign.paths import resolve_data_dir
 from codealign.sandbox import RewardTable
 
 ALGORITHMS = ("dpo", "ppo", "distill", "sft")
@@ -411,8 +412,6 @@ class RunConfig:
                               "disabled")
 
     def resolved_data_dir(self) -> Path:
-        from codealign.exercises.loaders import resolve_data_dir
-
         return resolve_data_dir(self.data.data_dir)
 
 

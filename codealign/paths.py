@@ -11,3 +11,15 @@ def user_cache_dir(kind: str) -> Path:
     """$XDG_CACHE_HOME/codealign/<kind>, default ~/.cache/codealign/<kind>."""
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache).expanduser() / "codealign" / kind
+
+
+def user_data_dir() -> Path:
+    """The per-user benchmark data directory that `launch.py prepare-data` fills."""
+    return user_cache_dir("data")
+
+
+def resolve_data_dir(configured: str | Path = "") -> Path:
+    """Where the benchmark files are read from: the configured directory (data.data_dir, eval --data-dir), else
+    $CODEALIGN_DATA, else the per-user data directory."""
+    raw = str(configured or "") or os.environ.get("CODEALIGN_DATA", "")
+    return Path(raw).expanduser() if raw else user_data_dir()

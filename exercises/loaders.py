@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
-from codealign.paths import user_cache_dir
+from codealign.paths import resolve_data_dir, user_data_dir  # noqa: F401 (the loaders' callers import them here)
 from codealign.records import Exercise
 
 MBPP_FILE = "mbpp.jsonl"
@@ -31,18 +30,6 @@ HUMANEVAL_PLUS_BROKEN = ("HumanEval/32",)
 
 class DataFileMissing(FileNotFoundError):
     pass
-
-
-def user_data_dir() -> Path:
-    """The per-user benchmark data directory that `launch.py prepare-data` fills."""
-    return user_cache_dir("data")
-
-
-def resolve_data_dir(configured: str | Path = "") -> Path:
-    """Where the benchmark files are read from: the configured directory (data.data_dir, eval --data-dir), else
-    $CODEALIGN_DATA, else the per-user data directory."""
-    raw = str(configured or "") or os.environ.get("CODEALIGN_DATA", "")
-    return Path(raw).expanduser() if raw else user_data_dir()
 
 
 def packaged_humaneval() -> Path | None:
