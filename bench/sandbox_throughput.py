@@ -143,6 +143,7 @@ jail, uids, run_cgroup = _server.jail, opts["uids"], _server.RUN_CGROUP
 own = os.open("/proc/self/ns/pid", os.O_RDONLY)
 gc.collect()
 gc.freeze()
+jail.release_free_heap()
 sys.stdout.write(json.dumps(hello) + "\n")
 sys.stdout.flush()
 sys.stdin.readline()

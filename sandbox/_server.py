@@ -264,6 +264,7 @@ def main() -> None:
     # never writes to, and never copies) those pages: forks get cheaper.
     gc.collect()
     gc.freeze()
+    jail.release_free_heap()
     serve(opts, control)
 
 

@@ -141,6 +141,17 @@ def build_root(shown: list[str], hidden: list[str] = (), allowed: list[str] = ()
     return needed, hidden, allowed
 
 
+def release_free_heap() -> None:
+    """Hand the C heap's free pages back to the kernel (glibc's malloc_trim), once, in the server before it forks
+    runs: every page still mapped in the server is a page-table entry each fork copies and each run process's exit
+    tears down (about 1 MiB of the server's 12 here, ~5% of a run's CPU). Nothing where the C library has no such
+    call."""
+    try:
+        _libc.malloc_trim(0)
+    except AttributeError:
+        pass
+
+
 def new_pid_namespace_for_children(own_pid_ns_fd: int) -> None:
     """The next child is PID 1 of a new namespace; when that child dies, so does everything it started,
     double-forked daemons included. A process may do this once per namespace it is in, so first step back into
