@@ -199,6 +199,7 @@ def take_slot(opts: dict, hello: dict) -> int | None:
         try:
             RUN_CGROUP = cgroup.RunCgroup.create(f"codealign-sandbox-{slot}", opts["memory_mb"], opts["nproc"])
             hello["cgroup"], hello["cgroup_dirs"] = RUN_CGROUP.describe(), RUN_CGROUP.dirs
+            hello["cgroup_version"] = f"v{RUN_CGROUP.version}"
         except cgroup.Unavailable as exc:
             hello["cgroup"] = f"none ({exc})"
     if RUN_CGROUP is None:

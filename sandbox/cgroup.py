@@ -23,6 +23,10 @@ import time
 from codealign.sandbox import run_slot
 
 KILL_EVENT = "oom_kill"
+# Where the kernel cannot kill a run's processes as one: the run is still ended (the server kills it) and reported
+# as past memory_mb, but the rest of it runs on until then.
+NO_GROUP_KILL = ("{} no memory.oom.group: past the limit the kernel kills the run's largest process, not all of "
+                 "them; the others run on until the server ends the run, which is reported as past memory_mb")
 
 
 class Unavailable(Exception):
@@ -93,13 +97,16 @@ def find_parents() -> tuple[int, dict[str, str]]:
                       "hierarchies are mounted")
 
 
-def _write(path: str, value: str, optional: bool = False) -> None:
+def _write(path: str, value: str, optional: bool = False) -> bool:
+    """Whether the value was written; an optional file the kernel lacks (no swap accounting...) is False."""
     try:
         with open(path, "w") as fh:
             fh.write(value)
     except OSError:
         if not optional:
             raise
+        return False
+    return True
 
 
 def remove(dirs: list[str], wait_s: float = 2.0) -> bool:
@@ -138,8 +145,9 @@ def remove_for_dead_server(dirs: list[str], slot_lock: str) -> None:
 class RunCgroup:
     """The cgroup a server's runs enter: one directory in v2, one per hierarchy (memory, pids) in v1."""
 
-    def __init__(self, version: int, dirs: list[str], memory_mb: int, tasks: int):
+    def __init__(self, version: int, dirs: list[str], memory_mb: int, tasks: int, lacks: tuple[str, ...] = ()):
         self.version, self.dirs, self.memory_mb, self.tasks = version, dirs, memory_mb, tasks
+        self.lacks = lacks  # what this cgroup does not bound, in words (describe)
         self._procs = [os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC) for d in dirs]
         events = "memory.events" if version == 2 else "memory.oom_control"
         self._events = os.open(os.path.join(dirs[0], events), os.O_RDONLY | os.O_CLOEXEC)
@@ -160,15 +168,21 @@ class RunCgroup:
             for d in dirs:
                 os.mkdir(d, 0o755)
             limit = str(memory_mb * 2**20)
+            lacks = []
             if version == 2:
                 _write(os.path.join(memory_dir, "memory.max"), limit)
-                _write(os.path.join(memory_dir, "memory.swap.max"), "0", optional=True)
-                _write(os.path.join(memory_dir, "memory.oom.group"), "1", optional=True)  # one killed: all killed
+                no_swap = _write(os.path.join(memory_dir, "memory.swap.max"), "0", optional=True)
+                if not _write(os.path.join(memory_dir, "memory.oom.group"), "1", optional=True):  # one killed: all
+                    lacks.append(NO_GROUP_KILL.format("this kernel's cgroup v2 has"))
             else:
                 _write(os.path.join(memory_dir, "memory.limit_in_bytes"), limit)
-                _write(os.path.join(memory_dir, "memory.memsw.limit_in_bytes"), limit, optional=True)  # no swap
+                no_swap = _write(os.path.join(memory_dir, "memory.memsw.limit_in_bytes"), limit, optional=True)
+                lacks.append(NO_GROUP_KILL.format("cgroup v1 has"))
+            if not no_swap:
+                lacks.append("no swap limit (the kernel accounts no swap here): a run may also swap out up to what "
+                             "the host's swap holds")
             _write(os.path.join(pids_dir, "pids.max"), str(tasks))
-            return cls(version, dirs, memory_mb, tasks)
+            return cls(version, dirs, memory_mb, tasks, tuple(lacks))
         except OSError as exc:
             remove(dirs, wait_s=0)
             raise Unavailable(f"cannot make a cgroup in {parents['memory']}: {exc.strerror or exc}") from exc
@@ -193,5 +207,8 @@ class RunCgroup:
         return new
 
     def describe(self) -> str:
+        group = "" if self.version == 1 or any("oom.group" in x for x in self.lacks) else \
+            "; past the limit every process of the run is killed (memory.oom.group)"
         return (f"cgroup v{self.version} per run: {self.memory_mb} MiB and {self.tasks} tasks for all of a run's "
-                f"processes together, memfds and files included ({', '.join(self.dirs)})")
+                f"processes together, memfds and files included ({', '.join(self.dirs)}){group}"
+                + "".join(f"; {x}" for x in self.lacks))

@@ -106,6 +106,7 @@ class _Server:
         hello = self._recv(30.0)
         self.active: list[str] = hello.get("active", [])
         self.cgroup_state: str = hello.get("cgroup", "")
+        self.cgroup_version: str = hello.get("cgroup_version", "none")
         self.mounts_state: str = hello.get("mounts", "")
         self.uids: list[int | None] = hello.get("uids", [None, None])  # its runs' (solution, judge)
         self._cgroup_dirs: list[str] = hello.get("cgroup_dirs", [])
@@ -204,10 +205,12 @@ class Sandbox:
     @property
     def protections(self) -> dict[str, bool | str]:
         """Each protection -> whether it is in effect on this machine; and in words, "cgroup": what bounds a run as
-        a whole, or the fallback and what it loses, and "mounts": what a run sees of the host's files."""
+        a whole (and what that cgroup version lacks), or the fallback and what it loses, "cgroup_version": "v1",
+        "v2" or "none", and "mounts": what a run sees of the host's files."""
         server = self._acquire()
         try:
             active, cgroup_state, mounts_state = set(server.active), server.cgroup_state, server.mounts_state
+            cgroup_version = server.cgroup_version
         finally:
             self._release(server)
         names = ["network_namespace", "mount_namespace", "pid_namespace", "ipc_namespace", "user_namespace",
@@ -216,7 +219,8 @@ class Sandbox:
         report: dict[str, bool | str] = {name: name in active for name in names}
         report.update(own_process_per_run=True, fresh_judge_per_run=True, wall_timeout=True,
                       minimal_environment=True, out_of_band_verdict=True, split_tests=True,
-                      in_process_refused=self.in_process == "refuse", cgroup=cgroup_state, mounts=mounts_state)
+                      in_process_refused=self.in_process == "refuse", cgroup=cgroup_state,
+                      cgroup_version=cgroup_version, mounts=mounts_state)
         return report
 
     def run(self, solution: str, tests: str, timeout_s: float | None = None) -> Result:

@@ -183,6 +183,35 @@ def test_the_run_cgroup_is_empty_after_each_run_and_gone_after_close():
     assert not [d for d in dirs if os.path.exists(d)]
 
 
+def host_cgroup_version() -> str:
+    """Which cgroup version can hold a run here, read from the host's mounts independently of sandbox.cgroup: "v2"
+    when a cgroup2 mount offers both memory and pids, "v1" when each has a v1 hierarchy of its own, else "none"."""
+    v1, v2 = set(), set()
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            point, (fstype, _, options) = line.split()[4], line.split(" - ", 1)[1].split()[:3]
+            if fstype == "cgroup2":
+                try:
+                    with open(os.path.join(point, "cgroup.controllers")) as c:
+                        v2.update(c.read().split())
+                except OSError:
+                    pass
+            elif fstype == "cgroup":
+                v1.update(options.split(","))
+    return "v2" if {"memory", "pids"} <= v2 else "v1" if {"memory", "pids"} <= v1 else "none"
+
+
+def test_protections_name_the_cgroup_version_in_use_and_what_it_lacks():
+    host = host_cgroup_version()
+    with Sandbox(timeout_s=3, parallelism=1) as box:
+        p = box.protections
+    assert p["cgroup_version"] == (host if p["run_cgroup"] else "none"), (host, p["cgroup"])
+    if p["cgroup_version"] == "v1":  # no group kill in v1: what a run past its limit keeps is said
+        assert "no memory.oom.group" in p["cgroup"] and "largest process" in p["cgroup"], p["cgroup"]
+    elif p["cgroup_version"] == "v2":
+        assert "memory.oom.group" in p["cgroup"], p["cgroup"]
+
+
 FALLBACK = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
@@ -190,7 +219,7 @@ from codealign.sandbox import Sandbox
 with Sandbox(timeout_s=5, parallelism=1) as box:
     p = box.protections
     res = box.run("def f():\\n    return 1\\n", "assert f() == 1\\n")
-    print(json.dumps([p["run_cgroup"], p["cgroup"], res.verdict]))
+    print(json.dumps([p["run_cgroup"], p["cgroup"], res.verdict, p["cgroup_version"]]))
 """
 
 
@@ -204,8 +233,8 @@ def test_without_cgroups_the_fallback_and_its_loss_are_reported(tmp_path):
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    on, state, verdict = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert on is False and verdict == "passed"
+    on, state, verdict, version = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert on is False and verdict == "passed" and version == "none"
     assert "fallback" in state and "max_processes x memory_mb" in state, state
 
 
