@@ -1,4 +1,4 @@
-"""The judge's test runner: every function of the solution the tests use is a proxy (`rpc.RemoteFunction`) that
+"""The judge's test runner: every function of the solution the tests use is a proxy (`remote.RemoteFunction`) that
 sends its arguments to the solution's process as data and gets data back, so the expected values never exist where
 model code runs, and what is compared is rebuilt from data alone, as a type the judge trusts. The judge's process
 (a fresh one per run) is sandbox.judge_process."""
@@ -6,7 +6,7 @@ model code runs, and what is compared is rebuilt from data alone, as a type the 
 import ast
 import functools
 
-from codealign.sandbox import proxies, rpc
+from codealign.sandbox import judge_signals, proxies, rpc
 from codealign.sandbox.solution_side import DETAIL_MAX, describe
 
 
@@ -41,7 +41,7 @@ def run_split(tests: str, how, first: dict, session: rpc.Session, ns: dict) -> d
         proxies.fill_namespace(ns, session, how, first.get("names", {}), free)
         exec(code, ns)
         result = {"verdict": "passed", "detail": ""}
-    except rpc.JudgeSignal as exc:
+    except judge_signals.JudgeSignal as exc:
         if not any(exc is s for s in session.signals):
             session.signals.append(exc)
         result = {}
@@ -75,11 +75,11 @@ def exit_status(exc: SystemExit, session: rpc.Session) -> dict:
     return {"verdict": "failed", "detail": f"the tests exited with status {code!r}"}
 
 
-def signal_verdict(sig: rpc.JudgeSignal) -> dict:
+def signal_verdict(sig: judge_signals.JudgeSignal) -> dict:
     detail = str(sig)[:DETAIL_MAX]
-    if isinstance(sig, rpc.NotPlainResult):
+    if isinstance(sig, judge_signals.NotPlainResult):
         detail = ("cannot judge: " + detail)[:DETAIL_MAX]
     result = {"verdict": sig.verdict, "detail": detail}
-    if isinstance(sig, rpc.ChannelClosed):
+    if isinstance(sig, judge_signals.ChannelClosed):
         result["died"] = True
     return result

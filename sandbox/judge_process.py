@@ -15,7 +15,7 @@ import select
 import sys
 import time
 
-from codealign.sandbox import frames, jail, plan, proxies, rpc
+from codealign.sandbox import frames, jail, judge_signals, plan, proxies, rpc
 from codealign.sandbox.judge import compile_tests, run_split
 from codealign.sandbox.solution_side import DETAIL_MAX, describe
 
@@ -121,7 +121,7 @@ def _loaded(session: rpc.Session) -> tuple[dict, dict | None]:
     """(the solution's first message, None once its program has run; otherwise the verdict)."""
     try:
         first = proxies.hello(session)
-    except rpc.ChannelClosed:
+    except judge_signals.ChannelClosed:
         first = None
     if not isinstance(first, dict):
         return {}, {"verdict": "runtime_error", "detail": "solution process ended while loading", "died": True}
@@ -143,7 +143,7 @@ def in_process(tests: str, session: rpc.Session) -> dict:
     try:
         session.send({"op": "exec_tests", "tests": tests, "nonce": nonce})
         result = session.recv()
-    except (rpc.ChannelClosed, OSError) as exc:
+    except (judge_signals.ChannelClosed, OSError) as exc:
         return {"verdict": "runtime_error", "detail": str(exc), "died": True, "mode": "in_process"}
     verdict = result.get("verdict") if result.get("nonce") == nonce else "runtime_error"
     if verdict not in ("passed", "failed", "runtime_error"):

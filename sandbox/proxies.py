@@ -3,7 +3,7 @@ judge, where no model code runs.
 
 How a name reaches the tests is decided first from the solution's *source* (sandbox.plan), before any of its code
 has run, and what the program reports about itself at run time cannot change that:
-- a name it binds only with `def` is an `rpc.RemoteFunction`; one bound only by `import m` is the module `m`;
+- a name it binds only with `def` is an `remote.RemoteFunction`; one bound only by `import m` is the module `m`;
 - a name it binds otherwise (a class, an assignment...) is taken as the program reports it once loaded: its
   exception classes, namedtuples and method-less dataclasses are mirrors (`sandbox.codec`, classes the judge makes
   from their declared shape, never the program's code), a plain constant is fetched as data, a function is a proxy;
@@ -20,11 +20,11 @@ import importlib
 import sys
 import types
 
-from codealign.sandbox import rpc
+from codealign.sandbox import judge_signals, remote, rpc
 from codealign.sandbox.introspect import SourceInfo
 
 
-class Unsupported(rpc.CannotCross):
+class Unsupported(judge_signals.CannotCross):
     """The tests need something that cannot cross the process boundary: run them in-process."""
 
 
@@ -53,7 +53,7 @@ def fill_namespace(ns: dict, session: rpc.Session, how, names: dict, free: froze
             continue
         tag = kind[0]
         if tag == "f":
-            ns[name] = rpc.RemoteFunction(session, None, name)
+            ns[name] = remote.RemoteFunction(session, None, name)
         elif tag == "E":
             ns[name] = decoder.exception_class(kind[1])
         elif tag in ("NT", "DC", "EN") and str(kind[1]) in how.classes:  # its shape as the source declares it
@@ -76,7 +76,7 @@ def fill_namespace(ns: dict, session: rpc.Session, how, names: dict, free: froze
         # else: a name the program bound only at run time (globals(), exec): the tests do not see it
     for name, kind in static.items():
         if kind == "function":
-            ns[name] = rpc.RemoteFunction(session, None, name)
+            ns[name] = remote.RemoteFunction(session, None, name)
         elif kind.startswith("module:") and name in free:
             ns[name] = module(session, how, kind[len("module:"):])
 
@@ -88,7 +88,7 @@ def module(session: rpc.Session, how, name: str):
         try:
             return importlib.import_module(name)
         except BaseException as exc:  # SystemExit too: an import that ends the tests is no verdict of theirs
-            raise session.signal(rpc.CannotJudge(f"importing {name[:80]} in the judge: {type(exc).__name__}: "
+            raise session.signal(judge_signals.CannotJudge(f"importing {name[:80]} in the judge: {type(exc).__name__}: "
                                                  f"{str(exc)[:200]}")) from None
     if name.split(".")[0] in sys.stdlib_module_names and name in sys.modules:
         return sys.modules[name]

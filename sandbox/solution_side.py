@@ -7,7 +7,7 @@ import builtins
 import os
 import types
 
-from codealign.sandbox import codec, jail, rpc
+from codealign.sandbox import codec, jail, judge_signals, rpc, shared_state
 
 DETAIL_MAX = 400
 MESSAGE_LIMIT = rpc.MESSAGE_LIMIT
@@ -90,12 +90,12 @@ def solution_process(source_fd, requests, replies, opts, seccomp=None):
     session.install_streams()
     # Not the random state (625 numbers, most of the hello's cost): the judge only needs to know it to skip a
     # redundant push, and a state the tests set differs from this one anyway.
-    session.synced = rpc.shared_state(with_random=False)
+    session.synced = shared_state.shared_state(with_random=False)
     session.send({"ok": True, "names": names, "st": dict(session.synced)})
     while True:
         try:
             req = session.recv()
-        except rpc.ChannelClosed:
+        except judge_signals.ChannelClosed:
             os._exit(0)
         if req.get("op") == "exec_tests":
             session.restore_streams()

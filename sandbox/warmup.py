@@ -14,7 +14,7 @@ from __future__ import annotations
 import ast
 import os
 
-from codealign.sandbox import codec, frames, judge, plan, rpc, solution_side
+from codealign.sandbox import codec, frames, judge, plan, remote, rpc, shared_state, solution_side
 
 PROGRAM = '''"""A module docstring."""
 import math
@@ -71,7 +71,7 @@ def warm(rounds: int = 12) -> None:
         encoder, decoder = codec.Encoder(), codec.Decoder()
         for value in VALUES:
             decoder.loads(encoder.dumps(value))
-        rpc.shared_state()
+        shared_state.shared_state()
         rpc.snapshot([1, 2, [3]])
         frames.encode_frame({"verdict": "passed", "detail": ""})
         for value in (warm, os, Point, 1):
@@ -90,7 +90,7 @@ def _sessions(calls: int = 12) -> None:
     try:
         judge_side = rpc.Session(replies[0], requests[1], {"__name__": "__main__"}, "j")
         solution = rpc.Session(requests[0], replies[1], {"__name__": "__solution__", "f": lambda a, k=0: a}, "s")
-        f = rpc.RemoteFunction(judge_side, None, "f")
+        f = remote.RemoteFunction(judge_side, None, "f")
         for i in range(calls):
             solution.send({"ok": True, "v": [i, 2]})
             f([i, 2], k=1)
