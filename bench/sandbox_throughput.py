@@ -129,8 +129,8 @@ def empty_runs(p: int, n: int) -> float:
 
 
 # One process set up exactly as the fork server is (sandbox._server.prepare: its preloads, run cgroup, isolation, run
-# uids, filter and warm-up, then its frozen heap) that forks `runs` pairs of run processes which enter the run cgroup
-# and confine themselves as a run's judge and solution do, then exit at once.
+# uids, filter and warm-up, then its filled pools, frozen and trimmed heap) that forks `runs` pairs of run processes
+# which enter the run cgroup and confine themselves as a run's judge and solution do, then exit at once.
 CONFINE_ONLY = r"""
 import gc, json, os, sys, time
 sys.path.insert(0, sys.argv[1])
@@ -142,6 +142,7 @@ if "mount_namespace" not in hello["active"]:
 jail, uids, run_cgroup = _server.jail, opts["uids"], _server.RUN_CGROUP
 own = os.open("/proc/self/ns/pid", os.O_RDONLY)
 gc.collect()
+_server.warmup.fill_pool_holes()
 gc.freeze()
 jail.release_free_heap()
 sys.stdout.write(json.dumps(hello) + "\n")

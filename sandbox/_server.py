@@ -213,7 +213,7 @@ def prepare(root: str, opts: dict) -> tuple[dict, object]:
     """Everything the server does before its first fork (imports, its slot and run cgroup, the seccomp filter,
     isolation, run uids, the warm-up): (its hello to the caller: the protections in effect, what bounds a run and
     what it sees; the filter or None). Fills opts["shared_mounts"] and opts["uids"]."""
-    global jail, solution_side, judge_process
+    global jail, solution_side, judge_process, warmup
     from codealign.sandbox import jail, judge_process, mounts, solution_side, syscall_filter, warmup
 
     for name in PRELOAD:
@@ -264,6 +264,7 @@ def main() -> None:
     # Everything so far is shared with every forked child. Frozen, the collector in a child never walks (and so
     # never writes to, and never copies) those pages: forks get cheaper.
     gc.collect()
+    warmup.fill_pool_holes()
     gc.freeze()
     jail.release_free_heap()
     serve(opts, control)

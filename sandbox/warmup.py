@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 
 from codealign.sandbox import codec, frames, judge, plan, remote, rpc, shared_state, solution_side
 
@@ -60,6 +61,56 @@ VALUES = [
     {"ok": False, "e": ValueError("wrong")},
     {"ok": True, "names": {"f": ["f"], "math": ["m", "math"]}},
 ]
+
+
+def _free_blocks() -> dict[int, int]:
+    """Block size -> free blocks in the pools CPython's small-object allocator has partly used (its own statistics,
+    which it prints to the C stderr); {} where it cannot tell."""
+    read, write = os.pipe()
+    saved = os.dup(2)
+    try:
+        os.dup2(write, 2)
+        os.close(write)
+        sys._debugmallocstats()
+    except (AttributeError, OSError):
+        return {}
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    out = b""
+    os.set_blocking(read, False)
+    try:
+        while chunk := os.read(read, 1 << 16):
+            out += chunk
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(read)
+    free = {}
+    for line in out.decode(errors="replace").splitlines():
+        fields = line.split()
+        if len(fields) == 5 and all(f.isdigit() for f in fields):
+            free[int(fields[1])] = int(fields[4])
+    return free
+
+
+# Objects that fill the free blocks of partly used pools, held for the server's life (none is tracked by the GC).
+_FILLED: list = []
+
+
+def fill_pool_holes() -> None:
+    """Fill the free blocks the server's small-object pools have left, so that a run process allocates its objects
+    in fresh pools, packed a few pages each, instead of in blocks scattered over the server's pages, each write
+    there copying a page (measured: a fifth fewer page faults in a fork that compiles a HumanEval program)."""
+    for _ in range(2):
+        for size, free in _free_blocks().items():
+            n = size - 33  # a bytes object of n bytes takes 33 + n
+            if size <= 16:
+                _FILLED.extend(object() for _ in range(free))
+            elif size <= 32:
+                _FILLED.extend(float(i) + 0.5 for i in range(free))
+            elif n >= 0:
+                _FILLED.extend(bytes([i & 255]) * n for i in range(free))
 
 
 def warm(rounds: int = 12) -> None:
