@@ -99,13 +99,11 @@ class ExecutorConfig(Section):
     ran model code, which could forge the verdict. refuse: they are not run and get Verdict.REFUSED (reward
     reward.refused); allow: they run, and Result.mode says in_process."""
 
-    @model_validator(mode="after")
-    def _pool_bounds(self):
+    def check(self) -> None:
         lo, hi = self.min_actors or self.num_actors, self.max_actors or self.num_actors
         if not 1 <= lo <= self.num_actors <= hi:
             refuse("min_actors/max_actors", f"need 1 <= min_actors ({lo}) <= num_actors ({self.num_actors}) <= "
                                             f"max_actors ({hi})")
-        return self
 
 
 class LoopConfig(Section):
@@ -148,13 +146,11 @@ class EvalConfig(Section):
     """Evaluate on the validation split after every N-th iteration (and before training); 0: never."""
     prompt: Literal["chat", "completion"] = "chat"
 
-    @model_validator(mode="after")
-    def _known_benchmarks(self):
+    def check(self) -> None:
         for where, spec in [*((f"benchmarks[{i}]", b) for i, b in enumerate(self.benchmarks)),
                             ("validation", self.validation)]:
             if spec not in EVAL_BENCHMARKS and not spec.endswith(".jsonl"):
                 refuse(where, f"unknown benchmark {spec!r}; choose from {EVAL_BENCHMARKS} or .jsonl")
-        return self
 
 
 class PipelineConfig(Section):
@@ -184,12 +180,10 @@ class PipelineConfig(Section):
             refuse(name, f"removed: {gone[name]}; delete the key")
         return data
 
-    @model_validator(mode="after")
-    def _publish_within_staleness(self):
+    def check(self) -> None:
         if self.publish_every > self.max_staleness + 1:
             refuse("publish_every", "must be <= pipeline.max_staleness + 1, or the rollout would wait for weights the "
                                     "learner publishes only after training what it waits to produce")
-        return self
 
 
 class RunConfig(Section):
@@ -215,8 +209,7 @@ class RunConfig(Section):
     """Local runs (no ray_address): the Ray dashboard on 127.0.0.1:<ray_dashboard_port>; port 0 picks a free one."""
     ray_dashboard_port: int = 8265
 
-    @model_validator(mode="after")
-    def _across_sections(self):
+    def check(self) -> None:
         t, loop = self.train, self.loop
         if self.generator.enable_lora and t.lora.enabled and t.lora.r > self.generator.max_lora_rank:
             refuse("generator.max_lora_rank", f"{self.generator.max_lora_rank} is below train.lora.r ({t.lora.r}); "
@@ -236,7 +229,6 @@ class RunConfig(Section):
         worst = max(others, key=others.get)
         if others[worst] >= r.passed:
             refuse("reward.passed", f"{r.passed} must be the largest reward; reward.{worst} is {others[worst]}")
-        return self
 
     def resolved_data_dir(self) -> Path:
         return resolve_data_dir(self.data.data_dir)

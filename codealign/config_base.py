@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 T = TypeVar("T")
 
@@ -46,6 +46,14 @@ class Section(BaseModel):
     """A config section: a key it does not know is an error, as is a value of the wrong type."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    @model_validator(mode="after")
+    def _checked(self):
+        self.check()
+        return self
+
+    def check(self) -> None:
+        """Cross-field checks next to the fields: `refuse(field, why)` on a problem."""
 
 
 # filled by config_train: the union's tags (they stand in pydantic's error locations, not in the config) and, for

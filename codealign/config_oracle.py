@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from codealign.config_base import Section, refuse
 
@@ -70,8 +70,7 @@ class OracleConfig(Section):
     """Empty: the oracle's endpoint."""
     min_rating: int = Field(4, ge=1, le=5)
 
-    @model_validator(mode="after")
-    def _coherent(self):
+    def check(self) -> None:
         if self.backend == "remote" and not self.base_url:
             refuse("base_url", "the remote backend needs the endpoint's URL (e.g. http://127.0.0.1:8000/v1)")
         if self.exercise_source == "oracle" and self.backend == "none":
@@ -79,4 +78,3 @@ class OracleConfig(Section):
         if self.rater_model and self.rater_model == self.model:
             refuse("rater_model", "must be another model than oracle.model (a model rating its own instructions gives "
                                   "about 5 every time)")
-        return self

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag
 
 from codealign.config_base import OPTION_OWNERS, UNION_TAGS, ConfigError, Section, refuse, within
 
@@ -36,11 +36,9 @@ class LossGuardConfig(Section):
     absolute losses; a micro-batch is judged once `window` losses are in."""
     window: int = Field(8, ge=1)
 
-    @model_validator(mode="after")
-    def _spike_below_malformed(self):
+    def check(self) -> None:
         if self.spike and self.malformed and self.spike >= self.malformed:
             refuse("spike", "must be below train.loss_guard.malformed")
-        return self
 
 
 class DistillConfig(Section):
@@ -73,13 +71,11 @@ class SftConfig(Section):
     fim_tokens: list[str] = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"]
     """Prefix, suffix, middle sentinels; each must be a single token of the model's tokenizer."""
 
-    @model_validator(mode="after")
-    def _one_source(self):
+    def check(self) -> None:
         if self.corpus_dir and self.data_file:
             refuse("data_file", "set either it or train.sft.corpus_dir, not both")
         if len(self.fim_tokens) != 3:
             refuse("fim_tokens", "needs exactly three tokens (prefix, suffix, middle)")
-        return self
 
 
 class TrainConfig(Section):
@@ -136,11 +132,9 @@ class TrainConfig(Section):
                 return OTHER_OPTIONS[name].get_default(call_default_factory=True)
             raise
 
-    @model_validator(mode="after")
-    def _quantized_through_lora(self):
+    def check(self) -> None:
         if self.quantization != "none" and not self.lora.enabled:
             refuse("quantization", "a quantized base trains only through LoRA; set train.lora.enabled")
-        return self
 
 
 class WithReference(TrainConfig):
@@ -163,13 +157,12 @@ class DpoTrain(WithReference):
     rejected: Literal["hardest", "worst", "random"] = "hardest"
     """Which failing sample is rejected: hardest (failed assertions first), worst reward, or random."""
 
-    @model_validator(mode="after")
-    def _smoothing(self):
+    def check(self) -> None:
+        super().check()
         if not 0.0 <= self.label_smoothing < 0.5:
             refuse("label_smoothing", "must be in [0, 0.5)")
         if self.label_smoothing and self.loss_type not in ("sigmoid", "robust"):
             refuse("label_smoothing", f"only the sigmoid and robust losses use it, not {self.loss_type}")
-        return self
 
 
 class PpoTrain(WithReference):
@@ -206,8 +199,8 @@ class PpoTrain(WithReference):
     tis_cap: float = Field(0.0, ge=0)
     """Truncated importance sampling: weight min(pi_old / pi_engine, cap) per token; 0: off."""
 
-    @model_validator(mode="after")
-    def _coherent(self):
+    def check(self) -> None:
+        super().check()
         if self.clip_eps_high and self.clip_eps_high < self.clip_eps:
             refuse("clip_eps_high", "must be >= train.clip_eps (or 0 for symmetric clipping)")
         if self.tis_cap and self.tis_cap < 1:
@@ -224,7 +217,6 @@ class PpoTrain(WithReference):
         if self.loss_guard.relative:
             refuse("loss_guard.relative", "PPO's loss changes sign, so multiples of its recent mean are no "
                                           "threshold; use absolute ones")
-        return self
 
 
 class DistillTrain(TrainConfig):
