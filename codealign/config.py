@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from codealign.config_base import ConfigError, Section, explain, refuse, within
+from codealign.config_base import ConfigError, Section, message, refuse, within
 from codealign.config_oracle import OracleConfig
 from codealign.config_train import (
     ALGORITHMS,
@@ -243,7 +243,10 @@ def config_from_dict(data: dict) -> RunConfig:
     for section in REQUIRED_SECTIONS:
         if section not in data:
             raise ConfigError(f"{section}: missing required section")
-    return explain(RunConfig.model_validate, data)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(message(exc)) from None
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

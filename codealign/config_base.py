@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
-
-T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -118,10 +115,3 @@ def message(exc: ValidationError) -> str:
         problem = f"an option of {' and '.join(OPTION_OWNERS[loc[2]])}, not of train.algorithm {loc[1]}"
     path = dotted((*loc, *extra.split(".")) if extra else loc)
     return f"{path}: {problem}" if path else problem
-
-
-def explain(validate: Callable[[Any], T], data: Any) -> T:
-    try:
-        return validate(data)
-    except ValidationError as exc:
-        raise ConfigError(message(exc)) from None

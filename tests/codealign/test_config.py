@@ -143,3 +143,17 @@ def test_one_sample_per_exercise_is_enough_where_nothing_is_compared():
                       ["train.algorithm=ppo", "train.critic=true"]):
         cfg = load_config(ROOT / "configs" / "local.yaml", ["loop.samples_per_exercise=1", *overrides])
         assert cfg.loop.samples_per_exercise == 1
+
+
+def test_shared_code_reads_another_algorithms_option_as_its_default():
+    """Code every algorithm runs asks `cfg.train.critic` or `cfg.train.distill.mode` whatever the algorithm; such an
+    option of another algorithm reads as its default (what this algorithm does without it), also in a Ray worker's
+    unpickled copy. A recipe that sets it is refused (test_config_errors_name_the_field)."""
+    import cloudpickle
+
+    cfg = cloudpickle.loads(cloudpickle.dumps(load_config(LOCAL, ["train.algorithm=sft"])))
+    t = cfg.train
+    assert type(t).__name__ == "SftTrain" and "critic" not in type(t).model_fields
+    assert (t.critic, t.reference, t.max_pairs, t.distill.mode, t.sft.fim_rate) == (False, "frozen", 16, "logit", 0.5)
+    with pytest.raises(AttributeError):
+        t.no_such_option  # noqa: B018
