@@ -1,6 +1,7 @@
 """Every recipe in configs/ passes check-config, and loads to the effective config it had before the recipes were
 rewritten to extend configs/local.yaml (fixtures/recipes_before.json: the defaults and each recipe's differences
-from them, as the hand-written config module of 5293fdb resolved them)."""
+from them, as the hand-written config module of 5293fdb resolved them). With inheritance an edit of local.yaml
+changes every recipe: the snapshot catches that; a deliberate change of a recipe's effect updates the snapshot."""
 
 import json
 
