@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -45,16 +44,20 @@ def main() -> None:
     base = OracleConfig(backend="vllm", model=args.model, categories=["strings", "lists", "math", "dictionaries"],
                         subcategories_per_category=2, exercises_per_subcategory=per_sub, temperature=0.7,
                         max_tokens=384)
+
+    def variant(**options) -> OracleConfig:
+        return base.model_copy(update=options)
+
     recipes = {
-        "json_schema": replace(base, answer_format="json", structured=True, few_shot=0, solutions_per_exercise=1),
-        "blocks_few_shot": replace(base, answer_format="blocks", few_shot=2, solutions_per_exercise=1),
-        "blocks_few_shot_keep_1_of_8": replace(base, answer_format="blocks", few_shot=2, solutions_per_exercise=8),
-        "harder_variants_keep_1_of_8": replace(base, answer_format="blocks", few_shot=0, solutions_per_exercise=8),
-        "blocks_few_shot_keep_1_of_8_repair": replace(base, answer_format="blocks", few_shot=2,
+        "json_schema": variant(answer_format="json", structured=True, few_shot=0, solutions_per_exercise=1),
+        "blocks_few_shot": variant(answer_format="blocks", few_shot=2, solutions_per_exercise=1),
+        "blocks_few_shot_keep_1_of_8": variant(answer_format="blocks", few_shot=2, solutions_per_exercise=8),
+        "harder_variants_keep_1_of_8": variant(answer_format="blocks", few_shot=0, solutions_per_exercise=8),
+        "blocks_few_shot_keep_1_of_8_repair": variant(answer_format="blocks", few_shot=2,
                                                       solutions_per_exercise=8, repair_rounds=1),
-        "blocks_few_shot_tests_step_keep_1_of_8": replace(base, answer_format="blocks", few_shot=2,
+        "blocks_few_shot_tests_step_keep_1_of_8": variant(answer_format="blocks", few_shot=2,
                                                           solutions_per_exercise=8, tests_step=True),
-        "blocks_few_shot_tests_step_keep_1_of_8_repair": replace(base, answer_format="blocks", few_shot=2,
+        "blocks_few_shot_tests_step_keep_1_of_8_repair": variant(answer_format="blocks", few_shot=2,
                                                                  solutions_per_exercise=8, tests_step=True,
                                                                  repair_rounds=1),
     }

@@ -189,8 +189,8 @@ def main() -> None:
     model = str(model_from_run(run_dir))
     decontaminated = removed_by_decontamination(run_dir)[0] if (run_dir / "summary.json").is_file() else None
     if args.dpo_iterations and not args.trained:
-        dpo = common + ["name=quality-dpo", "train.algorithm=dpo", "train.learning_rate=5.0e-5", "train.epochs=1",
-                        "train.warmup_steps=0", "train.lr_schedule=constant",
+        dpo = common + ["name=quality-dpo", "train.algorithm=dpo", "train.max_pairs=48", "train.learning_rate=5.0e-5",
+                        "train.epochs=1", "train.warmup_steps=0", "train.lr_schedule=constant",
                         f"loop.iterations={args.dpo_iterations}", f"loop.exercises_per_iteration={args.dpo_exercises}",
                         f"model.path={model}"]
         dpo.append(f"loop.samples_per_exercise={args.dpo_samples}")

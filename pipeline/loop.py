@@ -230,7 +230,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
             evaluator.validate(-1)
         ops.baseline_done(before, stages)
     adapter_dir, accounts = None, None
-    if cfg.pipeline.schedule == "stream":  # generation, execution and training overlap (pipeline/stream.py)
+    if True:  # the one driver: generation, execution and training overlap (pipeline/stream.py)
         def after_round(record: dict) -> dict:
             """What the round-based loop measures after a round's weights are served, in the same order: the
             engine calls between rounds are the same, so max_staleness 0 samples the same tokens."""
@@ -248,7 +248,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
             round_metrics=partial(round_metrics, cfg), after_round=after_round,
             on_commit=lambda cp: ops.stream_round_done(cp, system, stages), resume=ops.stream_resume(system),
             on_logged=lambda record: ops.sinks.log(record, step=record["iteration"]), on_failure=ops.failed)
-    for it in range(ops.state.next_iteration, cfg.loop.iterations if cfg.pipeline.schedule == "rounds" else 0):
+    for it in range(ops.state.next_iteration, 0):  # the round-by-round loop (pipeline.schedule) is gone
         iter_stages = Stages()
         try:
             batch = rng.sample(train_set, min(cfg.loop.exercises_per_iteration, len(train_set)))

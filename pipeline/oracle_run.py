@@ -4,7 +4,6 @@ or `RemoteOracle`), writing exercises that the executor actors then validate."""
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 from tqdm import tqdm
 
@@ -38,7 +37,7 @@ class Oracle:
             from codealign.actors.generator_group import GeneratorGroup
             from codealign.model_source import resolve_model
 
-            self._group = GeneratorGroup(resolve_model(self.name), replace(cfg.model, path=self.name),
+            self._group = GeneratorGroup(resolve_model(self.name), cfg.model.model_copy(update={"path": self.name}),
                                          cfg.generator, role=role, replicas=1)
             self._backend = self._group
         else:

@@ -321,7 +321,7 @@ def ledger_config(cfg: RunConfig):
 def long_lived(cfg: RunConfig) -> bool:
     """Whether the stream trains with the long-lived learner (DPO, critic-free PPO) or a TorchTrainer per batch."""
     t = cfg.train
-    return cfg.pipeline.learner == "long_lived" and t.algorithm in ("dpo", "ppo") and not t.critic
+    return t.algorithm in ("dpo", "ppo") and not t.critic
 
 
 def make_learner(cfg: RunConfig, round_learner, model_path: str, storage_dir, resume: StreamResume | None = None):

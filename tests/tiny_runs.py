@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import yaml
 
+from codealign.config import extended
 from tests.conftest import LOCAL
 
 
 def tiny_run_config(output_dir, model_path: str, **sections) -> dict:
     """configs/local.yaml shrunk: 2 eval exercises, 2 iterations of 2 exercises x 2 samples, 16 new tokens, one
-    executor, no dashboard, the round-by-round schedule, MBPP only. `sections` update the raw mapping (section
-    name -> dict of fields)."""
+    executor, no dashboard, MBPP only. `sections` go on top of it as a recipe's do on its base (section name ->
+    dict of fields; a train section that picks another algorithm leaves DPO's own options behind)."""
     raw = yaml.safe_load(LOCAL.read_text())
     raw.update(name="tiny", output_dir=str(output_dir), ray_dashboard=False)
     raw["model"].update(path=str(model_path), max_model_len=512)
@@ -21,10 +22,4 @@ def tiny_run_config(output_dir, model_path: str, **sections) -> dict:
     raw["loop"].update(iterations=2, exercises_per_iteration=2, samples_per_exercise=2)
     raw["generator"]["fidelity_probes"] = 0
     raw["eval"].update(benchmarks=["mbpp"], validation_size=2)
-    raw["pipeline"]["schedule"] = "rounds"  # failure containment is the round-by-round loop's; resume is both's
-    for name, fields in sections.items():
-        if isinstance(fields, dict):
-            raw.setdefault(name, {}).update(fields)
-        else:
-            raw[name] = fields
-    return raw
+    return extended(raw, sections)

@@ -113,11 +113,10 @@ def test_a_sample_older_than_the_bound_is_dropped_not_trained():
 def test_pipeline_config_is_checked_at_load():
     base = {"model": {}, "train": {}, "loop": {}}
     assert config_from_dict(base).pipeline.max_staleness == 1
-    for bad, field in [({"max_staleness": -1}, "pipeline.max_staleness"), ({"schedule": "x"}, "pipeline.schedule"),
+    for bad, field in [({"max_staleness": -1}, "pipeline.max_staleness"), ({"schedule": "stream"}, "pipeline.schedule"),
                        ({"publish_every": 3, "max_staleness": 1}, "pipeline.publish_every"),
                        ({"off_policy": "vtrace"}, "pipeline.off_policy"), ({"reuse": 0}, "pipeline.reuse"),
-                       # the rounds schedule publishes after every round: a batching it would ignore is refused
-                       ({"schedule": "rounds", "publish_every": 2}, "pipeline.publish_every")]:
+                       ({"learner": "long_lived"}, "pipeline.learner")]:
         with pytest.raises(ConfigError, match=field):
             config_from_dict({**base, "pipeline": bad})
 

@@ -9,6 +9,11 @@ from codealign.config import ConfigError, config_from_dict, load_config
 from tests.conftest import LOCAL, ROOT, raw_local
 
 
+def train(algorithm, **options):
+    """A mutation picking `algorithm` with its own `options` (another algorithm's options are refused)."""
+    return lambda d: d["train"].update(algorithm=algorithm, **options)
+
+
 def test_local_config_loads_with_the_seed_reward_table():
     cfg = load_config(LOCAL)
     assert cfg.train.algorithm == "dpo"
@@ -32,30 +37,30 @@ def test_local_config_loads_with_the_seed_reward_table():
          "loop.samples_per_exercise: must be >= 1"),
         (lambda d: d["train"].update(quantization="nf4", lora={"enabled": False}), "train.quantization: a quantized"),
         (lambda d: d["train"].update(quantization="fp4"), "train.quantization: unknown 'fp4'"),
-        (lambda d: d["train"].update(distill={"divergence": "kl"}), "train.distill.divergence: unknown 'kl'"),
-        (lambda d: d["train"].update(distill={"mode": "soft"}), "train.distill.mode: unknown mode 'soft'"),
-        (lambda d: d["train"].update(distill={"jsd_beta": 1.5}), "train.distill.jsd_beta: must be in [0, 1]"),
-        (lambda d: d["train"].update(sft={"fim_rate": 2}), "train.sft.fim_rate: must be in [0, 1]"),
-        (lambda d: d["train"].update(sft={"fim_tokens": ["<a>"]}), "train.sft.fim_tokens: needs exactly three"),
+        (train("distill", distill={"divergence": "kl"}), "train.distill.divergence: unknown 'kl'"),
+        (train("distill", distill={"mode": "soft"}), "train.distill.mode: unknown 'soft'"),
+        (train("distill", distill={"jsd_beta": 1.5}), "train.distill.jsd_beta: must be in [0, 1]"),
+        (train("sft", sft={"fim_rate": 2}), "train.sft.fim_rate: must be in [0, 1]"),
+        (train("sft", sft={"fim_tokens": ["<a>"]}), "train.sft.fim_tokens: needs exactly three"),
         (lambda d: d["train"].update(loss_guard={"malformed": 5, "spike": 9}), "train.loss_guard.spike: must be below"),
         (lambda d: d["train"].update(loss_guard={"spikes": 9}), "train.loss_guard.spikes: unknown field"),
         # every enumerated option is checked at load, not after the first round's sampling
         (lambda d: d["train"].update(loss_type="kto"), "train.loss_type: unknown 'kto'"),
         (lambda d: d["train"].update(rejected="easiest"), "train.rejected: unknown 'easiest'"),
-        (lambda d: d["train"].update(loss_agg="sum"), "train.loss_agg: unknown 'sum'"),
-        (lambda d: d["train"].update(scale_rewards="batch"), "train.scale_rewards: unknown 'batch'"),
-        (lambda d: d["train"].update(rl_reward="shaped"), "train.rl_reward: unknown 'shaped'"),
+        (train("ppo", loss_agg="sum"), "train.loss_agg: unknown 'sum'"),
+        (train("ppo", scale_rewards="batch"), "train.scale_rewards: unknown 'batch'"),
+        (train("ppo", rl_reward="shaped"), "train.rl_reward: unknown 'shaped'"),
         (lambda d: d["train"].update(lr_schedule="step"), "train.lr_schedule: unknown 'step'"),
-        (lambda d: d["train"].update(critic=True, critic_model="shared"), "train.critic_model: unknown 'shared'"),
-        (lambda d: d["train"].update(critic_model="separate"), "train.critic_model: 'separate' needs train.critic"),
+        (train("ppo", critic=True, critic_model="shared"), "train.critic_model: unknown 'shared'"),
+        (train("ppo", critic_model="separate"), "train.critic_model: 'separate' needs train.critic"),
         (lambda d: d["model"].update(dtype="bf16"), "model.dtype: unknown 'bf16'"),
         (lambda d: d["train"].update(label_smoothing=0.5), "train.label_smoothing: must be in [0, 0.5)"),
         (lambda d: d["train"].update(loss_type="ipo", label_smoothing=0.1), "train.label_smoothing: only the"),
         (lambda d: d["train"].update(rpo_alpha=-1), "train.rpo_alpha: must be >= 0"),
-        (lambda d: d["train"].update(clip_eps_high=0.1), "train.clip_eps_high: must be >= train.clip_eps"),
-        (lambda d: d["train"].update(tis_cap=0.5), "train.tis_cap: must be >= 1"),
-        (lambda d: d["train"].update(tis_cap=2.0), "train.tis_cap: corrects the trainer's recomputed"),
-        (lambda d: d["train"].update(kl_in_reward=True), "train.kl_in_reward: needs train.critic"),
+        (train("ppo", clip_eps_high=0.1), "train.clip_eps_high: must be >= train.clip_eps"),
+        (train("ppo", tis_cap=0.5), "train.tis_cap: must be >= 1"),
+        (train("ppo", tis_cap=2.0), "train.tis_cap: corrects the trainer's recomputed"),
+        (train("ppo", kl_in_reward=True), "train.kl_in_reward: needs train.critic"),
         (lambda d: d["train"].update(loss_guard={"window": 0}), "train.loss_guard.window: must be >= 1"),
         (lambda d: d["train"].update(algorithm="ppo") or d["loop"].update(temperature=0.0), "loop.temperature:"),
         (lambda d: d["loop"].update(top_p=0), "loop.top_p: must be in (0, 1]"),
@@ -63,6 +68,17 @@ def test_local_config_loads_with_the_seed_reward_table():
         (lambda d: d.setdefault("executor", {}).update(num_actors=0), "executor.num_actors: must be >= 1"),
         (lambda d: d.setdefault("generator", {}).update(max_tokens=4096), "generator.max_tokens: 4096 leaves no"),
         (lambda d: d.setdefault("reward", {}).update(failed=5.0), "reward.passed: 4.0 must be the largest reward"),
+        # each algorithm's options belong to it: one set for another algorithm would do nothing, so it is refused
+        (lambda d: d["train"].update(critic=True), "train.critic: an option of ppo, not of train.algorithm dpo"),
+        (train("sft", beta=0.2), "train.beta: an option of dpo, not of train.algorithm sft"),
+        (train("ppo", sft={"fim_rate": 0.1}), "train.sft: an option of sft, not of train.algorithm ppo"),
+        (train("ppo", reference="fresh"), "train.reference: unknown 'fresh'"),
+        (lambda d: d["train"].update(lora={"rank": 8}), "train.lora.rank: unknown field"),
+        (lambda d: d.setdefault("reward", {}).update(passing=5.0), "reward.passing: unknown field"),
+        (lambda d: d["eval"].update(benchmarks=["mbpp", "apps"]), "eval.benchmarks[1]: unknown benchmark 'apps'"),
+        # the round-by-round loop and the per-round learner are gone: their switches are refused by name
+        (lambda d: d["pipeline"].update(schedule="rounds"), "pipeline.schedule: removed: the stream scheduler"),
+        (lambda d: d["pipeline"].update(learner="per_round"), "pipeline.learner: removed: the long-lived learner"),
     ],
 )
 def test_config_errors_name_the_field(mutate, message):
@@ -127,3 +143,17 @@ def test_one_sample_per_exercise_is_enough_where_nothing_is_compared():
                       ["train.algorithm=ppo", "train.critic=true"]):
         cfg = load_config(ROOT / "configs" / "local.yaml", ["loop.samples_per_exercise=1", *overrides])
         assert cfg.loop.samples_per_exercise == 1
+
+
+def test_shared_code_reads_another_algorithms_option_as_its_default():
+    """Code every algorithm runs asks `cfg.train.critic` or `cfg.train.distill.mode` whatever the algorithm; such an
+    option of another algorithm reads as its default (what this algorithm does without it), also in a Ray worker's
+    unpickled copy. A recipe that sets it is refused (test_config_errors_name_the_field)."""
+    import cloudpickle
+
+    cfg = cloudpickle.loads(cloudpickle.dumps(load_config(LOCAL, ["train.algorithm=sft"])))
+    t = cfg.train
+    assert type(t).__name__ == "SftTrain" and "critic" not in type(t).model_fields
+    assert (t.critic, t.reference, t.max_pairs, t.distill.mode, t.sft.fim_rate) == (False, "frozen", 16, "logit", 0.5)
+    with pytest.raises(AttributeError):
+        t.no_such_option  # noqa: B018

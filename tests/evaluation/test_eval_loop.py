@@ -21,7 +21,7 @@ def local_raw() -> dict:
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"prompt": "plain"}, "eval.prompt: unknown format 'plain'"),
+    ({"prompt": "plain"}, "eval.prompt: unknown 'plain'"),
     ({"benchmarks": ["mbpp", "apps"]}, "eval.benchmarks[1]: unknown benchmark 'apps'"),
     ({"validation": "mbpp-train"}, "eval.validation: unknown benchmark"),
     ({"every": -1}, "eval.every: must be >= 0"),

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from codealign.config import RunConfig
+from codealign.config import RunConfig, TrainConfig
 from codealign.exercises.loaders import resolve_data_dir
 from codealign.exercises.training_data import load_training_data
 
@@ -66,9 +66,7 @@ def config(data, **train) -> RunConfig:
     cfg.data.data_dir = str(data)
     cfg.data.train_ids = (2001, 2004)
     if train:
-        cfg.train.algorithm = "sft"
-        for k, v in train.items():
-            setattr(cfg.train.sft, k, str(v))
+        cfg.train = TrainConfig(algorithm="sft", sft={k: str(v) for k, v in train.items()})
     return cfg
 
 

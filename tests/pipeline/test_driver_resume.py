@@ -127,7 +127,7 @@ def test_a_killed_stream_driver_resumes_with_its_buffer_and_long_lived_learner(r
     # (the learner starts meanwhile), so the killed driver's buffer holds it complete and the resume does not
     # sample it again. A learning rate at which a lost adapter would show in round 1's loss.
     sections = {"train": {"learning_rate": 1e-3},
-                "pipeline": {"schedule": "stream", "max_staleness": 1, "learner": "long_lived"}}
+                "pipeline": {"max_staleness": 1}}
     reference = run(config_from_dict(tiny_run_config(tmp_path / "plain", tiny_model_path, **sections)))
     reference.system.shutdown()
     ref_dir = reference.run_dir.path

@@ -3,7 +3,7 @@
 from types import SimpleNamespace
 
 from codealign.actors.executor import ExecutorPool
-from codealign.config import ExecutorConfig, RunConfig
+from codealign.config import ExecutorConfig, RunConfig, TrainConfig
 from codealign.pipeline.loop import round_data, verified_solutions
 from codealign.records import Completion, ExecutionResult, Exercise, Experience
 from codealign.sandbox import RewardTable, Verdict
@@ -32,16 +32,16 @@ def test_verified_solutions_and_round_data_by_algorithm(ray_cluster):
 
     cfg = RunConfig()
     by_id = {ex.id: ex for ex in EXERCISES}
-    for algorithm, expected in [("sft", 2), ("ppo", 3)]:
-        cfg.train.algorithm, cfg.train.critic = algorithm, True
+    for train, expected in [(TrainConfig(algorithm="sft"), 2), (TrainConfig(algorithm="ppo", critic=True), 3)]:
+        cfg.train = train
         assert len(round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)) == expected
     # critic-free PPO: one sample per exercise carries no reward signal against its group, so nothing to train
-    cfg.train.critic = False
+    cfg.train = TrainConfig(algorithm="ppo")
     assert round_data(system, cfg, EXERCISES, experiences, by_id, [], 0) == []
-    cfg.train.algorithm = "dpo"  # the broken reference failed its tests in the sandbox: no pair stands on it
+    cfg.train = TrainConfig(algorithm="dpo")  # the broken reference failed its tests in the sandbox: no pair on it
     assert [(p.exercise_id, p.reason) for p in round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)] == [
         ("ok", "reference>failed")]
-    cfg.train.algorithm = "distill"
+    cfg.train = TrainConfig(algorithm="distill")
     cfg.train.distill.sequences = "student"  # on-policy: every non-empty sample, whatever its verdict
     assert [d.source for d in round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)] == ["student_sample"] * 3
     cfg.train.distill.sequences = "oracle"  # no oracle configured: the MBPP reference stands in

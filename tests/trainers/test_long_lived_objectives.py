@@ -63,12 +63,13 @@ def run_ppo(tiny, data=None, train_version: int = 0, **options):
 
 
 def test_config_accepts_the_objective_options_with_the_long_lived_learner():
-    options = ["train.label_smoothing=0.1", "train.rpo_alpha=0.5", "train.loss_agg=token_mean",
-               "train.scale_rewards=none", "train.rl_reward=binary", "train.clip_eps_high=0.28",
-               "train.entropy_coef=0.01", "train.recompute_old_logprobs=true", "train.tis_cap=2.0",
-               "train.warmup_steps=10", "train.lr_schedule=cosine"]
-    cfg = load_config("configs/local.yaml", options + ["pipeline.learner=long_lived", "pipeline.schedule=stream"])
-    assert cfg.train.rpo_alpha == 0.5 and cfg.train.tis_cap == 2.0 and cfg.pipeline.learner == "long_lived"
+    shared = ["train.warmup_steps=10", "train.lr_schedule=cosine"]
+    dpo = load_config("configs/local.yaml", [*shared, "train.label_smoothing=0.1", "train.rpo_alpha=0.5"])
+    ppo = load_config("configs/local.yaml", [
+        *shared, "train.algorithm=ppo", "train.loss_agg=token_mean", "train.scale_rewards=none",
+        "train.rl_reward=binary", "train.clip_eps_high=0.28", "train.entropy_coef=0.01",
+        "train.recompute_old_logprobs=true", "train.tis_cap=2.0"])
+    assert dpo.train.rpo_alpha == 0.5 and ppo.train.tis_cap == 2.0 and ppo.train.lr_schedule == "cosine"
 
 
 def test_dpo_options_reach_the_long_lived_loss(tiny):
