@@ -68,6 +68,12 @@ def materialize(package_dir: Path, parts: dict[str, list[str]], out: Path) -> di
     return dirs
 
 
+def recipe_overrides(train_dir: Path) -> list[str]:
+    """RECIPE, training on the files in `train_dir` and below (the recipe's glob "*.py" would read the top level
+    only and skip the subpackages: parser/, tz/, zoneinfo/ in dateutil)."""
+    return RECIPE + [f"train.sft.corpus_dir={train_dir}", 'train.sft.glob="**/*.py"']
+
+
 def perplexities(model: str, dirs: dict[str, Path], window: int) -> dict[str, dict]:
     from codealign.evaluation.model_source import resolve_eval_model
     from codealign.evaluation.perplexity import corpus_perplexity
@@ -91,8 +97,7 @@ def main() -> int:
     package_dir = Path(sysconfig.get_paths()["purelib"]) / args.package
     parts = split_files(package_dir)
     dirs = materialize(package_dir, parts, Path(args.out).resolve())
-    # the recipe's glob "*.py" would read the top level only and skip the subpackages (parser/, tz/, zoneinfo/)
-    overrides = RECIPE + [f"train.sft.corpus_dir={dirs['train']}", 'train.sft.glob="**/*.py"'] + args.overrides
+    overrides = recipe_overrides(dirs["train"]) + args.overrides
     cfg = load_config(args.config, overrides)  # refused here, naming the field, before anything is measured
     print(f"split of {package_dir}: " + "; ".join(f"{k} {len(v)} files" for k, v in parts.items()), flush=True)
 
