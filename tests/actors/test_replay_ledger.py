@@ -317,7 +317,7 @@ def test_a_failed_learner_batch_follows_loop_on_train_failure(ray_cluster, polic
     from codealign.pipeline.schedule import plan_rounds
     from codealign.pipeline.stream import run_stream
     from codealign.records import Exercise
-    from codealign.trainers.learner import TrainingFailed
+    from codealign.trainers.streaming import TrainingFailed
 
     class FailsAtStep2(SimLearner):
         def poll(self):

@@ -28,7 +28,7 @@ def test_a_nan_round_keeps_the_last_good_version_and_the_run_still_reports(ray_c
     # stream schedule that ends the long-lived learner's run, and on_train_failure: stop ends the stream
     raw = tiny_run_config(tmp_path, tiny_model_path, train={"learning_rate": float("inf"), "batch_size": 1},
                           loop={"on_train_failure": "stop"},
-                          pipeline={"schedule": schedule, "max_staleness": 1, "learner": "long_lived"})
+                          pipeline={"schedule": schedule, "max_staleness": 1})
     result = run(config_from_dict(raw))
     try:
         run_dir = result.run_dir.path
