@@ -5,7 +5,7 @@
 Both sides: SmolLM2-135M-Instruct, the same LoRA (or full fine-tuning), bf16 autocast with fp32 master weights
 where the CPU has bf16 matrix units, one epoch, 4 pairs per optimizer step, each pair its own micro-batch, the
 frozen base as reference. Each side's time runs from "pairs and a model path in hand" to "trained weights
-written" (Ray: `Learner.train_round`, worker start and checkpoint included; TRL: model load, trainer set-up,
+written" (Ray: one batch of `StreamingLearner`, worker start and publication included; TRL: model load, trainer set-up,
 `train()`, `save_model()`). Tokens are the same count on both sides (prompt + chosen and prompt + rejected,
 unpadded). roofline_frac: the learner's training-step FLOP/s (4 FLOPs per parameter per token with LoRA, 6 for
 full fine-tuning) over a bf16 matrix-product rate measured here, in this run, on the same threads.
@@ -68,14 +68,19 @@ def count_tokens(model_path: str, pairs, max_length: int) -> int:
 def run_ray(model_path: str, pairs, cfg, threads: int) -> tuple[float, dict]:
     import ray
 
-    from codealign.trainers.learner import Learner
+    from codealign.trainers.streaming import StreamingLearner
 
     ray.init(num_cpus=threads, include_dashboard=False, log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            metrics, _ = Learner(cfg, model_path, Path(tmp)).train_round(pairs)
-            return time.perf_counter() - start, metrics
+            learner = StreamingLearner(cfg, None, model_path, Path(tmp))
+            try:
+                learner.submit(0, ray.put(pairs), None, True)
+                (report,) = learner.wait(1)
+            finally:
+                learner.close()
+            return time.perf_counter() - start, report["metrics"]
     finally:
         ray.shutdown()
 

@@ -23,7 +23,7 @@ from codealign.pipeline.state import (
     save_experiences,
     truncate_metrics,
 )
-from codealign.pipeline.stream import StreamResume, long_lived
+from codealign.pipeline.stream import StreamResume
 from codealign.trainers.modeling import MERGED_FILE
 
 
@@ -167,12 +167,9 @@ class Operations:
         experiences = dict(zip(snap["refs"], ray.get([r[0] for r in snap["refs"].values()])))
         name = save_buffer(self.run_dir.path, cp.round, snap, experiences)
         s.next_iteration, s.policy_version = cp.next_round, cp.version
-        if long_lived(self.cfg):  # its state is the published version's adapter (see StreamingLearner)
-            s.learner_rounds = cp.trained
-            root = self.run_dir.path.resolve()
-            s.learner_checkpoint = str(Path(cp.weights).parent.resolve().relative_to(root)) if cp.weights else ""
-        else:
-            s.capture_learner(system.learner, self.run_dir.path)
+        s.learner_rounds = cp.trained  # the learner's state is the published version (see StreamingLearner)
+        root = self.run_dir.path.resolve()
+        s.learner_checkpoint = str(Path(cp.weights).parent.resolve().relative_to(root)) if cp.weights else ""
         s.stream = {"trained": cp.trained, "released": cp.released, "buffer": name, "accounts": cp.accounts}
         s.stage_seconds = dict(stages.seconds)
         s.components.update({n: save() for n, (save, _) in self.components.items()})

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import ray
 
-from codealign.trainers.learner import TrainingFailed
+from codealign.trainers.streaming import TrainingFailed
 from codealign.weights import load_for_generators
 
 

@@ -85,7 +85,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
                restart_learner: Callable[[str | None, int], object] | None = None) -> StreamResult:
     """Drive all `plans` through the pipeline; returns the final policy version and what was measured.
 
-    `learner`: StreamingLearner / PerRoundLearner (or a stand-in) with submit / poll / close.
+    `learner`: a StreamingLearner (or a stand-in) with submit / poll / finish / close.
     `load_weights(path)`: what the generators are sent for a published version.
     `on_commit`: called after each round is logged whose weights are published (not while a trained batch is
     unpublished), to persist the run; `resume`: start from such a checkpoint instead of round 0.
@@ -318,23 +318,18 @@ def ledger_config(cfg: RunConfig):
     return LedgerConfig(max_staleness=p.max_staleness, reuse=p.reuse, capacity=p.capacity)
 
 
-def long_lived(cfg: RunConfig) -> bool:
-    """Whether the stream trains with the long-lived learner (DPO, critic-free PPO) or a TorchTrainer per batch."""
-    t = cfg.train
-    return t.algorithm in ("dpo", "ppo") and not t.critic
+def make_learner(cfg: RunConfig, model_path: str, storage_dir, resume: StreamResume | None = None):
+    """The learner of the whole job (trainers/streaming.py), every algorithm; from `resume`'s published version."""
+    from codealign.model_source import resolve_model
+    from codealign.trainers.scoring import Sampling
+    from codealign.trainers.streaming import StreamingLearner
 
-
-def make_learner(cfg: RunConfig, round_learner, model_path: str, storage_dir, resume: StreamResume | None = None):
-    """The long-lived learner where it applies (DPO, critic-free PPO), else the round-based one in a thread (a
-    resumed round-based learner was pointed at its checkpoint by pipeline/operations.py already)."""
-    from codealign.trainers.streaming import PerRoundLearner, StreamingLearner
-
-    if long_lived(cfg):
-        start = (resume.weights, resume.trained) if resume is not None and resume.weights else (None, 0)
-        return StreamingLearner(cfg.train, cfg.pipeline, model_path, storage_dir, sampling=round_learner.sampling,
-                                served_dtype=round_learner.served_dtype, resume_weights=start[0], start_step=start[1],
-                                total_batches=cfg.loop.iterations)
-    return PerRoundLearner(round_learner, cfg.pipeline)
+    start = (resume.weights, resume.trained) if resume is not None and resume.weights else (None, 0)
+    teacher = resolve_model(cfg.train.distill.teacher) if cfg.train.distill.teacher else ""
+    return StreamingLearner(cfg.train, cfg.pipeline, model_path, storage_dir,
+                            sampling=Sampling(cfg.loop.temperature, cfg.loop.top_p, cfg.generator.max_tokens),
+                            served_dtype=cfg.model.dtype, resume_weights=start[0], start_step=start[1],
+                            total_batches=cfg.loop.iterations, teacher_path=teacher)
 
 
 def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_path: str, run_dir, stages,
@@ -347,23 +342,17 @@ def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_
     from codealign.pipeline.report import round_line
     from codealign.pipeline.serving import policy_for_generators, served_as
 
-    learner = make_learner(cfg, system.learner, model_path, run_dir.path / "train", resume)
+    learner = make_learner(cfg, model_path, run_dir.path / "train", resume)
 
     def restart(weights: str | None, version: int):
-        """After a failed batch: the round-based learner goes on from its last good round; the long-lived one is
-        started again from the published version's adapter (None before the first publication or in full
-        fine-tuning, where it has nothing to resume from: the stream stops)."""
+        """After a failed batch: the learner started again from the published version (its adapter or fp32
+        weights, optimizer state and critic), or from the base model before the first publication."""
         nonlocal learner
-        if not long_lived(cfg):
-            return learner
         try:
             learner.close()
         except Exception:  # its run already failed; that failure is recorded
             pass
-        if not weights or not cfg.train.lora.enabled:
-            return None
-        learner = make_learner(cfg, system.learner, model_path, run_dir.path / "train",
-                               StreamResume(0, version, 0, version, weights))
+        learner = make_learner(cfg, model_path, run_dir.path / "train", StreamResume(0, version, 0, version, weights))
         return learner
 
     def load_weights(merged_file: str):

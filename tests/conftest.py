@@ -71,3 +71,25 @@ def raw_local() -> dict:
     import yaml
 
     return yaml.safe_load(LOCAL.read_text())
+
+
+def train_batches(cfg, model_path, storage, batches: list[list], **kw) -> list[dict]:
+    """`batches` trained one after the other by one learner run (trainers/streaming.py), each published; their
+    reports ({metrics, weights: the merged file, ...}). `kw`: StreamingLearner's options (pipe, sampling, ...)."""
+    import ray
+
+    from codealign.trainers.streaming import StreamingLearner
+
+    learner = StreamingLearner(cfg, kw.pop("pipe", None), model_path, storage, **kw)
+    try:
+        for step, data in enumerate(batches):
+            learner.submit(step, ray.put(data), None, True)
+        reports = learner.wait(len(batches))
+    except BaseException:
+        try:
+            learner.close()  # raises the run's failure again: the one `wait` raised is the one to see
+        except Exception:
+            pass
+        raise
+    learner.close()
+    return reports

@@ -1,4 +1,4 @@
-"""Logit distillation (Hinton et al.; GKD's generalised JSD) as a Ray Train loop.
+"""Logit distillation (Hinton et al.; GKD's generalised JSD): a learner batch of sequences.
 
 The teacher scores the same tokens as the student, so both must share a tokenizer; when they don't, sequence-
 level distillation (`train.distill.mode: sequence`: SFT on the oracle's verified solutions) is the way. The
@@ -12,10 +12,11 @@ import os
 
 import torch
 
+from codealign.records import SftExample
 from codealign.trainers.modeling import bf16_compute, replica_spread
 from codealign.trainers.sft import completion_logits, prepare_items
-from codealign.trainers.steps import MicroStep, optimizer_carry, run_steps
-from codealign.trainers.worker import build_policy, report_round, setup_worker
+from codealign.trainers.steps import OPTIMIZER_FILE, MicroStep, optimizer_carry, run_steps
+from codealign.trainers.trainee import Trainee
 
 BETAS = {"forward": 0.0, "reverse": 1.0}
 
@@ -44,35 +45,31 @@ def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, bet
                                            beta=beta, temperature=temperature, reduction="batchmean")
 
 
-def distill_train_loop(config: dict) -> None:
-    import ray.train.torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_teacher(teacher_path: str, cfg, device):
+    """Logit distillation's teacher, frozen, once per worker (its tokenizer checked by the driver)."""
+    from transformers import AutoModelForCausalLM
 
-    cfg, rank, world, examples = setup_worker(config)
-    teacher_path = config["teacher_path"]
-    tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
-    check_same_tokenizer(tokenizer, AutoTokenizer.from_pretrained(teacher_path), teacher_path)
-    device = ray.train.torch.get_device()
-    items, _ = prepare_items(examples, cfg, tokenizer, rank, world, device)
+    dtype = torch.bfloat16 if bf16_compute(cfg) else torch.float32
+    return AutoModelForCausalLM.from_pretrained(teacher_path, dtype=dtype).to(device).eval().requires_grad_(False)
+
+
+def distill_batch(t: Trainee, examples: list[SftExample], train_version: int | None = None,
+                  carry: dict | None = None, job: tuple[int, int] | None = None) -> tuple[dict, dict]:
+    """One learner batch of sequences, the student pulled towards `t.teacher`'s logits on every learned token.
+    `carry`, `job`, the result: as `dpo.dpo_batch`'s."""
+    cfg = t.cfg
+    items, _ = prepare_items(examples, cfg, t.tokenizer, t.rank, t.world, t.device)
     autocast = bf16_compute(cfg)
-
-    teacher = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=torch.bfloat16 if autocast else torch.float32)
-    teacher.to(device).eval().requires_grad_(False)
-
-    model = ray.train.torch.prepare_model(build_policy(config, cfg, device)[0])
-    params = [p for p in model.parameters() if p.requires_grad]
     beta, temperature = divergence_beta(cfg.distill.divergence, cfg.distill.jsd_beta), cfg.distill.temperature
 
     def micro_step(item, i: int) -> MicroStep:
         with torch.no_grad():  # on the fly: caching [tokens x vocab] teacher logits costs more memory than time
-            target, _ = completion_logits(teacher, item, autocast)
-        logits, _ = completion_logits(model, item, autocast)
-        loss = distill_loss(logits, target, beta, temperature)
-        return MicroStep(loss, {}, int(item["input_ids"].shape[1]))
+            target, _ = completion_logits(t.teacher, item, autocast)
+        logits, _ = completion_logits(t.model, item, autocast)
+        return MicroStep(distill_loss(logits, target, beta, temperature), {}, int(item["input_ids"].shape[1]))
 
-    progress = config.get("progress") if rank == 0 else None
-    metrics, pos, optimizer = run_steps(model, params, items, micro_step, cfg, name="distill", rank=rank,
-                                        progress=progress, previous=config.get("previous_checkpoint"))
-    metrics.update({"distill/sequences": len(items), "distill/workers": world, "distill/beta": beta,
-                    "distill/replica_spread": replica_spread(model, world)})
-    report_round(model, metrics, rank, config, optimizer_carry(optimizer, pos))
+    metrics, pos, optimizer = run_steps(t.model, t.params(), items, micro_step, cfg, name="distill", rank=t.rank,
+                                        carry=carry, job=job)
+    metrics.update({"distill/sequences": len(items), "distill/workers": t.world, "distill/beta": beta,
+                    "distill/replica_spread": replica_spread(t.model, t.world), "trained_ids": []})
+    return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]

@@ -1,4 +1,4 @@
-"""DPO as a Ray Train loop: tight per-pair sequences, reference log-probs computed once, bf16 autocast."""
+"""DPO: tight per-pair sequences, reference log-probs computed once per batch, bf16 autocast."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from codealign.records import PreferencePair
 from codealign.trainers.chat_turns import answer_token_ids
 from codealign.trainers.losses import dpo_loss, sequence_logps
 from codealign.trainers.modeling import bf16_compute, replica_spread
-from codealign.trainers.steps import MicroStep, optimizer_carry, run_steps
-from codealign.trainers.worker import build_policy, report_round, setup_worker
+from codealign.trainers.steps import OPTIMIZER_FILE, MicroStep, optimizer_carry, run_steps
+from codealign.trainers.trainee import Trainee, trained_ids
 
 
 @dataclass
@@ -73,8 +73,7 @@ def selected_pairs(n: int, cfg, world: int) -> list[int]:
 
 
 def dpo_micro_step(model, ref: list[torch.Tensor], cfg, autocast: bool):
-    """The body of one DPO micro-step (every option of the loss), shared by the round-based learner and the
-    long-lived one (trainers/streaming.py): micro-batch i -> MicroStep."""
+    """The body of one DPO micro-step (every option of the loss): micro-batch i -> MicroStep."""
 
     def micro_step(batch, i: int) -> MicroStep:
         logps = pair_logps(model, batch, autocast)
@@ -89,26 +88,18 @@ def dpo_micro_step(model, ref: list[torch.Tensor], cfg, autocast: bool):
     return micro_step
 
 
-def dpo_train_loop(config: dict) -> None:
-    """Runs on every Ray Train worker. config: data (list[PreferencePair] or its ObjectRef), model_path,
-    train (TrainConfig), adapter_from, num_threads, progress."""
-    import ray.train.torch
-    from transformers import AutoTokenizer
-
-    cfg, rank, world, pairs = setup_worker(config)
-    tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
-    device = ray.train.torch.get_device()
-    batches = dpo_batches(tokenizer, pairs, cfg, rank, world, device)
-
+def dpo_batch(t: Trainee, pairs: list[PreferencePair], train_version: int | None = None, carry: dict | None = None,
+              job: tuple[int, int] | None = None) -> tuple[dict, dict]:
+    """One learner batch of preference pairs. `carry`: the optimizer state the previous batch left; `job`: (this
+    batch's index, batches in the job), over which the learning-rate schedule runs; returns (metrics, the state to
+    carry on)."""
+    cfg = t.cfg
+    batches = dpo_batches(t.tokenizer, pairs, cfg, t.rank, t.world, t.device)
     autocast = bf16_compute(cfg)
-    model, ref = build_policy(config, cfg, device, lambda m: [pair_logps(m, b, autocast) for b in batches])
-    model = ray.train.torch.prepare_model(model)  # DDP (gloo on CPU, NCCL on GPU) when world > 1
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    progress = config.get("progress") if rank == 0 else None
-    metrics, pos, optimizer = run_steps(model, params, batches, dpo_micro_step(model, ref, cfg, autocast), cfg,
-                                        name="dpo", rank=rank, progress=progress,
-                                        previous=config.get("previous_checkpoint"))
-    metrics.update({"dpo/pairs": len(batches), "dpo/workers": world,
-                    "dpo/replica_spread": replica_spread(model, world)})
-    report_round(model, metrics, rank, config, optimizer_carry(optimizer, pos))
+    ref, _ = t.references(lambda m: [pair_logps(m, b, autocast) for b in batches], current=False)
+    metrics, pos, optimizer = run_steps(t.model, t.params(), batches, dpo_micro_step(t.model, ref, cfg, autocast),
+                                        cfg, name="dpo", rank=t.rank, carry=carry, job=job)
+    metrics.update({"dpo/pairs": len(batches), "dpo/workers": t.world,
+                    "dpo/replica_spread": replica_spread(t.model, t.world),
+                    "trained_ids": trained_ids([pairs[i] for i in selected_pairs(len(pairs), cfg, t.world)])})
+    return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]

@@ -26,8 +26,8 @@ from codealign.trainers.critic import PolicyWithValue, gae
 from codealign.trainers.losses import clipped_policy_loss
 from codealign.trainers.modeling import bf16_compute, load_policy, replica_spread
 from codealign.trainers.scoring import Sampling, token_log_probs
-from codealign.trainers.steps import MicroStep, load_params, optimizer_carry, run_steps
-from codealign.trainers.worker import build_policy, report_round, setup_worker
+from codealign.trainers.steps import OPTIMIZER_FILE, MicroStep, load_params, optimizer_carry, run_steps
+from codealign.trainers.trainee import Trainee, trained_ids
 
 VALUE_HEAD_FILE = "value_head.pt"
 CRITIC_TRUNK_FILE = "critic_trunk.pt"  # critic_model: separate - the critic's own trainable parameters
@@ -140,18 +140,29 @@ def loss_normaliser(cfg, sampling: Sampling, batches: list[dict]) -> float | Non
     return None
 
 
-def build_model(policy, config: dict, cfg, device):
-    """The policy alone, or with its critic; a critic continues from the previous round's."""
+def with_critic(policy, cfg, model_path: str, saved: Path | None, device):
+    """The policy with its critic (`train.critic`), the critic as `saved` (a published version) left it; the
+    policy alone without one."""
     if not cfg.critic:
         return policy
-    trunk = load_policy(config["model_path"], cfg).to(device) if cfg.critic_model == "separate" else None
+    trunk = load_policy(model_path, cfg).to(device) if cfg.critic_model == "separate" else None
     model = PolicyWithValue(policy, trunk).to(device)
-    previous = config.get("previous_checkpoint")
-    if previous and (Path(previous) / VALUE_HEAD_FILE).is_file():
-        model.value_head.load_state_dict(torch.load(Path(previous) / VALUE_HEAD_FILE))
-    if trunk is not None and previous and (Path(previous) / CRITIC_TRUNK_FILE).is_file():
-        load_params(trunk, torch.load(Path(previous) / CRITIC_TRUNK_FILE, map_location=device), previous)
+    if saved is not None and (saved / VALUE_HEAD_FILE).is_file():
+        model.value_head.load_state_dict(torch.load(saved / VALUE_HEAD_FILE, map_location=device))
+    if trunk is not None and saved is not None and (saved / CRITIC_TRUNK_FILE).is_file():
+        load_params(trunk, torch.load(saved / CRITIC_TRUNK_FILE, map_location=device), str(saved))
     return model
+
+
+def critic_files(model) -> dict:
+    """What a published version holds of the critic, so a restarted or resumed learner continues it."""
+    unwrapped = getattr(model, "module", model)
+    if not isinstance(unwrapped, PolicyWithValue):
+        return {}
+    files = {VALUE_HEAD_FILE: unwrapped.value_head.state_dict()}
+    if unwrapped.trunk is not None:
+        files[CRITIC_TRUNK_FILE] = unwrapped.trunk_state()
+    return files
 
 
 def select_rollouts(data: list[Experience], cfg, rank: int, world: int):
@@ -187,10 +198,9 @@ def rollout_batches(tokenizer, rollouts, cfg, device) -> list[dict]:
 
 def policy_micro_step(model, ref: list[torch.Tensor], cfg, autocast: bool, sampling: Sampling,
                       normaliser: float | None, off_policy=None):
-    """The body of one PPO micro-step (every option of the objective), shared by the round-based learner and the
-    long-lived one (trainers/streaming.py): micro-batch i -> MicroStep.
+    """The body of one PPO micro-step (every option of the objective): micro-batch i -> MicroStep.
 
-    `off_policy` (a `PipelineConfig`; none in the rounds loop): a micro-batch holding `prox_logps` is a sample
+    `off_policy` (a `PipelineConfig`; None: nothing is stale): a micro-batch holding `prox_logps` is a sample
     older than the learner's policy, trained with `trainers.offpolicy`'s correction (against the engine's
     behaviour log-probs; its truncated weight plays the part `tis_cap` plays on fresh samples)."""
     # kl_in_reward (critic only, refused at load otherwise): the KL is in the reward, not the loss
@@ -228,7 +238,7 @@ def mark_stale(batches: list[dict], rollouts: list, mine: list[torch.Tensor], tr
                pipe) -> None:
     """Each micro-batch's staleness (the policy that trains it is `train_version`, the sample's is its
     `policy_version`); a stale one gets `prox_logps`, the policy as the batch starts (`mine`), and so trains with
-    `pipe.off_policy`'s correction. `train_version` None: a round of the rounds loop, where nothing is stale."""
+    `pipe.off_policy`'s correction. `train_version` None: nothing is stale (the rounds loop's rounds)."""
     for b, (exp, _, _), m in zip(batches, rollouts, mine):
         b["staleness"] = 0 if train_version is None else train_version - exp.policy_version
         if pipe is not None and pipe.off_policy != "none" and b["staleness"] > 0:
@@ -265,47 +275,28 @@ def batch_metrics(data: list[Experience], rewards: list[float], dropped: set[str
     }
 
 
-def ppo_train_loop(config: dict) -> None:
-    import ray.train.torch
-    from transformers import AutoTokenizer
-
-    cfg, rank, world, data = setup_worker(config)
-    sampling = config.get("sampling") or Sampling()
-    rollouts, rewards, dropped = select_rollouts(data, cfg, rank, world)
-    tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
-    device = ray.train.torch.get_device()
-    batches = rollout_batches(tokenizer, rollouts, cfg, device)
+def ppo_batch(t: Trainee, data: list[Experience], train_version: int | None = None, carry: dict | None = None,
+              job: tuple[int, int] | None = None) -> tuple[dict, dict]:
+    """One learner batch of judged samples (their token ids and the engine's log-probs). A sample made by an older
+    policy than `train_version` trains with `t.pipe.off_policy`'s correction, its proximal policy being these
+    weights as the batch starts (None: nothing is stale). With a critic: GAE advantages and returns from the
+    value head as the batch starts, and the value loss. `carry`, `job`, the result: as `dpo.dpo_batch`'s."""
+    cfg, pipe = t.cfg, t.pipe
+    sampling = t.sampling or Sampling()
+    rollouts, rewards, dropped = select_rollouts(data, cfg, t.rank, t.world)
+    batches = rollout_batches(t.tokenizer, rollouts, cfg, t.device)
     autocast = bf16_compute(cfg)
-
-    def score(m):
-        return [forward_tokens(m, b, autocast, False, sampling)[0] for b in batches]
-
-    policy, ref = build_policy(config, cfg, device, score)
-    # The policy as this round starts, scored by the trainer: the refreshed reference is exactly that
-    with torch.no_grad():
-        mine = ref if cfg.reference == "refreshed" else score(policy)
+    ref, mine = t.references(lambda m: [forward_tokens(m, b, autocast, False, sampling)[0] for b in batches])
     engine_gap = behaviour_logps(batches, mine, cfg)
-    # a batch of the stream schedule (PerRoundLearner): stale samples get the off-policy correction
-    pipe = config.get("pipeline")
-    mark_stale(batches, rollouts, mine, config.get("train_version"), pipe)
-    model = build_model(policy, config, cfg, device)
-    if cfg.critic:
-        critic_targets(batches, ref, model, autocast, cfg, sampling)
-    model = ray.train.torch.prepare_model(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    micro_step = policy_micro_step(model, ref, cfg, autocast, sampling, loss_normaliser(cfg, sampling, batches),
+    mark_stale(batches, rollouts, mine, train_version, pipe)
+    if cfg.critic:  # the old values, as the batch starts (eval mode, set by references)
+        critic_targets(batches, ref, getattr(t.model, "module", t.model), autocast, cfg, sampling)
+    micro_step = policy_micro_step(t.model, ref, cfg, autocast, sampling, loss_normaliser(cfg, sampling, batches),
                                    off_policy=pipe)
-
-    progress = config.get("progress") if rank == 0 else None
-    metrics, pos, optimizer = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank,
-                                        progress=progress, previous=config.get("previous_checkpoint"))
-    metrics.update(batch_metrics(data, rewards, dropped, batches, pos, world, engine_gap, sampling))
+    metrics, pos, optimizer = run_steps(t.model, t.params(), batches, micro_step, cfg, name="ppo", rank=t.rank,
+                                        carry=carry, job=job)
+    metrics.update(batch_metrics(data, rewards, dropped, batches, pos, t.world, engine_gap, sampling))
     metrics.update(stale_metrics(batches, pipe))
-    metrics["ppo/replica_spread"] = replica_spread(model, world)
-    unwrapped = getattr(model, "module", model)
-    extra = optimizer_carry(optimizer, pos)
-    if cfg.critic:
-        extra[VALUE_HEAD_FILE] = unwrapped.value_head.state_dict()
-        if unwrapped.trunk is not None:
-            extra[CRITIC_TRUNK_FILE] = unwrapped.trunk_state()
-    report_round(policy, metrics, rank, config, extra)
+    metrics["ppo/replica_spread"] = replica_spread(t.model, t.world)
+    metrics["trained_ids"] = trained_ids([e for e, _, _ in trained_rollouts(data, cfg, t.world)[0]])
+    return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]

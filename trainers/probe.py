@@ -19,7 +19,7 @@ def load_trained(model_path: str, checkpoint_dir: str | Path | None):
     from transformers import AutoModelForCausalLM
 
     from codealign.trainers.steps import load_params
-    from codealign.trainers.worker import FULL_WEIGHTS_FILE
+    from codealign.trainers.trainee import FULL_WEIGHTS_FILE
 
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     if checkpoint_dir is not None:

@@ -1,8 +1,8 @@
-"""Supervised fine-tuning and continued pre-training as a Ray Train loop.
+"""Supervised fine-tuning and continued pre-training: a learner batch of sequences.
 
 Chat examples (prompt -> completion) learn the completion only; raw documents (code files) learn every token,
 with fill-in-the-middle applied at `train.sft.fim_rate`, and are cut into blocks of `train.max_length`.
-Sequence-level distillation is this loop on the oracle's execution-verified solutions.
+Sequence-level distillation is this batch on the oracle's execution-verified solutions.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from codealign.records import SftExample
 from codealign.trainers.chat_turns import answer_token_ids
 from codealign.trainers.fim import fim_token_ids, sentinel_ids, text_blocks
 from codealign.trainers.modeling import bf16_compute, replica_spread
-from codealign.trainers.steps import MicroStep, optimizer_carry, run_steps
-from codealign.trainers.worker import build_policy, report_round, setup_worker
+from codealign.trainers.steps import OPTIMIZER_FILE, MicroStep, optimizer_carry, run_steps
+from codealign.trainers.trainee import Trainee
 
 
 def load_corpus(cfg: SftConfig) -> list[SftExample]:
@@ -132,27 +132,20 @@ def prepare_items(examples: list[SftExample], cfg, tokenizer, rank: int, world: 
     return [{**it, "input_ids": it["input_ids"].to(device)} for it in items], kinds
 
 
-def sft_train_loop(config: dict) -> None:
-    import ray.train.torch
-    from transformers import AutoTokenizer
-
-    cfg, rank, world, examples = setup_worker(config)
-    tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
-    device = ray.train.torch.get_device()
-    items, kinds = prepare_items(examples, cfg, tokenizer, rank, world, device)
-    model, _ = build_policy(config, cfg, device)
+def sft_batch(t: Trainee, examples: list[SftExample], train_version: int | None = None,
+              carry: dict | None = None, job: tuple[int, int] | None = None) -> tuple[dict, dict]:
+    """One learner batch of sequences (chat turns learn the completion; raw documents every token, FIM applied).
+    `carry`, `job`, the result: as `dpo.dpo_batch`'s."""
+    cfg = t.cfg
+    items, kinds = prepare_items(examples, cfg, t.tokenizer, t.rank, t.world, t.device)
     autocast = bf16_compute(cfg)
-    model = ray.train.torch.prepare_model(model)
-    params = [p for p in model.parameters() if p.requires_grad]
 
     def micro_step(item, i: int) -> MicroStep:
-        loss = sft_loss(model, item, autocast)
-        return MicroStep(loss, {}, int(item["input_ids"].shape[1]))
+        return MicroStep(sft_loss(t.model, item, autocast), {}, int(item["input_ids"].shape[1]))
 
-    progress = config.get("progress") if rank == 0 else None
-    metrics, pos, optimizer = run_steps(model, params, items, micro_step, cfg, name="sft", rank=rank,
-                                        progress=progress, previous=config.get("previous_checkpoint"))
-    metrics.update({"sft/examples": len(examples), "sft/sequences": len(items), "sft/workers": world,
-                    "sft/replica_spread": replica_spread(model, world),
+    metrics, pos, optimizer = run_steps(t.model, t.params(), items, micro_step, cfg, name="sft", rank=t.rank,
+                                        carry=carry, job=job)
+    metrics.update({"sft/examples": len(examples), "sft/sequences": len(items), "sft/workers": t.world,
+                    "sft/replica_spread": replica_spread(t.model, t.world), "trained_ids": [],
                     **{f"sft/fim_{k}": v for k, v in kinds.items()}})
-    report_round(model, metrics, rank, config, optimizer_carry(optimizer, pos))
+    return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]

@@ -2,9 +2,9 @@
 the NaN stop, progress, and resumable checkpoints (trainable weights, optimizer, step, data position).
 
 AdamW with decoupled weight decay on weight matrices only (never biases or norms), linear warm-up over the run's
-first `warmup_steps` optimizer steps and a schedule after it (over each round, or with `job` over the long-lived
-learner's whole job), gradient clipping at `max_grad_norm`,
-and the optimizer's moments carried from one round to the next (`carry_optimizer`).
+first `warmup_steps` optimizer steps and a schedule after it (with `job`, over the learner's whole job),
+gradient clipping at `max_grad_norm`, and the optimizer's moments carried from one batch to the next
+(`carry_optimizer`).
 
 An algorithm supplies its micro-batches and a function micro-batch -> `MicroStep`; everything about *when* to
 step, skip, checkpoint or stop lives here once.
@@ -29,7 +29,7 @@ import torch
 from codealign.config import LossGuardConfig, TrainConfig
 
 STATE_FILE = "train_state.pt"
-OPTIMIZER_FILE = "optimizer.pt"  # in every round checkpoint: what the next round's optimizer continues from
+OPTIMIZER_FILE = "optimizer.pt"  # in every published version: what a restarted or resumed optimizer continues from
 
 
 @dataclass
@@ -43,7 +43,7 @@ class MicroStep:
 class LossGuard:
     """The seeds' loss-spike guard, applied per micro-batch before backward. Absolute thresholds, or
     (`relative`) multiples of the mean |loss| of the last `window` accepted micro-batches. A non-finite loss is
-    malformed when `malformed` is set; otherwise it stops the round (FloatingPointError in run_steps)."""
+    malformed when `malformed` is set; otherwise it stops the batch (FloatingPointError in run_steps)."""
 
     cfg: LossGuardConfig
     skipped: int = 0
@@ -88,10 +88,10 @@ class Position:
     guard_skipped: int = 0
     guard_scaled: int = 0
     resumed_from_step: int = 0
-    global_step: int = 0  # optimizer steps over the whole run (warm-up counts these across rounds)
+    global_step: int = 0  # optimizer steps over the whole run (warm-up counts these across batches)
     skipped_steps: int = 0  # optimizer steps not taken: no micro-batch contributed, or a non-finite gradient
     guard_recent: list[float] = field(default_factory=list)  # the relative loss guard's window, carried on
-    batch: int | None = None  # the long-lived learner's batch this position belongs to (None: a round's)
+    batch: int | None = None  # the learner's batch this position belongs to
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
@@ -188,8 +188,8 @@ def param_groups(model, params: list[torch.nn.Parameter], weight_decay: float) -
 
 def learning_rate(cfg: TrainConfig, global_step: int, step: int, total: int, job: tuple[int, int] | None = None
                   ) -> float:
-    """Linear warm-up over the run's first `warmup_steps` steps; after it, `lr_schedule` over this round's steps,
-    or with `job` = (this batch's index, batches in the job) over the whole job (the long-lived learner)."""
+    """Linear warm-up over the run's first `warmup_steps` steps; after it, `lr_schedule` over this batch's steps,
+    or with `job` = (this batch's index, batches in the job) over the whole job."""
     if cfg.warmup_steps and global_step < cfg.warmup_steps:
         return cfg.learning_rate * (global_step + 1) / cfg.warmup_steps
     progress = step / total if total else 0.0
@@ -202,16 +202,11 @@ def learning_rate(cfg: TrainConfig, global_step: int, step: int, total: int, job
     return cfg.learning_rate
 
 
-def carry_in(optimizer, previous: str | None, cfg: TrainConfig, saved: dict | None = None
-             ) -> tuple[int, bool, list[float]]:
-    """Load the previous round's optimizer state (AdamW's moments) when asked; returns (global step, carried,
-    the loss guard's window of recent losses). `saved`: that state in memory (what `optimizer_carry` wrote),
-    instead of the file in `previous`."""
+def carry_in(optimizer, cfg: TrainConfig, saved: dict | None) -> tuple[int, bool, list[float]]:
+    """Load the previous batch's optimizer state (AdamW's moments, what `optimizer_carry` wrote) when asked;
+    returns (global step, carried, the loss guard's window of recent losses)."""
     if saved is None:
-        path = Path(previous) / OPTIMIZER_FILE if previous else None
-        if path is None or not path.is_file():
-            return 0, False, []
-        saved = torch.load(path, weights_only=False)
+        return 0, False, []
     recent = list(saved.get("guard_recent", []))  # the relative guard's baseline runs over the job too
     if not cfg.carry_optimizer:
         return saved["global_step"], False, recent
@@ -223,7 +218,7 @@ def carry_in(optimizer, previous: str | None, cfg: TrainConfig, saved: dict | No
 
 
 def optimizer_carry(optimizer, pos: Position) -> dict:
-    """What report_round writes so the next round's optimizer continues: {file name: object}."""
+    """What the next batch's optimizer continues from (and a published version holds): {file name: object}."""
     return {OPTIMIZER_FILE: {"optimizer": optimizer.state_dict(), "global_step": pos.global_step,
                              "guard_recent": list(pos.guard_recent)}}
 
@@ -239,20 +234,17 @@ def backward(model, out: MicroStep, weight: float, n: int) -> None:
 
 
 def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: Callable[[Any, int], MicroStep],
-              cfg: TrainConfig, *, name: str, rank: int, progress=None,
-              previous: str | None = None, carry: dict | None = None, job: tuple[int, int] | None = None
-              ) -> tuple[dict[str, Any], Position, Any]:
+              cfg: TrainConfig, *, name: str, rank: int, carry: dict | None = None,
+              job: tuple[int, int] | None = None) -> tuple[dict[str, Any], Position, Any]:
     """Train `cfg.epochs` passes over `items`, `cfg.batch_size` micro-batches accumulated per optimizer step.
 
-    `micro_step(item, index)` runs the forward pass and returns the loss. `previous`: the previous round's
-    checkpoint, whose optimizer state this round continues; `carry`: that state in memory instead
-    (`optimizer_carry(...)[OPTIMIZER_FILE]`, the long-lived learner's previous batch). `job`: (this batch's index,
-    batches in the job) in the long-lived learner: the schedule runs over the job (0 batches: over this one), and
-    only this batch's checkpoints are resumed from. Returns (summary metrics,
-    position, optimizer)."""
+    `micro_step(item, index)` runs the forward pass and returns the loss. `carry`: the previous batch's optimizer
+    state (`optimizer_carry(...)[OPTIMIZER_FILE]`), which this batch continues. `job`: (this batch's index, batches
+    in the job): the schedule runs over the job (0 batches: over this one), and only this batch's checkpoints are
+    resumed from. Returns (summary metrics, position, optimizer)."""
 
     optimizer = torch.optim.AdamW(param_groups(model, params, cfg.weight_decay), lr=cfg.learning_rate)
-    global_step, carried, recent = carry_in(optimizer, previous, cfg, carry)
+    global_step, carried, recent = carry_in(optimizer, cfg, carry)
     pos = resume_point(model, optimizer, job[0] if job is not None else None)
     if pos.step == 0:
         pos.global_step, pos.guard_recent = global_step, recent
@@ -278,7 +270,7 @@ def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: 
                     weight = guard.weight(value)  # sees a non-finite loss first: malformed, if configured
                     if math.isnan(weight):
                         raise FloatingPointError(f"{name} loss is {value} at item {i} (step {pos.step + 1}); "
-                                                 "stopping this round, the last good checkpoint stays")
+                                                 "stopping this batch, the last published version stays")
                     backward(model, out, weight, len(chunk))
                     contributed += weight > 0
                 if math.isfinite(value):
@@ -303,8 +295,6 @@ def run_steps(model, params: list[torch.nn.Parameter], items: list, micro_step: 
             pos.guard_skipped, pos.guard_scaled, pos.guard_recent = guard.skipped, guard.scaled, list(guard.recent)
             for k, v in step.items():
                 pos.history[k].append(v)
-            if progress is not None:
-                progress.update.remote(pos.step, total)
             if cfg.checkpoint_every and pos.step % cfg.checkpoint_every == 0 and pos.step < total:
                 report_resumable(model, optimizer, pos, rank, {f"{name}/step": pos.step})
         pos.epoch += 1

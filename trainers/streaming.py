@@ -1,22 +1,20 @@
-"""The long-lived learner: ONE Ray Train run for the whole job.
+"""The learner: ONE Ray Train run for the whole job, for every algorithm.
 
 Its workers load the model once, then loop: read the next batch from the mailbox (an ObjectRef: the data stays
-in the object store until a worker fetches it), train it with the shared optimizer loop (`steps.run_steps`), and
-every `publish_every` batches rank 0 writes versioned weights (merged, plus the LoRA adapter) that the driver
-hands to the generators between their requests.
-
-A batch is trained exactly as a round of the round-based learner trains it (the same seeds and reference, the
-optimizer's moments carried from the previous batch as a round carries them from the previous round with
-`train.carry_optimizer`), so with no staleness the losses are the same as the per-round `TorchTrainer`s'; what
-goes away is the per-round start-up (worker group, model load). DPO and critic-free PPO run here; the others go
-through `PerRoundLearner`, the round-based learner behind the same interface.
+in the object store until a worker fetches it), train it with the algorithm's batch function (`dpo.dpo_batch`,
+`ppo.ppo_batch` with or without a critic, `distill.distill_batch`, `sft.sft_batch` for SFT, continued pre-training
+and sequence distillation: each supplies its micro-batches, its reference and its micro-step to the shared
+optimizer loop, `steps.run_steps`), and every `publish_every` batches rank 0 writes a versioned directory (merged
+weights, the LoRA adapter, the optimizer state, a critic's value head) that the driver hands to the generators
+between their requests. Written once for all of them: the placement (`train.resources_per_worker`), a restarted
+worker group going on from the last published version (`train.max_failures`), mid-batch checkpoints
+(`train.checkpoint_every`), AdamW's moments carried from batch to batch and the schedule over the job.
 """
 
 from __future__ import annotations
 
 import copy
 import shutil
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,16 +23,9 @@ import ray
 import torch
 
 from codealign.config import PipelineConfig, TrainConfig
-from codealign.trainers.learner import Learner, TrainingFailed, worker_resources
-from codealign.trainers.modeling import (
-    ADAPTER_DIR,
-    MERGED_FILE,
-    bf16_compute,
-    frozen_reference,
-    replica_spread,
-    save_for_generators,
-)
+from codealign.trainers.modeling import ADAPTER_DIR, MERGED_FILE, save_for_generators
 from codealign.trainers.scoring import Sampling
+from codealign.trainers.trainee import FULL_WEIGHTS_FILE, Trainee
 
 POLL_S = 0.05
 
@@ -101,99 +92,32 @@ def _wait_batch(mailbox, step: int, rank: int):
         time.sleep(POLL_S)
 
 
-def trained_ids(items: list) -> list[str]:
-    """The replay buffer's ids of the samples behind `items` (a judged sample's `sample_id`; a pair's
-    `sample_ids`, chosen and rejected), for the ledger's count of what the learner trained."""
-    ids: list[str] = []
-    for item in items:
-        ids.extend([item.sample_id] if getattr(item, "sample_id", "") else getattr(item, "sample_ids", ()))
-    return ids
+class TrainingFailed(RuntimeError):
+    pass
 
 
-def dpo_batch(model, policy, ref_model, tokenizer, pairs, cfg: TrainConfig, rank: int, world: int, device,
-              train_version: int, carry: dict | None = None, job: tuple[int, int] | None = None) -> tuple[dict, dict]:
-    """One batch of preference pairs, as `dpo.dpo_train_loop` trains a round (the same batches and micro-step).
-    `carry`: the optimizer state the previous batch left (as a round continues the previous round's); `job`:
-    (this batch's index, batches in the job), over which the learning-rate schedule runs; returns (metrics, the
-    state to carry on)."""
-    from codealign.trainers.dpo import dpo_batches, dpo_micro_step, pair_logps, selected_pairs
-    from codealign.trainers.steps import OPTIMIZER_FILE, optimizer_carry, run_steps
-
-    batches = dpo_batches(tokenizer, pairs, cfg, rank, world, device)
-    autocast = bf16_compute(cfg)
-    policy.eval()  # the reference without LoRA dropout: the previous batch left the model in train mode
-    with torch.no_grad():
-        ref = [pair_logps(ref_model, b, autocast) for b in batches] if ref_model is not None else None
-        if ref is None:
-            with frozen_reference(policy) if cfg.reference == "frozen" else _null():
-                ref = [pair_logps(policy, b, autocast) for b in batches]
-    params = [p for p in model.parameters() if p.requires_grad]
-    metrics, pos, optimizer = run_steps(model, params, batches, dpo_micro_step(model, ref, cfg, autocast), cfg,
-                                        name="dpo", rank=rank, carry=carry, job=job)
-    metrics.update({"dpo/pairs": len(batches), "dpo/workers": world,
-                    "dpo/replica_spread": replica_spread(model, world), "trained_ids": trained_ids(
-                        [pairs[i] for i in selected_pairs(len(pairs), cfg, world)])})
-    return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]
+def worker_resources(cfg: TrainConfig) -> dict[str, float]:
+    """What each Ray Train worker asks for besides its GPU (custom resources steer it to the learner nodes)."""
+    return {"CPU": cfg.num_cpus_per_worker, **cfg.resources_per_worker}
 
 
-def ppo_batch(model, policy, ref_model, tokenizer, data, cfg: TrainConfig, rank: int, world: int, device,
-              train_version: int, pipe: PipelineConfig, sampling=None, carry: dict | None = None,
-              job: tuple[int, int] | None = None) -> tuple[dict, dict]:
-    """One batch of judged samples, as `ppo.ppo_train_loop` trains a round (critic-free: the same rollouts,
-    behaviour log-probs and micro-step); a sample made by an older policy than `train_version` is trained with the
-    off-policy correction of `pipe.off_policy`, its proximal policy being these weights as the batch starts.
-    `carry`, `job` and the second value returned: as in `dpo_batch`."""
-    from codealign.trainers.ppo import (
-        batch_metrics,
-        behaviour_logps,
-        forward_tokens,
-        loss_normaliser,
-        mark_stale,
-        policy_micro_step,
-        rollout_batches,
-        select_rollouts,
-        stale_metrics,
-        trained_rollouts,
-    )
-    from codealign.trainers.steps import OPTIMIZER_FILE, optimizer_carry, run_steps
+def batch_function(cfg: TrainConfig):
+    """The algorithm's batch: (Trainee, data, train version, optimizer carry, job) -> (metrics, carry)."""
+    if cfg.algorithm == "dpo":
+        from codealign.trainers.dpo import dpo_batch
 
-    sampling = sampling or Sampling()
-    rollouts, rewards, dropped = select_rollouts(data, cfg, rank, world)
-    batches = rollout_batches(tokenizer, rollouts, cfg, device)
-    autocast = bf16_compute(cfg)
+        return dpo_batch
+    if cfg.algorithm == "ppo":
+        from codealign.trainers.ppo import ppo_batch
 
-    def score(m):
-        return [forward_tokens(m, b, autocast, False, sampling)[0] for b in batches]
+        return ppo_batch
+    if cfg.algorithm == "distill" and cfg.distill.mode == "logit":
+        from codealign.trainers.distill import distill_batch
 
-    policy.eval()  # reference and proximal log-probs without LoRA dropout noise (train mode after a batch)
-    with torch.no_grad():
-        if ref_model is not None:
-            ref = score(ref_model)
-        else:
-            with frozen_reference(policy) if cfg.reference == "frozen" else _null():
-                ref = score(policy)
-        # the policy as this batch starts: the trainer's behaviour log-probs and the proximal policy
-        mine = ref if cfg.reference == "refreshed" else score(policy)
-    engine_gap = behaviour_logps(batches, mine, cfg)
-    mark_stale(batches, rollouts, mine, train_version, pipe)
-    micro_step = policy_micro_step(model, ref, cfg, autocast, sampling, loss_normaliser(cfg, sampling, batches),
-                                   off_policy=pipe)
-    params = [p for p in model.parameters() if p.requires_grad]
-    metrics, pos, optimizer = run_steps(model, params, batches, micro_step, cfg, name="ppo", rank=rank, carry=carry,
-                                        job=job)
-    metrics.update(batch_metrics(data, rewards, dropped, batches, pos, world, engine_gap, sampling))
-    metrics.update(stale_metrics(batches, pipe))
-    metrics["ppo/replica_spread"] = replica_spread(model, world)
-    metrics["trained_ids"] = trained_ids([e for e, _, _ in trained_rollouts(data, cfg, world)[0]])
-    return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]
+        return distill_batch
+    from codealign.trainers.sft import sft_batch  # SFT, continued pre-training, sequence-level distillation
 
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
+    return sft_batch
 
 
 def streaming_train_loop(config: dict) -> None:
@@ -205,17 +129,16 @@ def streaming_train_loop(config: dict) -> None:
     from transformers import AutoTokenizer
 
     from codealign.trainers.modeling import checkpoint_weights, load_policy
+    from codealign.trainers.ppo import critic_files, with_critic
     from codealign.trainers.steps import OPTIMIZER_FILE, load_params, trainable_state
-    from codealign.trainers.worker import FULL_WEIGHTS_FILE
 
     cfg: TrainConfig = config["train"]
-    pipe: PipelineConfig = config["pipeline"]
     mailbox = config["mailbox"]
     out_root = Path(config["storage_dir"])
     torch.set_num_threads(int(config.get("num_threads") or os.cpu_count() or 1))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.manual_seed(cfg.seed)  # as setup_worker: the fresh adapter's initialisation
+    torch.manual_seed(cfg.seed)  # the fresh adapter's (and value head's) initialisation
     tokenizer = AutoTokenizer.from_pretrained(config["model_path"])
     device = ray.train.torch.get_device()
     # where to start: a worker group restarted after a failure (train.max_failures) goes on from the last version
@@ -230,7 +153,15 @@ def streaming_train_loop(config: dict) -> None:
     ref_model = copy.deepcopy(policy).eval() if not cfg.lora.enabled and cfg.reference == "frozen" else None
     if saved and (saved / FULL_WEIGHTS_FILE).is_file():  # full fine-tuning: the published fp32 weights
         load_params(policy, torch.load(saved / FULL_WEIGHTS_FILE, map_location=device), str(saved))
-    model = ray.train.torch.prepare_model(policy)
+    teacher = None
+    if config.get("teacher_path"):
+        from codealign.trainers.distill import load_teacher
+
+        teacher = load_teacher(config["teacher_path"], cfg, device)
+    model = ray.train.torch.prepare_model(with_critic(policy, cfg, config["model_path"], saved, device))
+    trainee = Trainee(model, policy, tokenizer, cfg, rank, world, device, config["pipeline"], config["sampling"],
+                      ref_model, teacher)
+    train_batch = batch_function(cfg)
     base = checkpoint_weights(config["model_path"]) if cfg.quantization != "none" else None
     carry = None
     if saved and (saved / OPTIMIZER_FILE).is_file():  # AdamW's moments as the published batch left them
@@ -240,15 +171,18 @@ def streaming_train_loop(config: dict) -> None:
     def publish() -> str:
         nonlocal last_published
         directory = out_root / f"v{step:05d}"
-        unwrapped = getattr(policy, "module", policy)
-        # in the generators' dtype, as a round checkpoint (fp32 serving keeps what bf16 would round away)
-        save_for_generators(unwrapped, directory, dtype=getattr(torch, config.get("served_dtype") or "bfloat16"),
+        # in the generators' dtype (fp32 serving keeps what bf16 would round away)
+        save_for_generators(policy, directory, dtype=getattr(torch, config.get("served_dtype") or "bfloat16"),
                             base_weights=base)
-        if not hasattr(unwrapped, "peft_config"):  # full fine-tuning: what the serving probe loads
-            torch.save(trainable_state(unwrapped), directory / FULL_WEIGHTS_FILE)
+        files = critic_files(model)
+        if not hasattr(policy, "peft_config"):  # full fine-tuning: what a restart and the serving probe load
+            files[FULL_WEIGHTS_FILE] = trainable_state(policy)
         if carry is not None:  # a resumed driver continues from this version with the same optimizer
-            torch.save(carry, directory / OPTIMIZER_FILE)
-        for old in sorted(out_root.glob("v*"))[:-2]:  # the driver loads a version as soon as it is reported
+            files[OPTIMIZER_FILE] = carry
+        for name, obj in files.items():
+            torch.save(obj, directory / name)
+        keep = max(2, cfg.num_to_keep) if cfg.num_to_keep else 0  # the driver loads a version once reported
+        for old in sorted(out_root.glob("v*"))[:-keep] if keep else []:
             shutil.rmtree(old, ignore_errors=True)
         last_published = step
         return str(directory / MERGED_FILE)
@@ -263,15 +197,10 @@ def streaming_train_loop(config: dict) -> None:
                                        "trained_ids": [], "final": True})
             break
         data = ray.get(payload["data"][0])
-        torch.manual_seed(cfg.seed)  # every batch as a fresh round would see it
+        torch.manual_seed(cfg.seed)  # every batch as a fresh start would see it (LoRA dropout's draws)
         start = time.monotonic()
         job = (step, config.get("total_batches") or 0)  # the schedule's span; whose checkpoints resume
-        if cfg.algorithm == "dpo":
-            metrics, carry = dpo_batch(model, policy, ref_model, tokenizer, data, cfg, rank, world, device,
-                                       payload["version"], carry, job)
-        else:
-            metrics, carry = ppo_batch(model, policy, ref_model, tokenizer, data, cfg, rank, world, device,
-                                       payload["version"], pipe, config["sampling"], carry, job)
+        metrics, carry = train_batch(trainee, data, payload["version"], carry, job)
         step += 1
         weights, ids = None, metrics.pop("trained_ids")
         if rank == 0:
@@ -285,23 +214,40 @@ def streaming_train_loop(config: dict) -> None:
 class StreamingLearner:
     """Driver side of the long-lived run: `submit` a batch, `poll` for finished steps, `close` at the end."""
 
-    def __init__(self, cfg: TrainConfig, pipe: PipelineConfig, model_path: str, storage_dir: Path, sampling=None,
-                 served_dtype: str = "bfloat16", resume_weights: str | None = None, start_step: int = 0,
-                 total_batches: int = 0):
-        """`resume_weights`/`start_step`: a resumed driver's committed version (its merged file, beside the
-        adapter and the optimizer state carried from batch to batch) and the batches trained up to it.
-        `total_batches`: the batches in the job, over which `train.lr_schedule` runs (0: over each batch)."""
+    def __init__(self, cfg: TrainConfig, pipe: PipelineConfig | None, model_path: str, storage_dir: Path,
+                 sampling: Sampling | None = None, served_dtype: str = "bfloat16", resume_weights: str | None = None,
+                 start_step: int = 0, total_batches: int = 0, teacher_path: str = ""):
+        """`pipe`: the off-policy correction of stale PPO samples (None: nothing is stale). `sampling`: how the
+        generators sampled PPO's rollouts. `served_dtype`: the generators' dtype, in which the merged weights are
+        written (fp32 serving keeps updates bf16 would round away). `resume_weights`/`start_step`: a resumed
+        driver's committed version (its merged file, beside the adapter and the optimizer state carried from batch
+        to batch) and the batches trained up to it. `total_batches`: the batches in the job, over which
+        `train.lr_schedule` runs (0: over each batch). `teacher_path`: logit distillation's teacher."""
         from ray.train import FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
-        if cfg.algorithm not in ("dpo", "ppo") or cfg.critic:
-            raise ValueError("pipeline.learner: long_lived trains DPO and critic-free PPO; use per_round for "
-                             f"{cfg.algorithm}{' with a critic' if cfg.critic else ''}")
+        from codealign.model_source import check_lora_targets
+
+        if cfg.algorithm not in ("dpo", "ppo", "distill", "sft"):
+            raise ValueError(f"train.algorithm: unknown algorithm {cfg.algorithm!r}; choose dpo, ppo, distill or sft")
+        if cfg.algorithm == "distill" and cfg.distill.mode == "logit" and not teacher_path:
+            raise ValueError("train.distill: logit distillation needs a teacher model (train.distill.teacher)")
+        check_lora_targets(model_path, list(cfg.lora.target_modules), cfg.lora.enabled)
+        served_dtype = served_dtype if served_dtype in ("float32", "float16") else "bfloat16"
+        teacher_path = teacher_path if cfg.algorithm == "distill" and cfg.distill.mode == "logit" else ""
+        if teacher_path:  # refused here, before any worker loads a model
+            from transformers import AutoTokenizer
+
+            from codealign.trainers.distill import check_same_tokenizer
+
+            check_same_tokenizer(AutoTokenizer.from_pretrained(model_path), AutoTokenizer.from_pretrained(teacher_path),
+                                 teacher_path)
         # a resumed run is a new Ray Train run (its own name: Ray Train would otherwise restore the killed one)
         name = f"stream_{start_step:05d}" if start_step else "stream"
         self.storage_dir = Path(storage_dir).resolve() / name
-        if start_step:  # left by an earlier resume that died before committing past this step: nothing reads it
-            shutil.rmtree(self.storage_dir, ignore_errors=True)
+        # left by an earlier run that died before committing past this step: nothing reads it (the version this
+        # run starts from was published by another run, under another name)
+        shutil.rmtree(self.storage_dir, ignore_errors=True)
         self.mailbox = Mailbox.remote(cfg.num_workers)
         self.seen = 0
         self.last_weights: str | None = resume_weights
@@ -311,7 +257,7 @@ class StreamingLearner:
                                "storage_dir": str(self.storage_dir), "num_threads": int(cfg.num_cpus_per_worker),
                                "sampling": sampling or Sampling(), "served_dtype": served_dtype,
                                "resume_weights": resume_weights, "start_step": start_step,
-                               "total_batches": total_batches},
+                               "total_batches": total_batches, "teacher_path": teacher_path},
             scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                          resources_per_worker=worker_resources(cfg)),
             torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
@@ -340,6 +286,17 @@ class StreamingLearner:
                 self.last_weights = r["weights"]
         return new
 
+    def wait(self, n: int, timeout: float = 900.0) -> list[dict]:
+        """Poll until `n` more steps are reported (tests, benchmarks and the rounds loop's one-batch runs)."""
+        reports: list[dict] = []
+        deadline = time.monotonic() + timeout
+        while len(reports) < n:
+            if time.monotonic() > deadline:
+                raise TrainingFailed(f"the learner reported {len(reports)} of {n} batches in {timeout:.0f} s")
+            reports += [r for r in self.poll() if not r.get("final")]
+            time.sleep(POLL_S)
+        return reports
+
     def finish(self) -> dict | None:
         """End the run; a last trained batch that was not published is published by the workers as they stop.
         Returns that publication's report (None if every trained batch was published already)."""
@@ -362,49 +319,3 @@ class StreamingLearner:
         finally:
             self._pool.shutdown(wait=False)
             ray.kill(self.mailbox)
-
-
-class PerRoundLearner:
-    """The round-based learner (a `TorchTrainer` per batch) behind the streaming interface, in a thread so the
-    rollout goes on meanwhile: for SFT, distillation and PPO with a critic."""
-
-    def __init__(self, learner: Learner, pipe: PipelineConfig):
-        self.learner, self.pipe = learner, pipe
-        self._pool = ThreadPoolExecutor(1)
-        self._jobs: list[tuple[int, bool, list[str], Future]] = []
-        self._lock = threading.Lock()
-
-    def submit(self, step: int, data_ref: ray.ObjectRef, train_version: int, publish: bool,
-               ids: list[str] = ()) -> None:
-        self._jobs.append((step, publish, list(ids), self._pool.submit(self._train, data_ref, train_version)))
-
-    def _train(self, data_ref, train_version: int):
-        start = time.monotonic()
-        metrics, path = self.learner.train_round(ray.get(data_ref), train_version, self.pipe)
-        return metrics, path, time.monotonic() - start
-
-    def poll(self) -> list[dict]:
-        out = []
-        while self._jobs and self._jobs[0][3].done():
-            step, publish, ids, fut = self._jobs.pop(0)
-            metrics, path, seconds = fut.result()  # TrainingFailed goes up to the driver
-            out.append({"step": step + 1, "metrics": metrics, "weights": str(path) if publish else None,
-                        "seconds": seconds, "ids": ids})
-            self._last = (step + 1, str(path), publish)
-        return out
-
-    def finish(self) -> dict | None:
-        """The last trained round's weights if they were not published (every round writes them)."""
-        self._pool.shutdown(wait=True)
-        self.poll()
-        last = getattr(self, "_last", None)
-        if last is None or last[2]:
-            return None
-        return {"step": last[0], "metrics": {}, "weights": last[1], "seconds": 0.0, "ids": [], "final": True}
-
-    @property
-    def adapter_dir(self) -> str | None:
-        return self.learner.adapter_dir
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)

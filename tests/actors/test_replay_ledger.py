@@ -143,7 +143,7 @@ def test_off_policy_loss_corrects_stale_tokens_and_reduces_to_ppo_on_policy():
 
 
 def test_ppo_batch_trains_stale_samples_with_the_correction_and_reports_it(tiny_model_path):
-    """The long-lived learner's PPO batch, in-process on the tiny model (outside a Ray Train session, so the
+    """The learner's PPO batch, in-process on the tiny model (outside a Ray Train session, so the
     resume point, which asks the session for a checkpoint, is a fresh one)."""
     from transformers import AutoTokenizer
 
@@ -151,7 +151,8 @@ def test_ppo_batch_trains_stale_samples_with_the_correction_and_reports_it(tiny_
     from codealign.records import ExecutionResult, Experience
     from codealign.sandbox import Verdict
     from codealign.trainers.modeling import load_policy
-    from codealign.trainers.streaming import ppo_batch
+    from codealign.trainers.ppo import ppo_batch
+    from codealign.trainers.trainee import Trainee
 
     cfg = TrainConfig(algorithm="ppo", batch_size=2, max_length=128)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
@@ -161,14 +162,14 @@ def test_ppo_batch_trains_stale_samples_with_the_correction_and_reports_it(tiny_
                        ExecutionResult(Verdict.PASSED if i % 2 else Verdict.FAILED, 4.0 if i % 2 else -0.3, 0.0),
                        i % 2, [5 + i, 7, 9, 11], [-2.0, -1.5, -3.0, -2.5], f"s{i}") for i in range(4)]
     # trained at version 1: the samples of version 0 are one version stale, those of version 1 are on-policy
-    m, carry = ppo_batch(policy, policy, None, tokenizer, data, cfg, 0, 1, torch.device("cpu"), 1, PipelineConfig())
+    trainee = Trainee.local(policy, tokenizer, cfg, pipe=PipelineConfig())
+    m, carry = ppo_batch(trainee, data, 1)
     assert m["ppo/stale_fraction"] == 0.5 and m["ppo/rollouts"] == 4
     assert 0 < m["ppo/iw_mean"] <= m["ppo/iw_max"] and m["ppo/iw_truncated_fraction"] == 0.0
     assert m["ppo/loss"] == m["ppo/loss"]  # finite, not NaN
     assert m["ppo/optimizer_carried"] == 0 and m["ppo/global_step"] == 2
-    # the next batch continues the optimizer (AdamW's moments and the step count), as a round continues the last
-    on_policy, _ = ppo_batch(policy, policy, None, tokenizer, data, cfg, 0, 1, torch.device("cpu"), 0,
-                             PipelineConfig(), carry=carry)
+    # the next batch continues the optimizer (AdamW's moments and the step count)
+    on_policy, _ = ppo_batch(trainee, data, 0, carry=carry)
     assert on_policy["ppo/stale_fraction"] == 0.0 and "ppo/iw_mean" not in on_policy
     assert on_policy["ppo/optimizer_carried"] == 1 and on_policy["ppo/global_step"] == 4
 
@@ -316,7 +317,7 @@ def test_a_failed_learner_batch_follows_loop_on_train_failure(ray_cluster, polic
     from codealign.pipeline.schedule import plan_rounds
     from codealign.pipeline.stream import run_stream
     from codealign.records import Exercise
-    from codealign.trainers.learner import TrainingFailed
+    from codealign.trainers.streaming import TrainingFailed
 
     class FailsAtStep2(SimLearner):
         def poll(self):

@@ -7,6 +7,7 @@ reloaded engine keep the first weights' output head (bf16 weights are repacked o
 which this machine lacks)."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,10 +18,10 @@ from codealign.chat import prompt_token_ids
 from codealign.config import GeneratorConfig, LoraConfig, ModelConfig, TrainConfig
 from codealign.pipeline.serving import load_adapter
 from codealign.records import PreferencePair
-from codealign.trainers.learner import Learner
 from codealign.trainers.modeling import ADAPTER_DIR
 from codealign.trainers.probe import trained_logprobs
 from codealign.weights import load_for_generators
+from tests.conftest import train_batches
 
 PAIRS = [
     PreferencePair("Write add(a, b).", "```python\ndef add(a, b):\n    return a + b\n```",
@@ -47,12 +48,12 @@ def probe(tiny_model_path):
 
 @pytest.fixture(scope="module")
 def rounds(ray_cluster, tiny_model_path, tmp_path_factory):
-    """One real DPO round of each kind: {kind: (checkpoint dir, merged weights path)}."""
+    """One real DPO batch of each kind, published: {kind: (version dir, merged weights path)}."""
     out = {}
     for kind, lora in (("full", LoraConfig(enabled=False)), ("lora", LoraConfig(r=8, alpha=16))):
         cfg = TrainConfig(learning_rate=2e-3, batch_size=4, max_pairs=8, lora=lora)
-        learner = Learner(cfg, tiny_model_path, tmp_path_factory.mktemp(kind), served_dtype="float32")
-        _, merged = learner.train_round(PAIRS)
+        (report,) = train_batches(cfg, tiny_model_path, tmp_path_factory.mktemp(kind), [PAIRS], served_dtype="float32")
+        merged = Path(report["weights"])
         out[kind] = (merged.parent, merged)
     return out
 

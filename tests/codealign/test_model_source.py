@@ -51,18 +51,18 @@ def test_bin_checkpoint_weights_equal_the_safetensors_ones(tiny_model_path, bin_
         assert torch.equal(pt[name].to(value.dtype), value)
 
 
-def test_a_bin_checkpoint_goes_through_a_qlora_round_and_its_merge(ray_cluster, bin_model, tiny_model_path, tmp_path):
+def test_a_bin_checkpoint_goes_through_a_qlora_batch_and_its_merge(ray_cluster, bin_model, tiny_model_path, tmp_path):
     # the quantized base is merged from the checkpoint's own tensors: here read from .bin files
     from safetensors.torch import load_file
 
     from codealign.records import PreferencePair
-    from codealign.trainers.learner import Learner
+    from tests.conftest import train_batches
 
     pairs = [PreferencePair("Write add(a, b).", "def add(a, b):\n    return a + b\n",
                             "def add(a, b):\n    return a - b\n", "passed>failed", "t/1")] * 2
     cfg = TrainConfig(learning_rate=2e-3, batch_size=2, quantization="nf4", lora=LoraConfig(r=4, alpha=8))
-    _, merged = Learner(cfg, bin_model, tmp_path / "train").train_round(pairs)
-    weights = load_file(str(merged))
+    (report,) = train_batches(cfg, bin_model, tmp_path / "train", [pairs])
+    weights = load_file(report["weights"])
     base = load_file(f"{tiny_model_path}/model.safetensors")
     assert set(weights) == set(base)
     assert any(not torch.equal(weights[k], base[k]) for k in base if "q_proj" in k)
@@ -77,13 +77,13 @@ def test_a_lora_delta_that_matches_no_base_tensor_is_an_error(tiny_model_path):
 
 @pytest.mark.parametrize("target", ["lm_head", "embed_tokens", "model.embed_tokens", ".*lm_head"])
 def test_lora_on_tied_embeddings_is_refused(tiny_model_path, tmp_path, target):
-    from codealign.trainers.learner import Learner
+    from codealign.trainers.streaming import StreamingLearner
 
     targets = ["q_proj", target]
     with pytest.raises(ModelSourceError, match=f"train.lora.target_modules: '{target}'.*tie"):
         check_lora_targets(tiny_model_path, targets)
-    with pytest.raises(ModelSourceError, match="tie"):  # the learner refuses it too, before any round
-        Learner(TrainConfig(lora=LoraConfig(target_modules=targets)), tiny_model_path, tmp_path)
+    with pytest.raises(ModelSourceError, match="tie"):  # the learner refuses it too, before any worker starts
+        StreamingLearner(TrainConfig(lora=LoraConfig(target_modules=targets)), None, tiny_model_path, tmp_path)
     untied = tmp_path / "untied"
     untied.mkdir()
     raw = json.loads(open(f"{tiny_model_path}/config.json").read())

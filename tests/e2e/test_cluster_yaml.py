@@ -12,7 +12,7 @@ import yaml
 from codealign.actors.executor import executor_options
 from codealign.actors.generator import actor_options, tensor_parallel_bundles
 from codealign.config import RunConfig, load_config
-from codealign.trainers.learner import worker_resources
+from codealign.trainers.streaming import worker_resources
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "configs").glob("cluster*.yaml"))

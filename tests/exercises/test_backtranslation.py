@@ -69,11 +69,11 @@ def test_instructions_written_by_the_oracle_rated_by_another_model(tmp_path, ser
 
 
 def test_the_learner_trains_on_the_back_translated_file(tmp_path, server, ray_cluster, tiny_model_path):
-    # generate-data's sft.jsonl is what train.sft.data_file reads: a real SFT round on it through Ray Train
+    # generate-data's sft.jsonl is what train.sft.data_file reads: a real SFT batch on it through the learner
     from codealign.config import LoraConfig, SftConfig, TrainConfig
     from codealign.pipeline.cli import main
-    from codealign.trainers.learner import Learner
     from codealign.trainers.sft import load_sft_file
+    from tests.conftest import train_batches
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -88,7 +88,8 @@ def test_the_learner_trains_on_the_back_translated_file(tmp_path, server, ray_cl
     assert example.prompt == "Write add(a, b) that returns the sum of two numbers." and "a + b" in example.completion
     train = TrainConfig(algorithm="sft", learning_rate=3e-3, epochs=8, batch_size=1, max_length=96,
                         lora=LoraConfig(r=8, alpha=16), sft=sft)
-    metrics, _ = Learner(train, tiny_model_path, tmp_path / "train").train_round([example])
+    (report,) = train_batches(train, tiny_model_path, tmp_path / "train", [[example]])
+    metrics = report["metrics"]
     assert metrics["sft/examples"] == 1 and metrics["sft/loss_last"] < metrics["sft/loss_first"] - 0.5
 
 

@@ -1,4 +1,4 @@
-"""Checkpoint and resume: a training worker killed mid-round is restarted by Ray Train, picks up the last
+"""Checkpoint and resume: a training worker killed mid-batch is restarted by Ray Train, picks up the last
 `ray.train.Checkpoint` (weights, optimizer, step, data position) and ends where an uninterrupted run ends."""
 
 import threading
@@ -10,7 +10,7 @@ import pytest
 
 from codealign.config import LoraConfig, TrainConfig
 from codealign.records import SftExample
-from codealign.trainers.learner import Learner
+from tests.conftest import train_batches
 
 EXAMPLES = [SftExample(f"Write f{i}(x).", f"```python\ndef f{i}(x):\n    return x * {i} + {i * i}\n```")
             for i in range(16)]
@@ -24,7 +24,7 @@ def config(**kw) -> TrainConfig:
 def kill_worker_after_checkpoints(storage: Path, killed: list) -> None:
     """SIGKILL the Ray Train worker process once the controller has registered a resumable checkpoint (it is in
     the run's checkpoint-manager snapshot; a checkpoint written but not yet registered is lost with the worker,
-    as in any crash): a real crash, mid-round."""
+    as in any crash): a real crash, mid-batch."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         snapshots = list(storage.rglob("checkpoint_manager_snapshot.json"))
@@ -39,14 +39,16 @@ def kill_worker_after_checkpoints(storage: Path, killed: list) -> None:
 
 def test_a_killed_worker_resumes_from_its_checkpoint_and_matches_the_uninterrupted_run(
         ray_cluster, tiny_model_path, tmp_path):
-    reference, _ = Learner(config(), tiny_model_path, tmp_path / "plain").train_round(EXAMPLES)
+    (report,) = train_batches(config(), tiny_model_path, tmp_path / "plain", [EXAMPLES])
+    reference = report["metrics"]
     assert reference["sft/steps"] == 32 and reference["sft/resumed_from_step"] == 0
 
     storage = tmp_path / "interrupted"
     killed: list[int] = []
     killer = threading.Thread(target=kill_worker_after_checkpoints, args=(storage, killed), daemon=True)
     killer.start()
-    resumed, merged = Learner(config(max_failures=1), tiny_model_path, storage).train_round(EXAMPLES)
+    (report,) = train_batches(config(max_failures=1), tiny_model_path, storage, [EXAMPLES])
+    resumed, merged = report["metrics"], Path(report["weights"])
     killer.join(timeout=5)
     assert killed, "no training worker was found to kill"
     assert 0 < resumed["sft/resumed_from_step"] < 32 and resumed["sft/resumed_from_step"] % 4 == 0
@@ -57,13 +59,13 @@ def test_a_killed_worker_resumes_from_its_checkpoint_and_matches_the_uninterrupt
 
 
 def test_without_failures_allowed_the_crash_is_reported(ray_cluster, tiny_model_path, tmp_path):
-    from codealign.trainers.learner import TrainingFailed
+    from codealign.trainers.streaming import TrainingFailed
 
     storage = tmp_path / "fails"
     killed: list[int] = []
     killer = threading.Thread(target=kill_worker_after_checkpoints, args=(storage, killed), daemon=True)
     killer.start()
-    with pytest.raises(TrainingFailed, match="learner round 1 failed"):
-        Learner(config(), tiny_model_path, storage).train_round(EXAMPLES)
+    with pytest.raises(TrainingFailed, match="learner stopped"):
+        train_batches(config(), tiny_model_path, storage, [EXAMPLES])
     killer.join(timeout=5)
     assert killed

@@ -1,4 +1,6 @@
-"""The learner: LoRA merge against PEFT's own, and DPO rounds through Ray Train on the tiny model."""
+"""The learner: LoRA merge against PEFT's own, and DPO batches through its Ray Train run on the tiny model."""
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -6,8 +8,8 @@ from safetensors.torch import load_file
 
 from codealign.config import LoraConfig, TrainConfig
 from codealign.records import PreferencePair
-from codealign.trainers.learner import Learner
 from codealign.trainers.modeling import load_policy, merged_state_dict
+from tests.conftest import train_batches
 
 PAIRS = [
     PreferencePair("Write add(a, b).", "```python\ndef add(a, b):\n    return a + b\n```",
@@ -54,17 +56,15 @@ def test_a_float32_checkpoint_keeps_its_precision_under_a_bf16_lora_run(tiny_mod
     assert base_dtype(fp32_dir) == torch.float32
 
 
-def test_dpo_rounds_train_and_continue_from_the_adapter(ray_cluster, tiny_model_path, tmp_path):
+def test_dpo_batches_train_and_continue_from_the_adapter(ray_cluster, tiny_model_path, tmp_path):
     cfg = TrainConfig(learning_rate=2e-3, batch_size=4, max_pairs=8, lora=LoraConfig(r=8, alpha=16))
-    learner = Learner(cfg, tiny_model_path, tmp_path / "train")
-    m1, merged1 = learner.train_round(PAIRS)
+    (m1, merged1), (m2, merged2) = [(r["metrics"], Path(r["weights"])) for r in
+                                    train_batches(cfg, tiny_model_path, tmp_path / "train", [PAIRS, PAIRS])]
     assert m1["dpo/pairs"] == 8 and m1["dpo/steps"] == 2
     assert m1["dpo/loss_first"] == pytest.approx(0.6931, abs=1e-3)  # policy == reference at the start
     assert m1["dpo/loss_last"] < m1["dpo/loss_first"]
-    first_adapter = learner.adapter_dir
-    m2, merged2 = learner.train_round(PAIRS)
-    assert learner.adapter_dir != first_adapter
-    # round 2 starts from round 1's adapter against the frozen base: it begins where round 1 got to
+    assert (merged1.parent / "adapter").is_dir() and (merged2.parent / "adapter").is_dir()
+    # batch 2 goes on from batch 1's adapter against the frozen base: it begins where batch 1 got to
     assert m2["dpo/loss_first"] < m1["dpo/loss_first"] - 1e-3
     w1, w2 = load_file(str(merged1)), load_file(str(merged2))
     base = load_file(f"{tiny_model_path}/model.safetensors")
@@ -72,44 +72,42 @@ def test_dpo_rounds_train_and_continue_from_the_adapter(ray_cluster, tiny_model_
     assert any(not torch.equal(w1[k], w2[k]) for k in w1)
 
 
-def test_learner_rejects_empty_rounds_and_unknown_algorithms(tiny_model_path, tmp_path):
+def test_learner_rejects_unknown_algorithms(tiny_model_path, tmp_path):
+    from codealign.trainers.streaming import StreamingLearner
+
     with pytest.raises(ValueError, match="unknown algorithm 'nope'"):
-        Learner(TrainConfig(algorithm="nope"), tiny_model_path, tmp_path)
-    with pytest.raises(ValueError, match="train_round needs data"):
-        Learner(TrainConfig(), tiny_model_path, tmp_path).train_round([])
+        StreamingLearner(TrainConfig(algorithm="nope"), None, tiny_model_path, tmp_path)
 
 
 def test_two_data_parallel_workers_keep_identical_weights(ray_cluster, tiny_model_path, tmp_path):
     # gloo on CPU stands in for NCCL: the same DDP all-reduce, the same agreement to check
     cfg = TrainConfig(learning_rate=2e-3, batch_size=2, num_workers=2, num_cpus_per_worker=1,
                       lora=LoraConfig(r=8, alpha=16))
-    metrics, merged = Learner(cfg, tiny_model_path, tmp_path / "train").train_round(PAIRS)
+    (report,) = train_batches(cfg, tiny_model_path, tmp_path / "train", [PAIRS])
+    metrics = report["metrics"]
     assert metrics["dpo/workers"] == 2 and metrics["dpo/pairs"] == 4  # 8 pairs split over 2 ranks
     assert metrics["dpo/steps"] == 2 and metrics["dpo/loss_last"] < metrics["dpo/loss_first"]
     assert metrics["dpo/replica_spread"] == 0.0
-    assert merged.is_file()
+    assert Path(report["weights"]).is_file()
 
 
-def test_nan_loss_stops_the_round_with_a_clear_error(ray_cluster, tiny_model_path, tmp_path):
-    from codealign.trainers.learner import TrainingFailed
+def test_nan_loss_stops_the_batch_with_a_clear_error(ray_cluster, tiny_model_path, tmp_path):
+    from codealign.trainers.streaming import TrainingFailed
 
     cfg = TrainConfig(learning_rate=1e30, batch_size=1, lora=LoraConfig(r=8, alpha=16))  # diverges at once
-    learner = Learner(cfg, tiny_model_path, tmp_path / "train")
     with pytest.raises(TrainingFailed, match="loss is (nan|inf)"):
-        learner.train_round(PAIRS)
-    assert learner.adapter_dir is None and learner.last_checkpoint is None  # nothing half-written kept
+        train_batches(cfg, tiny_model_path, tmp_path / "train", [PAIRS])
+    assert not list((tmp_path / "train").glob("stream/v*"))  # nothing half-written published
 
 
 @pytest.mark.parametrize("reference", ["frozen", "refreshed"])
-def test_full_fine_tuning_continues_across_rounds_against_the_chosen_reference(ray_cluster, tiny_model_path,
-                                                                              tmp_path, reference):
+def test_full_fine_tuning_continues_across_batches_against_the_chosen_reference(ray_cluster, tiny_model_path,
+                                                                               tmp_path, reference):
     cfg = TrainConfig(learning_rate=1e-3, batch_size=4, max_pairs=8, reference=reference,
                       lora=LoraConfig(enabled=False))
-    learner = Learner(cfg, tiny_model_path, tmp_path / "train")
-    m1, _ = learner.train_round(PAIRS)
-    m2, _ = learner.train_round(PAIRS)
+    m1, m2 = [r["metrics"] for r in train_batches(cfg, tiny_model_path, tmp_path / "train", [PAIRS, PAIRS])]
     assert m1["dpo/loss_last"] < m1["dpo/loss_first"]
-    if reference == "frozen":  # round 2 starts from round 1's weights, still measured against the base
+    if reference == "frozen":  # batch 2 starts from batch 1's weights, still measured against the base
         assert m2["dpo/loss_first"] < m1["dpo/loss_first"] - 1e-3
-    else:  # the reference moved with the policy: round 2 starts at policy == reference again
+    else:  # the reference moved with the policy: batch 2 starts at policy == reference again
         assert m2["dpo/loss_first"] == pytest.approx(0.6931, abs=1e-3)

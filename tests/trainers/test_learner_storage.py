@@ -1,5 +1,6 @@
-"""Round checkpoints on storage: at most `train.num_to_keep` are kept, and the newest is the one the next round and
-the generators use (real Ray Train rounds on the tiny model)."""
+"""Published versions on storage: at most `train.num_to_keep` are kept (never fewer than two: the driver loads a
+version once it is reported, and its commit point is the version before), the newest being what the generators
+and a restarted learner read (the learner's real Ray Train run on the tiny model)."""
 
 from pathlib import Path
 
@@ -7,22 +8,21 @@ import pytest
 
 from codealign.config import ConfigError, LoraConfig, TrainConfig, config_from_dict
 from codealign.records import PreferencePair
+from tests.conftest import train_batches
 
 PAIRS = [PreferencePair("Write add(a, b).", "def add(a, b):\n    return a + b\n",
                         "def add(a, b):\n    return a - b\n", "passed>failed", "t/1")] * 2
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_only_the_newest_round_checkpoints_are_kept(ray_cluster, tiny_model_path, tmp_path):
-    from codealign.trainers.learner import Learner
-
-    cfg = TrainConfig(learning_rate=2e-3, batch_size=2, num_to_keep=2, lora=LoraConfig(r=4, alpha=8))
-    learner = Learner(cfg, tiny_model_path, tmp_path / "train")
-    merged = [learner.train_round(PAIRS)[1] for _ in range(3)]
-    rounds = sorted(p.name for p in (tmp_path / "train").iterdir() if p.name.startswith("round_"))
-    assert rounds == ["round_002", "round_003"]
-    assert not merged[0].exists() and merged[1].is_file() and merged[2].is_file()
-    assert learner.adapter_dir.startswith(str(tmp_path / "train" / "round_003"))
+def test_only_the_newest_published_versions_are_kept(ray_cluster, tiny_model_path, tmp_path):
+    cfg = TrainConfig(learning_rate=2e-3, batch_size=2, num_to_keep=3, lora=LoraConfig(r=4, alpha=8))
+    reports = train_batches(cfg, tiny_model_path, tmp_path / "train", [PAIRS] * 4)
+    merged = [Path(r["weights"]) for r in reports]
+    versions = sorted(p.name for p in (tmp_path / "train" / "stream").glob("v*"))
+    assert versions == ["v00002", "v00003", "v00004"]
+    assert not merged[0].exists() and all(m.is_file() for m in merged[1:])
+    assert (merged[-1].parent / "adapter").is_dir()
 
 
 def test_num_to_keep_is_checked_at_load():

@@ -74,8 +74,9 @@ def first_losses(tiny_model_path, pairs: list[PreferencePair], cfg: TrainConfig)
     import torch
     from transformers import AutoTokenizer
 
+    from codealign.trainers.dpo import dpo_batch
     from codealign.trainers.modeling import load_policy
-    from codealign.trainers.streaming import dpo_batch
+    from codealign.trainers.trainee import Trainee
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
     torch.manual_seed(cfg.seed)
@@ -83,8 +84,7 @@ def first_losses(tiny_model_path, pairs: list[PreferencePair], cfg: TrainConfig)
     out = []
     for p in pairs:
         policy = copy.deepcopy(base)
-        out.append(dpo_batch(policy, policy, None, tokenizer, [p], cfg, 0, 1, torch.device("cpu"), 0)[0][
-            "dpo/loss_first"])
+        out.append(dpo_batch(Trainee.local(policy, tokenizer, cfg), [p], 0)[0]["dpo/loss_first"])
     return out
 
 

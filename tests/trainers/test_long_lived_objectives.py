@@ -1,7 +1,6 @@
-"""The long-lived learner (trainers/streaming.py) trains with the round-based learner's own DPO and PPO micro-step
-bodies, so every objective option reaches its loss. In-process on the tiny model (outside a Ray Train worker the
-resume point is a fresh one). Each option is checked against the
-same batch without it, from the same weights."""
+"""The learner's DPO and PPO batches (`dpo.dpo_batch`, `ppo.ppo_batch`, what trainers/streaming.py's workers run):
+every objective option reaches its loss. In-process on the tiny model (outside a Ray Train worker the resume point
+is a fresh one). Each option is checked against the same batch without it, from the same weights."""
 
 import copy
 import statistics
@@ -13,9 +12,9 @@ import codealign.trainers.steps as steps
 from codealign.config import PipelineConfig, TrainConfig, load_config
 from codealign.records import ExecutionResult, Experience, PreferencePair
 from codealign.sandbox import Verdict
-from codealign.trainers.streaming import dpo_batch, ppo_batch
-
-CPU = torch.device("cpu")
+from codealign.trainers.dpo import dpo_batch
+from codealign.trainers.ppo import ppo_batch
+from codealign.trainers.trainee import Trainee
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +41,7 @@ def run_dpo(tiny, **options):
     tokenizer, base = tiny
     policy = copy.deepcopy(base)
     cfg = TrainConfig(algorithm="dpo", batch_size=2, max_length=96, **options)
-    metrics, _ = dpo_batch(policy, policy, None, tokenizer, pairs(), cfg, 0, 1, CPU, 0)
+    metrics, _ = dpo_batch(Trainee.local(policy, tokenizer, cfg), pairs(), 0)
     return metrics
 
 
@@ -57,8 +56,8 @@ def run_ppo(tiny, data=None, train_version: int = 0, **options):
     tokenizer, base = tiny
     policy = copy.deepcopy(base)
     cfg = TrainConfig(algorithm="ppo", batch_size=4, max_length=96, **options)
-    metrics, _ = ppo_batch(policy, policy, None, tokenizer, data or samples(), cfg, 0, 1, CPU, train_version,
-                           PipelineConfig())
+    metrics, _ = ppo_batch(Trainee.local(policy, tokenizer, cfg, pipe=PipelineConfig()), data or samples(),
+                           train_version)
     return metrics
 
 
@@ -98,8 +97,7 @@ def test_learning_rate_schedules_run_across_long_lived_batches(tiny, monkeypatch
     monkeypatch.setattr(steps, "learning_rate", recording)
     carry = None
     for version in range(2):  # two batches of two optimizer steps
-        metrics, carry = dpo_batch(policy, policy, None, tokenizer, pairs(), cfg, 0, 1, CPU, version, carry,
-                                   job=(version, 2))
+        metrics, carry = dpo_batch(Trainee.local(policy, tokenizer, cfg), pairs(), version, carry, job=(version, 2))
     assert rates[::2] == pytest.approx([1e-3 * x for x in expected])  # set once per parameter group (two)
     assert metrics["dpo/global_step"] == 4 and metrics["dpo/optimizer_carried"] == 1
 
@@ -176,8 +174,7 @@ def test_proximal_log_probs_after_a_batch_have_no_dropout_noise(tiny_model_path)
     for seed in (1, 2):
         model = copy.deepcopy(policy)
         torch.manual_seed(seed)
-        metrics, _ = ppo_batch(model, model, None, tokenizer, samples(version=0), cfg, 0, 1, CPU, 1,
-                               PipelineConfig())
+        metrics, _ = ppo_batch(Trainee.local(model, tokenizer, cfg, pipe=PipelineConfig()), samples(version=0), 1)
         weights.append(metrics["ppo/iw_mean"])
     assert weights[0] == pytest.approx(weights[1], rel=1e-6)
 
@@ -189,7 +186,7 @@ def test_relative_loss_guard_window_runs_across_long_lived_batches(tiny):
     policy = copy.deepcopy(base)
     cfg = TrainConfig(algorithm="dpo", batch_size=1, max_length=96)
     cfg.loss_guard.relative, cfg.loss_guard.window, cfg.loss_guard.malformed = True, 4, 0.01
-    first, carry = dpo_batch(policy, policy, None, tokenizer, pairs(), cfg, 0, 1, CPU, 0, None, job=(0, 2))
+    first, carry = dpo_batch(Trainee.local(policy, tokenizer, cfg), pairs(), 0, None, job=(0, 2))
     assert first["dpo/guard_skipped"] == 0  # the window fills: every loss accepted
-    second, _ = dpo_batch(policy, policy, None, tokenizer, pairs(), cfg, 0, 1, CPU, 1, carry, job=(1, 2))
+    second, _ = dpo_batch(Trainee.local(policy, tokenizer, cfg), pairs(), 1, carry, job=(1, 2))
     assert second["dpo/guard_skipped"] == 4

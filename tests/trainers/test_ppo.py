@@ -1,14 +1,16 @@
-"""Critic-free PPO: group advantages, and a round through Ray Train on rollouts the tiny vLLM engine sampled."""
+"""Critic-free PPO: group advantages, and a learner batch through Ray Train on rollouts the tiny vLLM engine sampled;
+stale samples with a critic."""
 
 import math
+from pathlib import Path
 
 import pytest
 
 from codealign.config import LoraConfig, TrainConfig
 from codealign.records import ExecutionResult, Experience, GenerationRequest
 from codealign.sandbox import Verdict
-from codealign.trainers.learner import Learner
 from codealign.trainers.ppo import advantages
+from tests.conftest import train_batches
 
 
 def judged(ex: str, reward: float, tokens=(1, 2), logps=(-1.0, -1.0)) -> Experience:
@@ -28,7 +30,7 @@ def test_group_and_leave_one_out_advantages():
         advantages(batch, "nope")
 
 
-def test_ppo_round_on_sampled_rollouts(ray_cluster, tiny_generator, tiny_model_path, tmp_path):
+def test_ppo_batch_on_sampled_rollouts(ray_cluster, tiny_generator, tiny_model_path, tmp_path):
     prompts = ["Write a function that adds two numbers.", "Write a function that reverses a list."]
     reqs = [GenerationRequest(p, n=4, temperature=1.0, max_tokens=24, request_id=str(i)) for i, p in enumerate(prompts)]
     completions = ray_cluster.get(tiny_generator.generate.remote(reqs))
@@ -40,7 +42,8 @@ def test_ppo_round_on_sampled_rollouts(ray_cluster, tiny_generator, tiny_model_p
             data.append(Experience(f"ex{i}", prompt, c.text, c.text, ExecutionResult(verdict, reward, 0.0),
                                    c.policy_version, c.token_ids, c.logprobs))
     cfg = TrainConfig(algorithm="ppo", learning_rate=1e-3, epochs=4, batch_size=4, lora=LoraConfig(r=8, alpha=16))
-    metrics, merged = Learner(cfg, tiny_model_path, tmp_path / "train").train_round(data)
+    (report,) = train_batches(cfg, tiny_model_path, tmp_path / "train", [data])
+    metrics, merged = report["metrics"], Path(report["weights"])
     assert metrics["ppo/rollouts"] == 8 and metrics["ppo/steps"] == 8
     assert metrics["ppo/loss_last"] < metrics["ppo/loss_first"]
     # the trainer scores vLLM's tokens as vLLM did (fp32 here, bf16 there): the first step's ratio is ~1; and the
@@ -51,27 +54,22 @@ def test_ppo_round_on_sampled_rollouts(ray_cluster, tiny_generator, tiny_model_p
     assert merged.is_file()
 
 
-def test_stale_samples_get_the_off_policy_correction_with_a_critic_and_per_round(ray_cluster, tiny_model_path,
-                                                                                 tmp_path):
-    """PPO with a critic (or `learner: per_round`) in the stream schedule: the batch's train version reaches the
-    round-based learner, so samples older than it train with `pipeline.off_policy`'s correction and say so."""
-    import time
-
+def test_stale_samples_get_the_off_policy_correction_with_a_critic(ray_cluster, tiny_model_path, tmp_path):
+    """PPO with a critic in the stream schedule: the batch's train version reaches the learner, so samples older
+    than it train with `pipeline.off_policy`'s correction and say so."""
     import ray
 
     from codealign.config import PipelineConfig
-    from codealign.trainers.streaming import PerRoundLearner
+    from codealign.trainers.streaming import StreamingLearner
 
     data = [judged("a", 4.0, (5, 7, 9), (-2.0,) * 3), judged("a", -0.3, (6, 7, 9), (-2.0,) * 3)]
     cfg = TrainConfig(algorithm="ppo", critic=True, batch_size=2, max_length=64, lora=LoraConfig(r=4, alpha=8))
-    learner = PerRoundLearner(Learner(cfg, tiny_model_path, tmp_path / "train"), PipelineConfig(importance_cap=1.5))
-    learner.submit(0, ray.put(data), 1, True)  # made by version 0, trained by version 1: stale by one
-    reports, deadline = [], time.monotonic() + 400
-    while not reports:
-        assert time.monotonic() < deadline
-        reports = learner.poll()
-        time.sleep(0.5)
-    learner.close()
-    metrics = reports[0]["metrics"]
-    assert metrics["ppo/stale_fraction"] == 1.0
+    learner = StreamingLearner(cfg, PipelineConfig(importance_cap=1.5), tiny_model_path, tmp_path / "train")
+    try:
+        learner.submit(0, ray.put(data), 1, True)  # made by version 0, trained by version 1: stale by one
+        (report,) = learner.wait(1)
+    finally:
+        learner.close()
+    metrics = report["metrics"]
+    assert metrics["ppo/stale_fraction"] == 1.0 and metrics["ppo/value_loss"] > 0
     assert metrics["ppo/iw_mean"] > 0 and 0.0 <= metrics["ppo/iw_truncated_fraction"] <= 1.0

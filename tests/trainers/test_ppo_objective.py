@@ -1,16 +1,18 @@
 """PPO trains the policy that sampled: rollouts drawn by real vLLM (SmolLM2) at temperature 0.8 and top-p 0.95
 are scored by the trainer under that same distribution; and the objective's options, on numbers."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from codealign.config import LoraConfig, TrainConfig
 from codealign.records import ExecutionResult, Experience, GenerationRequest
 from codealign.sandbox import Verdict
-from codealign.trainers.learner import Learner
 from codealign.trainers.losses import clipped_policy_loss
 from codealign.trainers.ppo import advantages, rl_rewards, zero_signal_groups
 from codealign.trainers.scoring import Sampling, token_log_probs
+from tests.conftest import train_batches
 
 PROMPTS = ["Write a Python function that adds two numbers.", "Write a Python function that reverses a list."]
 SAMPLING = Sampling(temperature=0.8, top_p=0.95, max_tokens=24)
@@ -67,7 +69,8 @@ def test_first_ppo_step_has_importance_ratio_one(smol_rollouts, real_model_path,
                        0, c.token_ids, c.logprobs)
             for i, (r, comps) in enumerate(zip(reqs, completions)) for j, c in enumerate(comps)]
     cfg = TrainConfig(algorithm="ppo", learning_rate=1e-4, batch_size=4, max_length=256, lora=LoraConfig(r=8, alpha=16))
-    metrics, _ = Learner(cfg, real_model_path, tmp_path / "train", sampling=SAMPLING).train_round(data)
+    (report,) = train_batches(cfg, real_model_path, tmp_path / "train", [data], sampling=SAMPLING)
+    metrics = report["metrics"]
     assert metrics["ppo/temperature"] == 0.8 and metrics["ppo/rollouts"] == 8
     assert metrics["ppo/ratio_first"] == pytest.approx(1.0, abs=0.02)
     assert metrics["ppo/engine_logp_gap"] < 0.03
@@ -158,8 +161,9 @@ def test_recomputed_behaviour_log_probs_with_truncated_is_and_token_mean(ray_clu
                       tis_cap=2.0, loss_agg="token_mean", rl_reward="binary", scale_rewards="none",
                       entropy_coef=0.01, clip_eps_high=0.28, lora=LoraConfig(r=8, alpha=16))
     sampling = Sampling(0.8, 0.95, 16)
-    metrics, _ = Learner(cfg, tiny_model_path, tmp_path / "train", sampling=sampling).train_round(
-        tiny_rollouts + failing_group)
+    (report,) = train_batches(cfg, tiny_model_path, tmp_path / "train", [tiny_rollouts + failing_group],
+                              sampling=sampling)
+    metrics = report["metrics"]
     assert metrics["ppo/zero_signal_groups"] == 1 and metrics["ppo/rollouts"] == 8  # the all-failing group dropped
     assert metrics["ppo/rl_reward_mean"] == pytest.approx(4 / 12) and metrics["ppo/reward_mean"] != 4 / 12
     # recomputed: the first step's ratio is exactly 1 (same forward), and the engine gap is still reported
@@ -171,10 +175,10 @@ def test_separate_critic_has_its_own_parameters_and_carries_over(ray_cluster, ti
                                                                  tmp_path):
     cfg = TrainConfig(algorithm="ppo", critic=True, critic_model="separate", value_clip=0.0, learning_rate=3e-3,
                       epochs=4, batch_size=4, lora=LoraConfig(r=8, alpha=16))
-    learner = Learner(cfg, tiny_model_path, tmp_path / "train", sampling=Sampling(0.8, 0.95, 16))
-    first, _ = learner.train_round(tiny_rollouts)
-    trunk = torch.load(learner.last_checkpoint / "critic_trunk.pt")
+    first, second = train_batches(cfg, tiny_model_path, tmp_path / "train", [tiny_rollouts, tiny_rollouts],
+                                  sampling=Sampling(0.8, 0.95, 16))
+    trunk = torch.load(Path(first["weights"]).parent / "critic_trunk.pt")  # published, for a restart
     assert trunk and all("lora_" in k for k in trunk)  # the critic's own adapter, apart from the policy's
     assert any(float(v.abs().sum()) > 0 for k, v in trunk.items() if "lora_B" in k)  # and it trained
-    second, _ = learner.train_round(tiny_rollouts)
-    assert second["ppo/value_loss"] < first["ppo/value_loss"]  # the critic continued where it was
+    # the critic continued where it was
+    assert second["metrics"]["ppo/value_loss"] < first["metrics"]["ppo/value_loss"]

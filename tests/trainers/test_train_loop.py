@@ -1,15 +1,16 @@
 """The shared optimizer loop: schedule, weight-decay groups, the loss guard on NaN and relative thresholds, steps
-skipped when nothing contributed, the optimizer carried between rounds; FIM per block; chat-rendered answers."""
+skipped when nothing contributed, the optimizer carried between batches; FIM per block; chat-rendered answers."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from codealign.config import LoraConfig, LossGuardConfig, SftConfig, TrainConfig
 from codealign.records import PreferencePair, SftExample
-from codealign.trainers.learner import Learner
 from codealign.trainers.steps import OPTIMIZER_FILE, LossGuard, learning_rate, param_groups
+from tests.conftest import train_batches
 
 LORA = LoraConfig(r=8, alpha=16)
 SOLUTIONS = [
@@ -55,27 +56,27 @@ def test_a_step_nothing_contributed_to_leaves_the_weights(ray_cluster, tiny_mode
     # a random-weight model starts near ln(vocab) ~ 10.8: every micro-batch is "malformed" at 5
     cfg = TrainConfig(algorithm="sft", learning_rate=1e-2, batch_size=2, lora=LoraConfig(enabled=False),
                       loss_guard=LossGuardConfig(malformed=5.0))
-    learner = Learner(cfg, tiny_model_path, tmp_path / "train")
-    metrics, _ = learner.train_round(SOLUTIONS)
+    (report,) = train_batches(cfg, tiny_model_path, tmp_path / "train", [SOLUTIONS])
+    metrics = report["metrics"]
     assert metrics["sft/guard_skipped"] == 2 and metrics["sft/skipped_steps"] == 1
     from safetensors.torch import load_file
 
     base = load_file(f"{tiny_model_path}/model.safetensors")
-    trained = torch.load(learner.last_checkpoint / "policy_fp32.pt")
+    trained = torch.load(Path(report["weights"]).parent / "policy_fp32.pt")
     # AdamW's decay would have shrunk every matrix had optimizer.step() run
     assert all(torch.equal(trained[k], base[k].float()) for k in trained if k in base)
 
 
-def test_optimizer_state_carries_to_the_next_round(ray_cluster, tiny_model_path, tmp_path):
+def test_optimizer_state_carries_to_the_next_batch(ray_cluster, tiny_model_path, tmp_path):
     cfg = TrainConfig(algorithm="sft", learning_rate=1e-3, batch_size=2, warmup_steps=3, lora=LORA)
-    learner = Learner(cfg, tiny_model_path, tmp_path / "train")
-    m1, _ = learner.train_round(SOLUTIONS)
-    first = torch.load(learner.last_checkpoint / OPTIMIZER_FILE, weights_only=False)
-    m2, _ = learner.train_round(SOLUTIONS)
-    second = torch.load(learner.last_checkpoint / OPTIMIZER_FILE, weights_only=False)
+    r1, r2 = train_batches(cfg, tiny_model_path, tmp_path / "train", [SOLUTIONS, SOLUTIONS])
+    m1, m2 = r1["metrics"], r2["metrics"]
+    # what each published version holds, for a restarted or resumed learner
+    first = torch.load(Path(r1["weights"]).parent / OPTIMIZER_FILE, weights_only=False)
+    second = torch.load(Path(r2["weights"]).parent / OPTIMIZER_FILE, weights_only=False)
     assert (m1["sft/optimizer_carried"], m2["sft/optimizer_carried"]) == (0, 1)
     assert (first["global_step"], second["global_step"]) == (1, 2)
-    # AdamW's step count continues: 1 after round 1, 2 after round 2 (a fresh optimizer would be at 1 again)
+    # AdamW's step count continues: 1 after batch 1, 2 after batch 2 (a fresh optimizer would be at 1 again)
     steps = [s["step"].item() for s in second["optimizer"]["state"].values()]
     assert steps and all(s == 2 for s in steps)
 

@@ -1,8 +1,9 @@
 """SFT / continued pre-training with FIM, logit distillation, PPO with a critic, QLoRA: each lowers its loss on a
-fixed batch of the tiny model through the real Ray Train learner; the pieces they share are checked on numbers."""
+fixed batch of the tiny model through the learner's real Ray Train run; the pieces they share are checked on numbers."""
 
 import random
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,8 +15,8 @@ from codealign.sandbox import Verdict
 from codealign.trainers.critic import gae
 from codealign.trainers.distill import distill_loss
 from codealign.trainers.fim import fim_token_ids, sentinel_ids
-from codealign.trainers.learner import Learner
 from codealign.trainers.steps import LossGuard
+from tests.conftest import train_batches
 
 LORA = LoraConfig(r=8, alpha=16)
 SOLUTIONS = [
@@ -135,22 +136,23 @@ def test_sft_on_solutions_and_fim_corpus_lowers_the_loss(ray_cluster, tiny_model
     docs = load_corpus(sft)
     assert [d.source for d in docs] == ["corpus:pkg/walk.py"]
     cfg = TrainConfig(algorithm="sft", learning_rate=3e-3, epochs=6, batch_size=2, max_length=64, lora=LORA, sft=sft)
-    metrics, merged = Learner(cfg, tiny_model_path, tmp_path / "train").train_round(SOLUTIONS + docs * 2)
+    (report,) = train_batches(cfg, tiny_model_path, tmp_path / "train", [SOLUTIONS + docs * 2])
+    metrics, merged = report["metrics"], Path(report["weights"])
     assert metrics["sft/loss_last"] < metrics["sft/loss_first"] - 0.5
     assert metrics["sft/examples"] == 6 and metrics["sft/sequences"] >= 6  # documents cut into 64-token blocks
     assert metrics["sft/fim_chat"] == 4 and metrics.get("sft/fim_psm", 0) + metrics.get("sft/fim_spm", 0) == 2
     assert merged.is_file()
 
 
-def test_loss_guard_counts_in_a_real_round(ray_cluster, tiny_model_path, tmp_path):
+@pytest.mark.parametrize("guard, scaled, skipped", [
     # a random-weight model starts near ln(vocab) ~ 10.8: every micro-batch is a "spike", none "malformed"
-    guard = LossGuardConfig(malformed=50.0, spike=5.0, spike_scale=0.1)
+    (LossGuardConfig(malformed=50.0, spike=5.0, spike_scale=0.1), 4, 0),
+    (LossGuardConfig(malformed=5.0), 0, 4),
+])
+def test_loss_guard_counts_in_a_real_batch(ray_cluster, tiny_model_path, tmp_path, guard, scaled, skipped):
     cfg = TrainConfig(algorithm="sft", learning_rate=1e-3, batch_size=2, lora=LORA, loss_guard=guard)
-    metrics, _ = Learner(cfg, tiny_model_path, tmp_path / "a").train_round(SOLUTIONS)
-    assert metrics["sft/guard_scaled"] == 4 and metrics["sft/guard_skipped"] == 0
-    cfg.loss_guard = LossGuardConfig(malformed=5.0)
-    metrics, _ = Learner(cfg, tiny_model_path, tmp_path / "b").train_round(SOLUTIONS)
-    assert metrics["sft/guard_skipped"] == 4
+    (report,) = train_batches(cfg, tiny_model_path, tmp_path / "train", [SOLUTIONS])
+    assert report["metrics"]["sft/guard_scaled"] == scaled and report["metrics"]["sft/guard_skipped"] == skipped
 
 
 @pytest.mark.parametrize("divergence", ["forward", "reverse", "jsd"])
@@ -163,14 +165,17 @@ def test_logit_distillation_pulls_the_student_to_the_teacher(ray_cluster, tiny_m
     save_file(weights, str(teacher / "model.safetensors"))
     cfg = TrainConfig(algorithm="distill", learning_rate=3e-3, epochs=5, batch_size=2, lora=LoraConfig(enabled=False),
                       distill=DistillConfig(divergence=divergence, temperature=1.0))
-    metrics, merged = Learner(cfg, tiny_model_path, tmp_path / "train", str(teacher)).train_round(SOLUTIONS)
+    (report,) = train_batches(cfg, tiny_model_path, tmp_path / "train", [SOLUTIONS], teacher_path=str(teacher))
+    metrics, merged = report["metrics"], Path(report["weights"])
     assert metrics["distill/loss_first"] > 0
     assert metrics["distill/loss_last"] < 0.8 * metrics["distill/loss_first"]
     assert merged.is_file()
 
 
-def test_logit_distillation_refuses_a_teacher_with_another_tokenizer(ray_cluster, tiny_model_path, tmp_path):
+def test_logit_distillation_refuses_a_teacher_with_another_tokenizer(tiny_model_path, tmp_path):
     from transformers import AutoTokenizer
+
+    from codealign.trainers.streaming import StreamingLearner
 
     other = tmp_path / "other"
     tok = AutoTokenizer.from_pretrained(tiny_model_path)
@@ -179,10 +184,10 @@ def test_logit_distillation_refuses_a_teacher_with_another_tokenizer(ray_cluster
     for f in ("config.json", "model.safetensors"):
         shutil.copy(f"{tiny_model_path}/{f}", other / f)
     cfg = TrainConfig(algorithm="distill", lora=LORA)
-    with pytest.raises(Exception, match="another tokenizer than the student"):
-        Learner(cfg, tiny_model_path, tmp_path / "train", str(other)).train_round(SOLUTIONS)
+    with pytest.raises(ValueError, match="another tokenizer than the student"):  # before any worker starts
+        StreamingLearner(cfg, None, tiny_model_path, tmp_path / "train", teacher_path=str(other))
     with pytest.raises(ValueError, match="needs a teacher model"):
-        Learner(cfg, tiny_model_path, tmp_path / "train")
+        StreamingLearner(cfg, None, tiny_model_path, tmp_path / "train")
 
 
 def test_ppo_with_a_critic_learns_values_and_policy(ray_cluster, tiny_generator, tiny_model_path, tmp_path):
@@ -195,20 +200,21 @@ def test_ppo_with_a_critic_learns_values_and_policy(ray_cluster, tiny_generator,
             for i, (r, comps) in enumerate(zip(reqs, completions)) for j, c in enumerate(comps)]
     cfg = TrainConfig(algorithm="ppo", critic=True, kl_in_reward=True, learning_rate=3e-3, epochs=6, batch_size=4,
                       lora=LORA)
-    learner = Learner(cfg, tiny_model_path, tmp_path / "train")
-    metrics, _ = learner.train_round(data)
+    first, again = train_batches(cfg, tiny_model_path, tmp_path / "train", [data, data])
+    metrics = first["metrics"]
     assert metrics["ppo/rollouts"] == 8 and metrics["ppo/steps"] == 12
     assert metrics["ppo/loss_last"] < metrics["ppo/loss_first"]
     assert metrics["ppo/value_loss"] > 0 and metrics["ppo/verdict_passed"] == 0.5
-    assert (learner.last_checkpoint / "value_head.pt").is_file()
-    again, _ = learner.train_round(data)  # the value head carries over: its loss starts lower
-    assert again["ppo/loss_first"] < metrics["ppo/loss_first"]
+    assert (Path(first["weights"]).parent / "value_head.pt").is_file()  # what a restarted learner continues
+    # the value head carries over to the next batch: its loss starts lower
+    assert again["metrics"]["ppo/loss_first"] < metrics["ppo/loss_first"]
 
 
 def test_qlora_nf4_trains_and_merges_into_the_unquantized_base(ray_cluster, tiny_model_path, tmp_path):
     cfg = TrainConfig(algorithm="sft", quantization="nf4", learning_rate=3e-3, epochs=4, batch_size=2,
                       lora=LoraConfig(r=8, alpha=16, target_modules=["q_proj", "v_proj", "gate_proj"]))
-    metrics, merged = Learner(cfg, tiny_model_path, tmp_path / "train").train_round(SOLUTIONS)
+    (report,) = train_batches(cfg, tiny_model_path, tmp_path / "train", [SOLUTIONS])
+    metrics, merged = report["metrics"], Path(report["weights"])
     assert metrics["sft/loss_last"] < metrics["sft/loss_first"] - 0.5
     weights, base = load_file(str(merged)), load_file(f"{tiny_model_path}/model.safetensors")
     assert set(weights) == set(base)
