@@ -7,6 +7,7 @@ from pathlib import Path
 import ray
 
 from codealign.config import PipelineConfig, TrainConfig
+from codealign.placement import on_driver_node
 from codealign.records import Experience, PreferencePair, SftExample
 from codealign.trainers.distill import distill_train_loop
 from codealign.trainers.dpo import dpo_train_loop
@@ -124,7 +125,7 @@ class Learner:
             raise ValueError(f"train_round needs data: {self.cfg.algorithm} got none")
         self.rounds += 1
         data_ref = ray.put(data)
-        progress = Progress.remote()
+        progress = Progress.options(**on_driver_node()).remote()
         trainer = TorchTrainer(
             train_loop_per_worker=self.train_loop(),
             train_loop_config={

@@ -25,6 +25,7 @@ import ray
 import torch
 
 from codealign.config import PipelineConfig, TrainConfig
+from codealign.placement import on_driver_node
 from codealign.trainers.learner import Learner, TrainingFailed, worker_resources
 from codealign.trainers.modeling import (
     ADAPTER_DIR,
@@ -302,7 +303,7 @@ class StreamingLearner:
         self.storage_dir = Path(storage_dir).resolve() / name
         if start_step:  # left by an earlier resume that died before committing past this step: nothing reads it
             shutil.rmtree(self.storage_dir, ignore_errors=True)
-        self.mailbox = Mailbox.remote(cfg.num_workers)
+        self.mailbox = Mailbox.options(**on_driver_node()).remote(cfg.num_workers)
         self.seen = 0
         self.last_weights: str | None = resume_weights
         trainer = TorchTrainer(
