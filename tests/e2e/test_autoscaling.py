@@ -23,7 +23,8 @@ FAKE_CLUSTER = fake_cluster_config({
 
 def test_actors_land_on_their_node_types_and_the_executor_pool_scales(tmp_path):
     with private_head(num_cpus=0, autoscaling_config=FAKE_CLUSTER) as head:
-        proc = subprocess.run([sys.executable, str(ROOT / "tests" / "autoscale_probe.py"), head.address],
+        # -m from the checkout: run as a script from tests/, `codealign` would resolve to tests/codealign
+        proc = subprocess.run([sys.executable, "-m", "tests.autoscale_probe", head.address],
                               cwd=ROOT, env={**head.env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
                               timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
