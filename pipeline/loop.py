@@ -30,6 +30,7 @@ from codealign.pipeline.resilience import RoundOutcome, failure, learn_and_sync
 from codealign.pipeline.schedule import plan_rounds
 from codealign.pipeline.serving import ServingProbe, send_policy
 from codealign.pipeline.stream import ledger_config, stream_job
+from codealign.placement import on_driver_node
 from codealign.records import Completion, Exercise, Experience, GenerationRequest, SftExample
 from codealign.sandbox import Verdict
 from codealign.trainers.learner import Learner
@@ -82,7 +83,7 @@ def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
     generator = GeneratorGroup(model_path, cfg.model, cfg.generator, role="student",
                                replicas=cfg.generator.replicas, max_restarts=cfg.generator.max_restarts)
     executors = ExecutorPool(cfg.executor, cfg.reward)
-    buffer = ReplayBuffer.remote(ledger=ledger_config(cfg))
+    buffer = ReplayBuffer.options(**on_driver_node()).remote(ledger=ledger_config(cfg))
     teacher = resolve_model(cfg.train.distill.teacher) if cfg.train.distill.teacher else ""
     sampling = Sampling(cfg.loop.temperature, cfg.loop.top_p, cfg.generator.max_tokens)  # what PPO's rollouts used
     learner = Learner(cfg.train, model_path, run_dir.path / "train", teacher_path=teacher, sampling=sampling,

@@ -114,3 +114,26 @@ def stop(temp_dir: Path, keep: bool = False) -> None:
     time.sleep(0.5)
     if not keep:
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def fake_cluster_config(node_types: dict, max_workers: int, head_type: str = "ray.head.default") -> dict:
+    """An autoscaling config for Ray's fake multi-node provider (local raylets launched on demand as nodes of
+    `node_types`), for `private_head(autoscaling_config=...)`. The PyPI wheel lacks the example YAML that
+    `ray.cluster_utils.AutoscalingCluster` reads, so the keys are spelled out here."""
+    return {
+        "cluster_name": "codealign-fake", "max_workers": max_workers, "upscaling_speed": 10.0,
+        "idle_timeout_minutes": 5,
+        # the provider keys of Ray's own fake_multi_node/example.yaml (not in the wheel). disable_node_updaters is
+        # the one that matters: without it the autoscaler starts an updater thread per fake node (a local raylet,
+        # nothing to SSH into), the update fails and the node is terminated about a second after launch ("launch
+        # failed"), with the actors placed on it (seen in test_autoscaling: the probe's executor died with
+        # "Terminated by autoscaler"). The other two are the example's; the probe also passed without
+        # use_node_id_as_ip.
+        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                     "disable_launch_config_check": True},
+        "use_internal_ips": True, "auth": {"ssh_user": "ubuntu"}, "docker": {},
+        "available_node_types": node_types, "head_node_type": head_type,
+        "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False, "rsync_exclude": [],
+        "rsync_filter": [], "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
+        "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": [],
+    }

@@ -23,6 +23,7 @@ import ray
 import torch
 
 from codealign.config import PipelineConfig, TrainConfig
+from codealign.placement import on_driver_node
 from codealign.trainers.modeling import ADAPTER_DIR, MERGED_FILE, save_for_generators
 from codealign.trainers.scoring import Sampling
 from codealign.trainers.trainee import FULL_WEIGHTS_FILE, Trainee
@@ -248,7 +249,7 @@ class StreamingLearner:
         # left by an earlier run that died before committing past this step: nothing reads it (the version this
         # run starts from was published by another run, under another name)
         shutil.rmtree(self.storage_dir, ignore_errors=True)
-        self.mailbox = Mailbox.remote(cfg.num_workers)
+        self.mailbox = Mailbox.options(**on_driver_node()).remote(cfg.num_workers)
         self.seen = 0
         self.last_weights: str | None = resume_weights
         trainer = TorchTrainer(
