@@ -205,7 +205,7 @@ def real(max_staleness: int, args) -> dict:
     raw["loop"].update(iterations=args.rounds, exercises_per_iteration=args.exercises, samples_per_exercise=2)
     raw["train"].update(max_pairs=4, max_length=384, num_cpus_per_worker=1)
     raw["generator"].update(max_tokens=args.max_tokens, num_cpus=1)
-    raw["pipeline"].update(schedule="stream", max_staleness=max_staleness)
+    raw["pipeline"].update(max_staleness=max_staleness)
     result = run(config_from_dict(raw))
     try:
         summary = json.loads((result.run_dir.path / "summary.json").read_text())

@@ -1,5 +1,5 @@
-"""The single controller: builds the actors from a config and runs evaluate -> (sample, judge, learn, sync)* ->
-evaluate."""
+"""The single controller: builds the actors from a config and runs evaluate -> the stream (pipeline/stream.py:
+sample, judge, learn and sync, overlapping up to `pipeline.max_staleness` versions; 0 is synchronous) -> evaluate."""
 
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from codealign.exercises.training_data import load_training_data
 from codealign.model_source import resolve_model
 from codealign.pipeline.evaluate import LoopEvaluator
 from codealign.pipeline.preferences import build_pairs, references_to_check
-from codealign.pipeline.report import RunDir, round_line
-from codealign.pipeline.resilience import RoundOutcome, failure, learn_and_sync
+from codealign.pipeline.report import RunDir
+from codealign.pipeline.resilience import failure
 from codealign.pipeline.schedule import plan_rounds
-from codealign.pipeline.serving import ServingProbe, send_policy
+from codealign.pipeline.serving import ServingProbe
 from codealign.pipeline.stream import ledger_config, stream_job
 from codealign.records import Completion, Exercise, Experience, GenerationRequest, SftExample
 from codealign.sandbox import Verdict
@@ -222,70 +222,36 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
     if probe is not None:
         probe.record_base(system.generator)
     evaluator = LoopEvaluator.create(cfg, run_dir.path, system.generate, system.executors.run)
-    version = ops.restore(system, rng)
+    ops.restore(system, rng)
     before = ops.state.pass_at_1_before
     if before is None:
         with stages.time("eval_before"):
             before = evaluator.test_benchmarks("before")
             evaluator.validate(-1)
         ops.baseline_done(before, stages)
-    adapter_dir, accounts = None, None
-    if cfg.pipeline.schedule == "stream":  # generation, execution and training overlap (pipeline/stream.py)
-        def after_round(record: dict) -> dict:
-            """What the round-based loop measures after a round's weights are served, in the same order: the
-            engine calls between rounds are the same, so max_staleness 0 samples the same tokens."""
-            out = {}
-            if probe is not None and record.get("weights_published"):
-                out.update(probe.measure(system.generator, Path(record["weights_published"]).parent))
-            with stages.time("validate"):
-                out.update(evaluator.validate(record["iteration"]))
-            return out
 
-        ops.state.capture_rng(rng)  # before planning: a resumed run plans the same rounds from it
+    def after_round(record: dict) -> dict:
+        """Measured after a round's weights are served, before the next round is admitted (so with
+        max_staleness 0 the engine's calls, and the tokens it samples, do not depend on how long training took)."""
+        out = {}
+        if probe is not None and record.get("weights_published"):
+            out.update(probe.measure(system.generator, Path(record["weights_published"]).parent))
+        with stages.time("validate"):
+            out.update(evaluator.validate(record["iteration"]))
+        return out
+
+    ops.state.capture_rng(rng)  # before planning: a resumed run plans the same rounds from it
+    try:
         version, adapter_dir, accounts = stream_job(
             system, cfg, plan_rounds(cfg, train_set, rng), model_path=model_path, run_dir=run_dir, stages=stages,
             make_data=lambda plan, exps: round_data(system, cfg, plan.exercises, exps, by_id, corpus, plan.round),
             round_metrics=partial(round_metrics, cfg), after_round=after_round,
             on_commit=lambda cp: ops.stream_round_done(cp, system, stages), resume=ops.stream_resume(system),
             on_logged=lambda record: ops.sinks.log(record, step=record["iteration"]), on_failure=ops.failed)
-    for it in range(ops.state.next_iteration, cfg.loop.iterations if cfg.pipeline.schedule == "rounds" else 0):
-        iter_stages = Stages()
-        try:
-            batch = rng.sample(train_set, min(cfg.loop.exercises_per_iteration, len(train_set)))
-            experiences = sample_and_judge(system, cfg, batch, version, iter_stages, seed=cfg.seed + 1000 * it)
-            ref = ray.put(experiences)
-            ray.get(system.buffer.add.remote([ref], version, len(experiences)))
-            data = round_data(system, cfg, batch, experiences, by_id, corpus, it)
-            metrics = {"iteration": it, "policy_version": version, **round_metrics(cfg, experiences),
-                       "train_items": len(data)}
-            send = partial(send_policy, system.generator, cfg)  # the adapter or the merged weights
-            outcome = learn_and_sync(system, data, version, iter_stages, it, send) if data else RoundOutcome(version)
-            if probe is not None and outcome.version != version:  # served-versus-trained fidelity of this round
-                outcome.metrics.update(probe.measure(system.generator, system.learner.last_checkpoint))
-        except Exception as exc:  # anything else: stop cleanly, still evaluate and report below
-            ops.failed(failure("iteration", exc, it, version))
-            print(f"iteration {it} failed, stopping: {exc}", flush=True)
-            break
-        version = outcome.version
-        metrics.update(outcome.metrics)
-        metrics["new_policy_version"] = version
-        with iter_stages.time("validate"):
-            metrics.update(evaluator.validate(it))
-        metrics["seconds"] = dict(iter_stages.seconds)
-        for name, secs in iter_stages.seconds.items():
-            stages.seconds[name] = stages.seconds.get(name, 0.0) + secs
-        if outcome.failure:
-            metrics["failure"] = outcome.failure
-            ops.failed(outcome.failure)
-        run_dir.log_metrics(metrics)
-        ops.iteration_done(it, metrics, experiences, version, rng, system.learner, stages)
-        print(round_line(metrics, cfg.train.algorithm), flush=True)
-        if outcome.failure:
-            print(f"iteration {it}: learner round failed at {outcome.failure['stage']} "
-                  f"({outcome.failure['message']}); still serving v{version}", flush=True)
-            if cfg.loop.on_train_failure == "stop":
-                break
-
+    except Exception as exc:  # anything not contained in the stream: stop cleanly, still evaluate and report
+        version, adapter_dir, accounts = ops.state.policy_version, None, {}
+        ops.failed(failure("stream", exc, ops.state.next_iteration, version))
+        print(f"the stream failed, stopping: {exc}", flush=True)
     try:
         with stages.time("eval_after"):
             after = evaluator.test_benchmarks("after")
@@ -294,8 +260,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
         after = float("nan")
     buffer_stats = ray.get(system.buffer.stats.remote())
     buffer_stats["ledger"] = ray.get(system.buffer.ledger.remote())
-    if accounts is not None:  # rollout, buffer and learner counts checked against each other (pipeline/accounts.py)
-        buffer_stats["accounts"] = accounts
+    buffer_stats["accounts"] = accounts  # rollout, buffer and learner counts checked against each other
     run_dir.finish(before, after, len(evaluator.tests[evaluator.primary]), stages.seconds, buffer_stats,
                    adapter_dir or system.learner.adapter_dir, version,
                    extra_summary={**evaluator.summary(), **ops.summary_extra(), **sources.guard.summary()},

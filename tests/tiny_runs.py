@@ -9,7 +9,7 @@ from tests.conftest import LOCAL
 
 def tiny_run_config(output_dir, model_path: str, **sections) -> dict:
     """configs/local.yaml shrunk: 2 eval exercises, 2 iterations of 2 exercises x 2 samples, 16 new tokens, one
-    executor, no dashboard, the round-by-round schedule, MBPP only. `sections` update the raw mapping (section
+    executor, no dashboard, MBPP only. `sections` update the raw mapping (section
     name -> dict of fields)."""
     raw = yaml.safe_load(LOCAL.read_text())
     raw.update(name="tiny", output_dir=str(output_dir), ray_dashboard=False)
@@ -21,7 +21,6 @@ def tiny_run_config(output_dir, model_path: str, **sections) -> dict:
     raw["loop"].update(iterations=2, exercises_per_iteration=2, samples_per_exercise=2)
     raw["generator"]["fidelity_probes"] = 0
     raw["eval"].update(benchmarks=["mbpp"], validation_size=2)
-    raw["pipeline"]["schedule"] = "rounds"  # failure containment is the round-by-round loop's; resume is both's
     for name, fields in sections.items():
         if isinstance(fields, dict):
             raw.setdefault(name, {}).update(fields)

@@ -79,7 +79,9 @@ def kill_and_resume(ray_cluster, tmp_path: Path, raw: dict) -> tuple[Path, subpr
 def test_a_killed_driver_resumes_and_ends_like_an_uninterrupted_run(ray_cluster, tiny_model_path, tmp_path):
     # SFT on the exercises' reference solutions (verified in the sandbox): training data that does not hang on
     # what the tiny random model happens to write
-    sections = {"loop": {"temperature": 1.0, "top_p": 1e-6},
+    # max_staleness 0: round 1 is sampled under round 0's weights in both runs (the resumed driver's engine serves
+    # them), not under whichever version a round in flight at the kill happened to see
+    sections = {"loop": {"temperature": 1.0, "top_p": 1e-6}, "pipeline": {"max_staleness": 0},
                 "train": {"algorithm": "sft", "learning_rate": 5e-3, "batch_size": 1}}
     reference = run(config_from_dict(tiny_run_config(tmp_path / "plain", tiny_model_path, **sections)))
     reference.system.shutdown()
@@ -127,7 +129,7 @@ def test_a_killed_stream_driver_resumes_with_its_buffer_and_long_lived_learner(r
     # (the learner starts meanwhile), so the killed driver's buffer holds it complete and the resume does not
     # sample it again. A learning rate at which a lost adapter would show in round 1's loss.
     sections = {"train": {"learning_rate": 1e-3},
-                "pipeline": {"schedule": "stream", "max_staleness": 1, "learner": "long_lived"}}
+                "pipeline": {"max_staleness": 1, "learner": "long_lived"}}
     reference = run(config_from_dict(tiny_run_config(tmp_path / "plain", tiny_model_path, **sections)))
     reference.system.shutdown()
     ref_dir = reference.run_dir.path
