@@ -19,8 +19,7 @@ from codealign.actors.executor import ExecutorPool
 from codealign.actors.generator_group import GeneratorGroup
 from codealign.actors.replay_buffer import ReplayBuffer
 from codealign.config import RunConfig
-from codealign.evaluation.passk import evaluate
-from codealign.exercises.extract import as_answer, extract_code
+from codealign.exercises.extract import as_answer
 from codealign.exercises.training_data import load_training_data
 from codealign.model_source import resolve_model
 from codealign.pipeline.evaluate import LoopEvaluator
@@ -87,8 +86,10 @@ def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
     sampling = Sampling(cfg.loop.temperature, cfg.loop.top_p, cfg.generator.max_tokens)  # what PPO's rollouts used
     learner = Learner(cfg.train, model_path, run_dir.path / "train", teacher_path=teacher, sampling=sampling,
                       served_dtype=cfg.model.dtype)
+    t = cfg.train  # the oracle: for its game, or sequence distillation on its solutions
     oracle = None
-    if cfg.train.algorithm == "distill" and cfg.train.distill.sequences == "oracle" and cfg.oracle.backend != "none":
+    if cfg.oracle.exercise_source == "oracle" or (
+            t.algorithm == "distill" and t.distill.sequences == "oracle" and cfg.oracle.backend != "none"):
         from codealign.pipeline.oracle_run import Oracle
 
         oracle = Oracle(cfg)
@@ -136,40 +137,18 @@ def round_data(system: System, cfg: RunConfig, batch: list[Exercise], experience
     return verified_solutions(system, batch, experiences)  # no oracle: the MBPP reference stands in
 
 
-def sample_and_judge(system: System, cfg: RunConfig, batch: list[Exercise], version: int,
-                     stages: Stages, seed: int) -> list[Experience]:
-    requests = [
-        GenerationRequest(ex.prompt, n=cfg.loop.samples_per_exercise, temperature=cfg.loop.temperature,
-                          top_p=cfg.loop.top_p, max_tokens=cfg.generator.max_tokens, seed=seed + i, request_id=ex.id)
-        for i, ex in enumerate(batch)
-    ]
-    with stages.time("generate"):
-        completions = system.generate(requests, f"sample v{version}")
-    flat = [(ex, c, extract_code(c.text)) for ex, comps in zip(batch, completions) for c in comps]
-    with stages.time("execute"):
-        results = system.executors.run([(code, ex.tests) for ex, _, code in flat], f"judge v{version}")
-    return [
-        Experience(ex.id, ex.prompt, c.text, code, res, c.policy_version, c.token_ids, c.logprobs)
-        for (ex, c, code), res in zip(flat, results)
-    ]
-
-
-def iteration_metrics(experiences: list[Experience]) -> dict:
+def round_metrics(cfg: RunConfig, experiences: list[Experience]) -> dict:
+    """The round's rewards and verdicts, and for critic-free PPO how many exercises carry no reward signal (all
+    their samples got the same reward): the learner drops those, so a round of nothing else has no trainable data."""
     rewards = [e.result.reward for e in experiences]
     verdicts = Counter(e.result.verdict.value for e in experiences)
-    return {
+    out = {
         "samples": len(experiences),
         "reward_mean": statistics.fmean(rewards) if rewards else 0.0,
         "reward_std": statistics.pstdev(rewards) if len(rewards) > 1 else 0.0,
         "verdicts": dict(verdicts),
         "sample_pass_rate": verdicts.get("passed", 0) / max(1, len(experiences)),
     }
-
-
-def round_metrics(cfg: RunConfig, experiences: list[Experience]) -> dict:
-    """`iteration_metrics`, and for critic-free PPO how many exercises carry no reward signal (all their samples
-    got the same reward): the learner drops those, so a round of nothing else has no trainable data."""
-    out = iteration_metrics(experiences)
     t = cfg.train
     if t.algorithm == "ppo" and not t.critic:
         from codealign.trainers.ppo import rl_rewards, zero_signal_groups
@@ -177,15 +156,6 @@ def round_metrics(cfg: RunConfig, experiences: list[Experience]) -> dict:
         out["groups"] = len({e.exercise_id for e in experiences})
         out["groups_without_signal"] = len(zero_signal_groups(experiences, rl_rewards(experiences, t.rl_reward)))
     return out
-
-
-def run_eval(system: System, cfg: RunConfig, exercises: list[Exercise], label: str, stages: Stages,
-             run_dir: RunDir) -> float:
-    with stages.time(f"eval_{label}"):
-        report = evaluate(lambda reqs: system.generate(reqs, f"eval {label}"), system.executors.run, exercises,
-                          n=1, ks=(1,), temperature=0.0, max_tokens=cfg.generator.max_tokens)
-    run_dir.write_samples(f"eval_{label}.jsonl", report.samples)
-    return report.pass_at[1]
 
 
 @dataclass
@@ -200,10 +170,6 @@ class RunResult:
 def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
     """The whole local loop: returns what it wrote and the live actors (the caller may keep using them).
     With `resume_dir`, continues a run directory from its last completed iteration (pipeline/state.py)."""
-    if cfg.oracle.exercise_source == "oracle":  # the oracle's game: generated exercises and a curriculum
-        from codealign.pipeline.adversarial import run_adversarial
-
-        return run_adversarial(cfg)
     from codealign.pipeline.operations import Operations, start_ray
 
     sources = load_training_data(cfg)  # every training source, through the decontamination gate
@@ -222,6 +188,17 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
     if probe is not None:
         probe.record_base(system.generator)
     evaluator = LoopEvaluator.create(cfg, run_dir.path, system.generate, system.executors.run)
+    if cfg.oracle.exercise_source == "oracle":  # the oracle's game writes the rounds' exercises as they come
+        from codealign.pipeline.adversarial import OracleGame
+
+        plans = OracleGame(cfg, train_set, sources.guard, system.oracle, system.executors.run, run_dir.path)
+        make_data = plans.make_data
+        ops.register("game", plans.save, plans.load)
+    else:
+        plans = None  # drawn below, after the RNG is restored
+
+        def make_data(plan, exps):
+            return round_data(system, cfg, plan.exercises, exps, by_id, corpus, plan.round)
     ops.restore(system, rng)
     before = ops.state.pass_at_1_before
     if before is None:
@@ -243,9 +220,8 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
     ops.state.capture_rng(rng)  # before planning: a resumed run plans the same rounds from it
     try:
         version, adapter_dir, accounts = stream_job(
-            system, cfg, plan_rounds(cfg, train_set, rng), model_path=model_path, run_dir=run_dir, stages=stages,
-            make_data=lambda plan, exps: round_data(system, cfg, plan.exercises, exps, by_id, corpus, plan.round),
-            round_metrics=partial(round_metrics, cfg), after_round=after_round,
+            system, cfg, plans or plan_rounds(cfg, train_set, rng), model_path=model_path, run_dir=run_dir,
+            stages=stages, make_data=make_data, round_metrics=partial(round_metrics, cfg), after_round=after_round,
             on_commit=lambda cp: ops.stream_round_done(cp, system, stages), resume=ops.stream_resume(system),
             on_logged=lambda record: ops.sinks.log(record, step=record["iteration"]), on_failure=ops.failed)
     except Exception as exc:  # anything not contained in the stream: stop cleanly, still evaluate and report

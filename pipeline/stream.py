@@ -86,6 +86,10 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
                restart_learner: Callable[[str | None, int], object] | None = None) -> StreamResult:
     """Drive all `plans` through the pipeline; returns the final policy version and what was measured.
 
+    `plans[r]` is asked for when round r is admitted (in order; again at its training, so a source keeps what it
+    planned): a source may write round r's exercises from the results of the rounds trained before it
+    (pipeline/schedule.py). `make_data(plan, experiences)` may add to `plan.notes`, which the round's record logs.
+
     `learner`: StreamingLearner / PerRoundLearner (or a stand-in) with submit / poll / close.
     `load_weights(path)`: what the generators are sent for a published version.
     `on_commit`: called after each round is logged whose weights are published (not while a trained batch is
@@ -322,7 +326,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         batch = ray.get(buffer.take_round.remote(next_train, trained))
         experiences: list[Experience] = ray.get(batch["refs"])
         data = make_data(plan, experiences)
-        record = {"iteration": plan.round, "policy_version": trained, **round_metrics(experiences),
+        record = {"iteration": plan.round, "policy_version": trained, **plan.notes, **round_metrics(experiences),
                   "train_items": len(data), "staleness_histogram": dict(Counter(batch["staleness"])),
                   "dropped_stale": len(batch["dropped"]), "reused": batch["reused"]}
         out.samples_trained += len(experiences)
@@ -357,8 +361,8 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         settle_sync(block=True)
         commit(out.rounds[-1]["iteration"], last_experiences)
     settle_sync(block=True)
-    if sync_refs:
-        ray.get(sync_refs)
+    if sync_refs:  # every publication's answers were settled above (a refusal is a failure, not an exception)
+        ray.wait(sync_refs, num_returns=len(sync_refs))
         clock.end("sync", len(sync_refs))
     out.version = version
     out.busy = clock.snapshot()

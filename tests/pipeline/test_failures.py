@@ -55,6 +55,86 @@ def test_a_failed_round_keeps_the_last_good_version_and_the_run_still_reports(ra
         result.system.shutdown()
 
 
+def test_a_refused_update_rolls_back_and_on_train_failure_continue_trains_on(ray_cluster):
+    """Stand-in replicas (plain Ray actors, no engine) refuse the first update to version 2: round 1's record
+    carries the `sync` failure, the version rolls back to 1, the learner is started again from version 1's weights
+    (loop.on_train_failure: continue), round 2 trains and is published as version 2, and the accounts balance."""
+    import random
+
+    import ray
+
+    from bench.pipeline import SimLearner, SimPool
+    from codealign.actors.replay_buffer import LedgerConfig, ReplayBuffer
+    from codealign.config import RunConfig
+    from codealign.pipeline.schedule import plan_rounds
+    from codealign.pipeline.stream import run_stream
+    from codealign.records import Completion, Exercise
+
+    @ray.remote(num_cpus=0)
+    class Replica:
+        def __init__(self):
+            self.version, self.refused = 0, 0
+
+        def generate(self, requests):
+            return [[Completion(r.request_id, "def f():\n    return 1\n", [1] * 4, [-0.5] * 4, "stop", self.version)
+                     for _ in range(r.n)] for r in requests]
+
+        def update_weights(self, weights, version: int) -> dict:
+            if version == 2 and not self.refused:
+                self.refused += 1
+                raise ValueError("weight 'w' has NaN or infinite values")
+            self.version = version
+            return {"policy_version": version}
+
+        def ready(self):
+            return {"policy_version": self.version}
+
+    class Group:
+        replicas = [Replica.remote()]
+        sent: list = []
+
+        def recover(self, i: int) -> None:
+            pass
+
+        def start_update(self, weights, version: int):
+            self.sent.append((weights, version))
+            return [r.update_weights.remote(weights, version) for r in self.replicas]
+
+    cfg = RunConfig()
+    cfg.loop.iterations, cfg.loop.exercises_per_iteration, cfg.loop.samples_per_exercise = 3, 2, 2
+    cfg.train.algorithm, cfg.pipeline.max_staleness, cfg.loop.on_train_failure = "ppo", 0, "continue"
+    plans = plan_rounds(cfg, [Exercise(f"ex{i}", f"exercise {i}", "assert True") for i in range(4)],
+                        random.Random(0))
+    restarts, learners = [], [SimLearner(1e-3)]
+
+    def restart(weights, version):
+        restarts.append((weights, version))
+        learners.append(SimLearner(1e-3))
+        return learners[-1]
+
+    gen, pool, buffer = Group(), SimPool(1, 1e-3), ReplayBuffer.remote(ledger=LedgerConfig())
+    try:
+        result = run_stream(cfg, plans, gen, pool, buffer, learners[0], make_data=lambda plan, exps: exps,
+                            load_weights=lambda path: f"weights of {path}", restart_learner=restart)
+        served = ray.get(gen.replicas[0].ready.remote())["policy_version"]
+    finally:
+        for actor in gen.replicas + pool.actors + [buffer]:
+            ray.kill(actor)
+        for learner in learners:
+            learner.close()
+    assert [r["iteration"] for r in result.rounds] == [0, 1, 2]
+    first, second, third = result.rounds
+    assert "failure" not in first and first["new_policy_version"] == 1
+    assert second["failure"]["stage"] == "sync" and "NaN or infinite" in second["failure"]["cause"]
+    assert second["new_policy_version"] == 1 and "weights_published" not in second
+    assert restarts == [("sim", 1)]  # the learner trains on from what the replicas serve
+    # the refused version was followed by version 1's weights again (the group's record of what it serves)
+    assert [v for _, v in gen.sent] == [1, 2, 1, 2]
+    assert third["policy_version"] == 1 and third["new_policy_version"] == 2 and "failure" not in third
+    assert result.version == served == 2 and len(result.failures) == 1
+    assert result.accounts["balanced"], result.accounts["problems"]
+
+
 @pytest.mark.parametrize("value", ["later", 3])
 def test_on_train_failure_is_checked(value, tmp_path):
     from codealign.config import ConfigError
