@@ -54,9 +54,9 @@ class DriverState:
     learner_checkpoint: str = ""  # the last good round's Ray Train checkpoint, relative to the run directory
     stage_seconds: dict[str, float] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)
-    # name -> JSON-able state of a pluggable part (the oracle branch's curriculum saves here: "curriculum")
+    # name -> JSON-able state of a pluggable part (the oracle's game saves here: "game")
     components: dict[str, Any] = field(default_factory=dict)
-    # pipeline.schedule stream: {"trained": learner steps, "released": rounds published, "buffer": the replay
+    # the stream: {"trained": learner steps, "released": rounds published, "buffer": the replay
     # buffer's file under stream/} (next_iteration is the next round to train; see StreamCheckpoint)
     stream: dict[str, Any] = field(default_factory=dict)
 

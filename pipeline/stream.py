@@ -401,10 +401,10 @@ def make_learner(cfg: RunConfig, round_learner, model_path: str, storage_dir, re
     return PerRoundLearner(round_learner, cfg.pipeline)
 
 
-def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_path: str, run_dir, stages,
+def stream_job(system, cfg: RunConfig, plans, make_data, model_path: str, run_dir, stages,
                round_metrics, after_round=None, on_commit=None, resume: StreamResume | None = None,
                on_logged=None, on_failure=None) -> tuple[int, str | None, dict]:
-    """The training part of `pipeline.loop.run` when `pipeline.schedule` is stream: returns (final policy
+    """The training part of `pipeline.loop.run`: returns (final policy
     version, the adapter directory to keep, the sample accounts at the end). `after_round(record) -> dict` adds to
     each round's record before it is logged (the serving probe and the validation split, on the version served at
     that moment); `on_logged(record)` sees it after; `on_commit` / `resume`: see `run_stream`."""

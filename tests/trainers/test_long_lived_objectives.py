@@ -67,7 +67,7 @@ def test_config_accepts_the_objective_options_with_the_long_lived_learner():
                "train.scale_rewards=none", "train.rl_reward=binary", "train.clip_eps_high=0.28",
                "train.entropy_coef=0.01", "train.recompute_old_logprobs=true", "train.tis_cap=2.0",
                "train.warmup_steps=10", "train.lr_schedule=cosine"]
-    cfg = load_config("configs/local.yaml", options + ["pipeline.learner=long_lived", "pipeline.schedule=stream"])
+    cfg = load_config("configs/local.yaml", options + ["pipeline.learner=long_lived"])
     assert cfg.train.rpo_alpha == 0.5 and cfg.train.tis_cap == 2.0 and cfg.pipeline.learner == "long_lived"
 
 
