@@ -25,6 +25,10 @@ def tiny_config(tmp_path, model_path: str, name: str, max_staleness: int, iterat
     raw["pipeline"].update(max_staleness=max_staleness)
     if enable_lora:  # the adapter served unmerged over the base (pipeline/serving.policy_for_generators)
         raw["generator"].update(enable_lora=True, max_lora_rank=raw["train"]["lora"]["r"])
+        # and no measurement between rounds (serving probe, validation split): the synchronous reference below
+        # then needs only the run's evaluation before training to make the same engine calls
+        raw["generator"]["fidelity_probes"] = 0
+        raw["eval"]["every"] = 0
     return config_from_dict(raw)
 
 
@@ -64,9 +68,11 @@ def one_round_after_another(cfg, run_path):
     synchronous training (a round admitted before the previous round's weights are served, samples taken in
     another order, a stale version trained, the adapter not served); this reference has no admission, buffer or
     overlap to drift, so any such change in the stream shows as different samples, pairs, losses or outputs. The
-    evaluation and probe calls the run makes between rounds are greedy (they draw nothing from the engine's one
-    sampling RNG on CPU), so the reference leaves them out and still samples the same tokens."""
+    engine's calls are the run's, in the same order: the greedy evaluation before training draws nothing from the
+    engine's one sampling RNG on CPU, but it fills the prefix cache that the rounds' prompts share their chat
+    template with, so the reference makes it too (the test's config measures nothing between rounds)."""
     import random
+    import time
     from types import SimpleNamespace
 
     import ray
@@ -85,26 +91,27 @@ def one_round_after_another(cfg, run_path):
     learner = stream.make_learner(cfg, system.learner, model_path, run_path / "reference_train")
     by_id = {ex.id: ex for ex in sources.exercises}
     seen, reports = [], []
+    (run_path / "reference_eval").mkdir()
+    evaluator = loop.LoopEvaluator.create(cfg, run_path / "reference_eval", system.generate, system.executors.run)
     try:
+        evaluator.test_benchmarks("before")
         for version, plan in enumerate(plan_rounds(cfg, sources.exercises, random.Random(cfg.seed))):
             completions = system.generator.generate(plan.requests)
             flat = [(ex, c, extract_code(c.text)) for ex, comps in zip(plan.exercises, completions) for c in comps]
             results = system.executors.run([(code, ex.tests) for ex, _, code in flat])
             experiences = [Experience(ex.id, ex.prompt, c.text, code, res, c.policy_version, c.token_ids, c.logprobs)
                            for (ex, c, code), res in zip(flat, results)]
-            pairs = loop.round_data(SimpleNamespace(executors=system.executors), cfg, plan.exercises, experiences,
-                                    by_id, [], plan.round)
+            pairs = ROUND_DATA(SimpleNamespace(executors=system.executors), cfg, plan.exercises, experiences, by_id,
+                               [], plan.round)  # the real one: the stream run's is recording
             seen.append(trained_on(experiences, pairs))
             learner.submit(version, ray.put(pairs), version, True, plan.sample_ids(cfg.loop.samples_per_exercise))
-            report = []
+            report = learner.poll()
             while not report:
+                time.sleep(0.05)
                 report = learner.poll()
             reports += report
             ray.get(system.generator.start_update(policy_for_generators(cfg, Path(report[0]["weights"]).parent),
                                                   version + 1))
-        (run_path / "reference_eval").mkdir()
-        evaluator = loop.LoopEvaluator.create(cfg, run_path / "reference_eval", system.generate,
-                                              system.executors.run)
         evaluator.test_benchmarks("after")
         after = [x["text"] for x in lines(run_path / "reference_eval" / "eval_after.jsonl")]
     finally:
