@@ -133,7 +133,7 @@ class OracleGame:
         rates = self.curriculum.record(self.first + plan.round, experiences)
         self.curriculum.save(self.state_path)
         pairs = oracle_pairs({ex.id: ex for ex in plan.exercises}, experiences, self.cfg.train.max_pairs,
-                             seed=self.cfg.seed + plan.round)
+                             seed=self.cfg.seed + self.first + plan.round)
         plan.notes.update({"pass_rate_histogram": self.curriculum.histograms[-1], "pass_rates": rates,
                            "chosen_from": dict(Counter(p.reason.split(">")[0] for p in pairs)),
                            "curriculum_size": len(self.curriculum.entries)})
