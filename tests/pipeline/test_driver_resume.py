@@ -184,7 +184,9 @@ def test_a_round_in_flight_at_the_commit_is_produced_again_under_the_same_ids(ra
     from codealign.pipeline.stream import StreamResume, run_stream
     from codealign.records import Completion, Exercise
 
-    @ray.remote(num_cpus=0)
+    # two calls at a time: the weight update is answered while round 1's generation stalls (a vLLM replica would
+    # answer it after that call, and the driver commits a round only once its weights are taken)
+    @ray.remote(num_cpus=0, max_concurrency=2)
     class Generator:
         def __init__(self, stall_round: int, version: int):
             self.stall_round, self.version = stall_round, version
