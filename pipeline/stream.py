@@ -270,6 +270,8 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
     last_poll = 0.0
     while next_train < len(plans) or waiting:
         while admission_may_change and next_admit < len(plans):
+            if next_admit > released + pipe.max_staleness:  # the buffer's bound, known here: a round's plan is
+                break  # asked for only once it may enter (the oracle's game writes it from the rounds before)
             if next_admit not in restored and not rollout.try_start(plans[next_admit]):
                 break
             next_admit += 1
