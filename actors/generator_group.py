@@ -119,6 +119,11 @@ class GeneratorGroup:
         self.policy_version = version
         return [getattr(r, method).remote(*args) for r in self.replicas]
 
+    def forget_update(self, version: int) -> None:
+        """Every replica refused the last `start_update` and serves `version` (the base model's, with nothing
+        published before it): a replica restarted later is not given the refused weights."""
+        self._latest, self.policy_version = None, version
+
     def recover(self, i: int) -> None:
         """Replica i was lost mid-call: wait for Ray to restart it and catch it up (see `generate`)."""
         self._bring_back(i)

@@ -101,10 +101,17 @@ class Curriculum:
         return [self.exercise(key) for key in chosen]
 
     # -- persistence --------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"round": self.round, "histograms": self.histograms,
+                "entries": {k: asdict(e) for k, e in self.entries.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Curriculum:
+        return cls(int(data["round"]), {k: Entry(**e) for k, e in data["entries"].items()}, list(data["histograms"]))
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        data = {"round": self.round, "histograms": self.histograms,
-                "entries": {k: asdict(e) for k, e in self.entries.items()}}
+        data = self.to_dict()
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh)
@@ -115,9 +122,7 @@ class Curriculum:
     def load(cls, path: str | Path) -> Curriculum:
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-            entries = {k: Entry(**e) for k, e in data["entries"].items()}
-            return cls(int(data["round"]), entries, list(data["histograms"]))
+            return cls.from_dict(json.loads(path.read_text()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"curriculum state {path} cannot be read: {exc}") from exc
 

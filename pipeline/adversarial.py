@@ -1,7 +1,9 @@
 """The oracle's game (`launch.py run` with `oracle.exercise_source: oracle`): each round the oracle writes
 exercises (plus harder variants of the curriculum's hardest failed ones), the filters keep the sound ones, the
 student samples the curriculum's picks, and DPO pulls it toward the oracle's sandbox-verified solution (chosen)
-away from its own failing sample (rejected). The curriculum's state is saved each round.
+away from its own failing sample (rejected). It is a source of exercises for the one driver (`OracleGame`, the
+stream's `plans`), so the game has the stream's resume, failure handling, LoRA serving and sample accounts. The
+curriculum's state is saved each round (curriculum.json, and in the driver's state).
 
 A weak oracle (the embedded 135M model) may write no sound exercise for many rounds. The game then still plays,
 honestly: with `oracle.seed_from_mbpp` the curriculum is topped up from MBPP train (one assert shown, the MBPP
@@ -15,22 +17,16 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-
-import ray
 
 from codealign.config import RunConfig
 from codealign.exercises.curriculum import STATE_FILE, Curriculum
 from codealign.exercises.extract import as_answer
 from codealign.exercises.generation import Generated, with_visible_tests
-from codealign.exercises.loaders import load_mbpp
-from codealign.exercises.training_data import load_training_data
 from codealign.exercises.validation import RunJobs
-from codealign.model_source import resolve_model
-from codealign.pipeline.loop import RunResult, Stages, build_system, iteration_metrics, run_eval, sample_and_judge
-from codealign.pipeline.operations import start_ray
 from codealign.pipeline.oracle_run import Oracle, filter_generated, writer_for
-from codealign.pipeline.report import RunDir
+from codealign.pipeline.schedule import RoundPlan, round_plan
 from codealign.records import Exercise, Experience, PreferencePair
 from codealign.sandbox import Verdict
 
@@ -83,85 +79,78 @@ def merge(a: Generated, b: Generated) -> Generated:
     return a
 
 
-def run_adversarial(cfg: RunConfig) -> RunResult:
-    data_dir = cfg.resolved_data_dir()
-    eval_set = load_mbpp(data_dir, cfg.data.eval_ids)[: cfg.data.eval_size]
-    sources = load_training_data(cfg)  # the gate every source passes: the MBPP seeds here, the oracle's below
-    held, decon = sources.exercises, sources.guard
-    model_path = resolve_model(cfg.model.path)
-    run_dir = RunDir.create(cfg)
-    state_path = run_dir.path / STATE_FILE
-    curriculum = Curriculum.load(cfg.oracle.resume_curriculum) if cfg.oracle.resume_curriculum else Curriculum()
-    stages = Stages()
-    start_ray(cfg)
-    with stages.time("startup"):
-        system = build_system(cfg, model_path, run_dir)
-        oracle = Oracle(cfg)
-    writer = writer_for(cfg, oracle)
-    writer.counter = len(curriculum.entries)  # fresh ids after a resume
-    rng = random.Random(cfg.seed + curriculum.round)
-    totals: Counter = Counter()
-    try:
-        before = run_eval(system, cfg, eval_set, "before", stages, run_dir)
-        print(f"pass@1 before: {before:.3f} on {len(eval_set)} MBPP test exercises", flush=True)
-        version = 0
-        first = curriculum.round
-        for it in range(first, first + cfg.loop.iterations):
-            it_stages = Stages()
-            with it_stages.time("oracle"):
-                templates = curriculum.hardest(cfg.oracle.hardest_as_templates)
-                gen = writer.write(round_=it, count=cfg.oracle.exercises_per_round)
-                if templates:
-                    merge(gen, writer.write(round_=it, templates=templates))
-                outcome = filter_generated(gen, cfg, system.executors.run,
-                                           held + [curriculum.exercise(k) for k in curriculum.entries], decon, writer)
-            curriculum.add(outcome.kept, it)
-            counts = {**outcome.generation, "dropped": outcome.counts(), "kept": len(outcome.kept),
-                      "harder_variants_of": [t.id for t in templates]}
-            totals.update({"requested": gen.requested, "kept": len(outcome.kept)})
-            seeded = (top_up(curriculum, held, cfg.loop.exercises_per_iteration, it, system.executors.run, rng,
-                             cfg.oracle.visible_tests) if cfg.oracle.seed_from_mbpp else [])
-            counts["seeded_from_mbpp"] = len(seeded)
-            batch = curriculum.sample(cfg.loop.exercises_per_iteration, rng)
-            source = dict(Counter(ex.source or "oracle" for ex in batch))
-            if batch:
-                experiences = sample_and_judge(system, cfg, batch, version, it_stages, seed=cfg.seed + 1000 * it)
-            else:  # nothing sound to give the student this round (no oracle exercise, no MBPP seeding)
-                experiences = []
-            rates = curriculum.record(it, experiences)
-            by_id = {ex.id: ex for ex in batch}
-            pairs = oracle_pairs(by_id, experiences, cfg.train.max_pairs, seed=cfg.seed + it)
-            metrics = {"iteration": it, "policy_version": version, "exercise_source": source,
-                       "oracle": counts, **iteration_metrics(experiences), "train_items": len(pairs),
-                       "pass_rate_histogram": curriculum.histograms[-1], "pass_rates": rates,
-                       "chosen_from": dict(Counter(p.reason.split(">")[0] for p in pairs)),
-                       "curriculum_size": len(curriculum.entries)}
-            if pairs:
-                with it_stages.time("train"):
-                    train_metrics, weights_path = system.learner.train_round(pairs)
-                with it_stages.time("sync"):
-                    from codealign.weights import load_for_generators
+class OracleGame:
+    """The game as the stream's source of exercises (`plans[r]`, asked when round r is admitted): the oracle writes
+    round r's exercises (plus harder variants of the curriculum's hardest failed ones), the filters keep the sound
+    ones, the curriculum picks the round's batch; `make_data` records the student's pass rates and pairs the
+    oracle's verified solutions with the student's failing samples. Its state (the curriculum, the writer's id
+    counter, the sampler's RNG and rounds planned but not yet trained) is a component of the driver's state, so a
+    resumed run goes on with the same game. With `pipeline.max_staleness: 0` round r+1 is written after round r's
+    results are recorded; with k > 0 the curriculum is up to k rounds behind, as the policy is."""
 
-                    version += 1
-                    system.generator.update_weights(load_for_generators(weights_path), version)
-                metrics.update(train_metrics)
-            curriculum.save(state_path)
-            metrics["new_policy_version"] = version
-            metrics["seconds"] = dict(it_stages.seconds)
-            for name, secs in it_stages.seconds.items():
-                stages.seconds[name] = stages.seconds.get(name, 0.0) + secs
-            run_dir.log_metrics(metrics)
-            print(f"round {it}: oracle {counts}; student pass rate {metrics['sample_pass_rate']:.2f} on {len(batch)} "
-                  f"exercises {source}; histogram {metrics['pass_rate_histogram']}; {len(pairs)} pairs; "
-                  f"policy v{version}", flush=True)
-        after = run_eval(system, cfg, eval_set, "after", stages, run_dir)
-        buffer_stats = ray.get(system.buffer.stats.remote())
-        run_dir.finish(before, after, len(eval_set), stages.seconds, buffer_stats, system.learner.adapter_dir,
-                       version, extra_summary=decon.summary(), extra_report=decon.report_section())
-    finally:
-        oracle.shutdown()
-    return RunResult(run_dir, system, before, after, version)
+    def __init__(self, cfg: RunConfig, held: list[Exercise], decon, oracle: Oracle, run_jobs: RunJobs,
+                 run_dir: Path):
+        self.cfg, self.held, self.decon, self.run_jobs = cfg, held, decon, run_jobs
+        self.state_path = Path(run_dir) / STATE_FILE
+        o = cfg.oracle
+        self.curriculum = Curriculum.load(o.resume_curriculum) if o.resume_curriculum else Curriculum()
+        self.first = self.curriculum.round  # a continued game numbers its rounds on from the earlier run's
+        self.writer = writer_for(cfg, oracle)
+        self.writer.counter = len(self.curriculum.entries)  # fresh ids after a resume
+        self.rng = random.Random(cfg.seed + self.first)
+        self.planned: dict[int, RoundPlan] = {}
 
+    def __len__(self) -> int:
+        return self.cfg.loop.iterations
 
-def state_file(run_dir: str | Path) -> Path:
-    return Path(run_dir) / STATE_FILE
+    def __getitem__(self, r: int) -> RoundPlan:
+        if r not in self.planned:
+            self.planned[r] = self._write(r)
+        return self.planned[r]
+
+    def _write(self, r: int) -> RoundPlan:
+        cfg, it = self.cfg, self.first + r
+        templates = self.curriculum.hardest(cfg.oracle.hardest_as_templates)
+        gen = self.writer.write(round_=it, count=cfg.oracle.exercises_per_round)
+        if templates:
+            merge(gen, self.writer.write(round_=it, templates=templates))
+        known = self.held + [self.curriculum.exercise(k) for k in self.curriculum.entries]
+        outcome = filter_generated(gen, cfg, self.run_jobs, known, self.decon, self.writer)
+        self.curriculum.add(outcome.kept, it)
+        counts = {**outcome.generation, "dropped": outcome.counts(), "kept": len(outcome.kept),
+                  "harder_variants_of": [t.id for t in templates]}
+        seeded = (top_up(self.curriculum, self.held, cfg.loop.exercises_per_iteration, it, self.run_jobs, self.rng,
+                         cfg.oracle.visible_tests) if cfg.oracle.seed_from_mbpp else [])
+        counts["seeded_from_mbpp"] = len(seeded)
+        batch = self.curriculum.sample(cfg.loop.exercises_per_iteration, self.rng)
+        print(f"round {r}: oracle {counts}", flush=True)
+        return round_plan(cfg, r, batch, {"oracle": counts,
+                                          "exercise_source": dict(Counter(ex.source or "oracle" for ex in batch))})
+
+    def make_data(self, plan: RoundPlan, experiences: list[Experience]) -> list[PreferencePair]:
+        """The student's results into the curriculum; the round's DPO pairs."""
+        self.planned.pop(plan.round, None)
+        rates = self.curriculum.record(self.first + plan.round, experiences)
+        self.curriculum.save(self.state_path)
+        pairs = oracle_pairs({ex.id: ex for ex in plan.exercises}, experiences, self.cfg.train.max_pairs,
+                             seed=self.cfg.seed + self.first + plan.round)
+        plan.notes.update({"pass_rate_histogram": self.curriculum.histograms[-1], "pass_rates": rates,
+                           "chosen_from": dict(Counter(p.reason.split(">")[0] for p in pairs)),
+                           "curriculum_size": len(self.curriculum.entries)})
+        return pairs
+
+    # -- the driver's state (pipeline/operations.Operations.register) -------------------------------------------
+    def save(self) -> dict:
+        version, internal, gauss = self.rng.getstate()
+        return {"curriculum": self.curriculum.to_dict(), "counter": self.writer.counter, "first": self.first,
+                "rng": [version, list(internal), gauss],
+                "planned": {str(r): {"exercises": [asdict(ex) for ex in p.exercises], "notes": p.notes}
+                            for r, p in self.planned.items()}}
+
+    def load(self, saved: dict) -> None:
+        self.curriculum = Curriculum.from_dict(saved["curriculum"])
+        self.writer.counter, self.first = saved["counter"], saved["first"]
+        version, internal, gauss = saved["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        self.planned = {int(r): round_plan(self.cfg, int(r), [Exercise(**ex) for ex in p["exercises"]], p["notes"])
+                        for r, p in saved["planned"].items()}

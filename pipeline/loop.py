@@ -1,5 +1,5 @@
-"""The single controller: builds the actors from a config and runs evaluate -> (sample, judge, learn, sync)* ->
-evaluate."""
+"""The single controller: builds the actors from a config and runs evaluate -> the stream (pipeline/stream.py:
+sample, judge, learn and sync, overlapping up to `pipeline.max_staleness` versions; 0 is synchronous) -> evaluate."""
 
 from __future__ import annotations
 
@@ -19,22 +19,20 @@ from codealign.actors.executor import ExecutorPool
 from codealign.actors.generator_group import GeneratorGroup
 from codealign.actors.replay_buffer import ReplayBuffer
 from codealign.config import RunConfig
-from codealign.evaluation.passk import evaluate
-from codealign.exercises.extract import as_answer, extract_code
+from codealign.exercises.extract import as_answer
 from codealign.exercises.training_data import load_training_data
 from codealign.model_source import resolve_model
 from codealign.pipeline.evaluate import LoopEvaluator
 from codealign.pipeline.preferences import build_pairs, references_to_check
-from codealign.pipeline.report import RunDir, round_line
-from codealign.pipeline.resilience import RoundOutcome, failure, learn_and_sync
+from codealign.pipeline.report import RunDir
+from codealign.pipeline.resilience import failure
 from codealign.pipeline.schedule import plan_rounds
-from codealign.pipeline.serving import ServingProbe, send_policy
+from codealign.pipeline.serving import ServingProbe
 from codealign.pipeline.stream import ledger_config, stream_job
 from codealign.placement import on_driver_node
 from codealign.records import Completion, Exercise, Experience, GenerationRequest, SftExample
 from codealign.sandbox import Verdict
-from codealign.trainers.learner import Learner
-from codealign.trainers.scoring import Sampling
+from codealign.trainers.modeling import ADAPTER_DIR
 
 CHUNK = 16  # requests per generator call, so the progress bar moves; large enough to keep vLLM batching
 
@@ -59,7 +57,6 @@ class System:
     generator: GeneratorGroup
     executors: ExecutorPool
     buffer: ray.actor.ActorHandle
-    learner: Learner
     oracle: object | None = None  # pipeline.oracle_run.Oracle, when sequence distillation takes its solutions
 
     def generate(self, requests: list[GenerationRequest], desc: str) -> list[list[Completion]]:
@@ -79,21 +76,25 @@ class System:
         ray.kill(self.buffer)
 
 
+def published_adapter(state, run_dir: Path) -> str | None:
+    """The adapter of the last version the learner published (kept when the stream ended without its own)."""
+    adapter = Path(run_dir) / state.learner_checkpoint / ADAPTER_DIR if state.learner_checkpoint else None
+    return str(adapter) if adapter is not None and adapter.is_dir() else None
+
+
 def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:
     generator = GeneratorGroup(model_path, cfg.model, cfg.generator, role="student",
                                replicas=cfg.generator.replicas, max_restarts=cfg.generator.max_restarts)
     executors = ExecutorPool(cfg.executor, cfg.reward)
     buffer = ReplayBuffer.options(**on_driver_node()).remote(ledger=ledger_config(cfg))
-    teacher = resolve_model(cfg.train.distill.teacher) if cfg.train.distill.teacher else ""
-    sampling = Sampling(cfg.loop.temperature, cfg.loop.top_p, cfg.generator.max_tokens)  # what PPO's rollouts used
-    learner = Learner(cfg.train, model_path, run_dir.path / "train", teacher_path=teacher, sampling=sampling,
-                      served_dtype=cfg.model.dtype)
+    t = cfg.train  # the oracle: for its game, or sequence distillation on its solutions
     oracle = None
-    if cfg.train.algorithm == "distill" and cfg.train.distill.sequences == "oracle" and cfg.oracle.backend != "none":
+    if cfg.oracle.exercise_source == "oracle" or (
+            t.algorithm == "distill" and t.distill.sequences == "oracle" and cfg.oracle.backend != "none"):
         from codealign.pipeline.oracle_run import Oracle
 
         oracle = Oracle(cfg)
-    return System(generator, executors, buffer, learner, oracle)
+    return System(generator, executors, buffer, oracle)
 
 
 def verified_solutions(system: System, batch: list[Exercise], experiences: list[Experience]) -> list[SftExample]:
@@ -137,40 +138,18 @@ def round_data(system: System, cfg: RunConfig, batch: list[Exercise], experience
     return verified_solutions(system, batch, experiences)  # no oracle: the MBPP reference stands in
 
 
-def sample_and_judge(system: System, cfg: RunConfig, batch: list[Exercise], version: int,
-                     stages: Stages, seed: int) -> list[Experience]:
-    requests = [
-        GenerationRequest(ex.prompt, n=cfg.loop.samples_per_exercise, temperature=cfg.loop.temperature,
-                          top_p=cfg.loop.top_p, max_tokens=cfg.generator.max_tokens, seed=seed + i, request_id=ex.id)
-        for i, ex in enumerate(batch)
-    ]
-    with stages.time("generate"):
-        completions = system.generate(requests, f"sample v{version}")
-    flat = [(ex, c, extract_code(c.text)) for ex, comps in zip(batch, completions) for c in comps]
-    with stages.time("execute"):
-        results = system.executors.run([(code, ex.tests) for ex, _, code in flat], f"judge v{version}")
-    return [
-        Experience(ex.id, ex.prompt, c.text, code, res, c.policy_version, c.token_ids, c.logprobs)
-        for (ex, c, code), res in zip(flat, results)
-    ]
-
-
-def iteration_metrics(experiences: list[Experience]) -> dict:
+def round_metrics(cfg: RunConfig, experiences: list[Experience]) -> dict:
+    """The round's rewards and verdicts, and for critic-free PPO how many exercises carry no reward signal (all
+    their samples got the same reward): the learner drops those, so a round of nothing else has no trainable data."""
     rewards = [e.result.reward for e in experiences]
     verdicts = Counter(e.result.verdict.value for e in experiences)
-    return {
+    out = {
         "samples": len(experiences),
         "reward_mean": statistics.fmean(rewards) if rewards else 0.0,
         "reward_std": statistics.pstdev(rewards) if len(rewards) > 1 else 0.0,
         "verdicts": dict(verdicts),
         "sample_pass_rate": verdicts.get("passed", 0) / max(1, len(experiences)),
     }
-
-
-def round_metrics(cfg: RunConfig, experiences: list[Experience]) -> dict:
-    """`iteration_metrics`, and for critic-free PPO how many exercises carry no reward signal (all their samples
-    got the same reward): the learner drops those, so a round of nothing else has no trainable data."""
-    out = iteration_metrics(experiences)
     t = cfg.train
     if t.algorithm == "ppo" and not t.critic:
         from codealign.trainers.ppo import rl_rewards, zero_signal_groups
@@ -178,15 +157,6 @@ def round_metrics(cfg: RunConfig, experiences: list[Experience]) -> dict:
         out["groups"] = len({e.exercise_id for e in experiences})
         out["groups_without_signal"] = len(zero_signal_groups(experiences, rl_rewards(experiences, t.rl_reward)))
     return out
-
-
-def run_eval(system: System, cfg: RunConfig, exercises: list[Exercise], label: str, stages: Stages,
-             run_dir: RunDir) -> float:
-    with stages.time(f"eval_{label}"):
-        report = evaluate(lambda reqs: system.generate(reqs, f"eval {label}"), system.executors.run, exercises,
-                          n=1, ks=(1,), temperature=0.0, max_tokens=cfg.generator.max_tokens)
-    run_dir.write_samples(f"eval_{label}.jsonl", report.samples)
-    return report.pass_at[1]
 
 
 @dataclass
@@ -201,10 +171,6 @@ class RunResult:
 def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
     """The whole local loop: returns what it wrote and the live actors (the caller may keep using them).
     With `resume_dir`, continues a run directory from its last completed iteration (pipeline/state.py)."""
-    if cfg.oracle.exercise_source == "oracle":  # the oracle's game: generated exercises and a curriculum
-        from codealign.pipeline.adversarial import run_adversarial
-
-        return run_adversarial(cfg)
     from codealign.pipeline.operations import Operations, start_ray
 
     sources = load_training_data(cfg)  # every training source, through the decontamination gate
@@ -223,70 +189,46 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
     if probe is not None:
         probe.record_base(system.generator)
     evaluator = LoopEvaluator.create(cfg, run_dir.path, system.generate, system.executors.run)
-    version = ops.restore(system, rng)
+    if cfg.oracle.exercise_source == "oracle":  # the oracle's game writes the rounds' exercises as they come
+        from codealign.pipeline.adversarial import OracleGame
+
+        plans = OracleGame(cfg, train_set, sources.guard, system.oracle, system.executors.run, run_dir.path)
+        make_data = plans.make_data
+        ops.register("game", plans.save, plans.load)
+    else:
+        plans = None  # drawn below, after the RNG is restored
+
+        def make_data(plan, exps):
+            return round_data(system, cfg, plan.exercises, exps, by_id, corpus, plan.round)
+    ops.restore(system, rng)
     before = ops.state.pass_at_1_before
     if before is None:
         with stages.time("eval_before"):
             before = evaluator.test_benchmarks("before")
             evaluator.validate(-1)
         ops.baseline_done(before, stages)
-    adapter_dir, accounts = None, None
-    if True:  # the one driver: generation, execution and training overlap (pipeline/stream.py)
-        def after_round(record: dict) -> dict:
-            """What the round-based loop measures after a round's weights are served, in the same order: the
-            engine calls between rounds are the same, so max_staleness 0 samples the same tokens."""
-            out = {}
-            if probe is not None and record.get("weights_published"):
-                out.update(probe.measure(system.generator, Path(record["weights_published"]).parent))
-            with stages.time("validate"):
-                out.update(evaluator.validate(record["iteration"]))
-            return out
 
-        ops.state.capture_rng(rng)  # before planning: a resumed run plans the same rounds from it
+    def after_round(record: dict) -> dict:
+        """Measured after a round's weights are served, before the next round is admitted (so with
+        max_staleness 0 the engine's calls, and the tokens it samples, do not depend on how long training took)."""
+        out = {}
+        if probe is not None and record.get("weights_published"):
+            out.update(probe.measure(system.generator, Path(record["weights_published"]).parent))
+        with stages.time("validate"):
+            out.update(evaluator.validate(record["iteration"]))
+        return out
+
+    ops.state.capture_rng(rng)  # before planning: a resumed run plans the same rounds from it
+    try:
         version, adapter_dir, accounts = stream_job(
-            system, cfg, plan_rounds(cfg, train_set, rng), model_path=model_path, run_dir=run_dir, stages=stages,
-            make_data=lambda plan, exps: round_data(system, cfg, plan.exercises, exps, by_id, corpus, plan.round),
-            round_metrics=partial(round_metrics, cfg), after_round=after_round,
+            system, cfg, plans or plan_rounds(cfg, train_set, rng), model_path=model_path, run_dir=run_dir,
+            stages=stages, make_data=make_data, round_metrics=partial(round_metrics, cfg), after_round=after_round,
             on_commit=lambda cp: ops.stream_round_done(cp, system, stages), resume=ops.stream_resume(system),
             on_logged=lambda record: ops.sinks.log(record, step=record["iteration"]), on_failure=ops.failed)
-    for it in range(ops.state.next_iteration, 0):  # the round-by-round loop (pipeline.schedule) is gone
-        iter_stages = Stages()
-        try:
-            batch = rng.sample(train_set, min(cfg.loop.exercises_per_iteration, len(train_set)))
-            experiences = sample_and_judge(system, cfg, batch, version, iter_stages, seed=cfg.seed + 1000 * it)
-            ref = ray.put(experiences)
-            ray.get(system.buffer.add.remote([ref], version, len(experiences)))
-            data = round_data(system, cfg, batch, experiences, by_id, corpus, it)
-            metrics = {"iteration": it, "policy_version": version, **round_metrics(cfg, experiences),
-                       "train_items": len(data)}
-            send = partial(send_policy, system.generator, cfg)  # the adapter or the merged weights
-            outcome = learn_and_sync(system, data, version, iter_stages, it, send) if data else RoundOutcome(version)
-            if probe is not None and outcome.version != version:  # served-versus-trained fidelity of this round
-                outcome.metrics.update(probe.measure(system.generator, system.learner.last_checkpoint))
-        except Exception as exc:  # anything else: stop cleanly, still evaluate and report below
-            ops.failed(failure("iteration", exc, it, version))
-            print(f"iteration {it} failed, stopping: {exc}", flush=True)
-            break
-        version = outcome.version
-        metrics.update(outcome.metrics)
-        metrics["new_policy_version"] = version
-        with iter_stages.time("validate"):
-            metrics.update(evaluator.validate(it))
-        metrics["seconds"] = dict(iter_stages.seconds)
-        for name, secs in iter_stages.seconds.items():
-            stages.seconds[name] = stages.seconds.get(name, 0.0) + secs
-        if outcome.failure:
-            metrics["failure"] = outcome.failure
-            ops.failed(outcome.failure)
-        run_dir.log_metrics(metrics)
-        ops.iteration_done(it, metrics, experiences, version, rng, system.learner, stages)
-        print(round_line(metrics, cfg.train.algorithm), flush=True)
-        if outcome.failure:
-            print(f"iteration {it}: learner round failed at {outcome.failure['stage']} "
-                  f"({outcome.failure['message']}); still serving v{version}", flush=True)
-            if cfg.loop.on_train_failure == "stop":
-                break
-
+    except Exception as exc:  # anything not contained in the stream: stop cleanly, still evaluate and report
+        version, adapter_dir, accounts = ops.state.policy_version, None, {}
+        ops.failed(failure("stream", exc, ops.state.next_iteration, version))
+        print(f"the stream failed, stopping: {exc}", flush=True)
     try:
         with stages.time("eval_after"):
             after = evaluator.test_benchmarks("after")
@@ -295,10 +237,9 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
         after = float("nan")
     buffer_stats = ray.get(system.buffer.stats.remote())
     buffer_stats["ledger"] = ray.get(system.buffer.ledger.remote())
-    if accounts is not None:  # rollout, buffer and learner counts checked against each other (pipeline/accounts.py)
-        buffer_stats["accounts"] = accounts
+    buffer_stats["accounts"] = accounts  # rollout, buffer and learner counts checked against each other
     run_dir.finish(before, after, len(evaluator.tests[evaluator.primary]), stages.seconds, buffer_stats,
-                   adapter_dir or system.learner.adapter_dir, version,
+                   adapter_dir or published_adapter(ops.state, run_dir.path), version,
                    extra_summary={**evaluator.summary(), **ops.summary_extra(), **sources.guard.summary()},
                    extra_report=evaluator.report_section(run_dir.metrics()) + sources.guard.report_section())
     ops.close(before, after)

@@ -108,12 +108,9 @@ class Operations:
             return 0
         s = self.state
         s.restore_rng(rng)
-        checkpoint = s.restore_learner(system.learner, self.run_dir.path)
-        for payload in load_experiences(self.run_dir.path, s.next_iteration):
-            if s.stream:  # the stream's buffer comes back whole, ledger and all (stream_resume)
-                continue
-            ref = ray.put(payload["experiences"])
-            ray.get(system.buffer.add.remote([ref], payload["policy_version"], len(payload["experiences"])))
+        checkpoint = s.published_checkpoint(self.run_dir.path)
+        load_experiences(self.run_dir.path, s.next_iteration)  # drops rounds after the commit; the buffer comes
+        # back whole, ledger and all, in stream_resume
         if s.policy_version and checkpoint is not None:  # the adapter with enable_lora, as the run served it
             send_policy(system.generator, self.cfg, checkpoint, s.policy_version)
         for name, (_, load) in self.components.items():
@@ -128,20 +125,6 @@ class Operations:
 
     def failed(self, failure: dict) -> None:
         self.state.failures.append(failure)
-
-    def iteration_done(self, iteration: int, metrics: dict, experiences: list, version: int, rng, learner,
-                       stages) -> None:
-        """The commit point: after this, a killed driver resumes at iteration + 1."""
-        s = self.state
-        save_experiences(self.run_dir.path, iteration, metrics["policy_version"], experiences)
-        s.next_iteration = iteration + 1
-        s.policy_version = version
-        s.capture_rng(rng)
-        s.capture_learner(learner, self.run_dir.path)
-        s.stage_seconds = dict(stages.seconds)
-        s.components.update({name: save() for name, (save, _) in self.components.items()})
-        s.save(self.run_dir.path)
-        self.sinks.log(metrics, step=iteration)
 
     # -- the stream schedule (pipeline/stream.py) -----------------------------------------------------------------
     def stream_resume(self, system):

@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import random
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -54,9 +53,9 @@ class DriverState:
     learner_checkpoint: str = ""  # the last good round's Ray Train checkpoint, relative to the run directory
     stage_seconds: dict[str, float] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)
-    # name -> JSON-able state of a pluggable part (the oracle branch's curriculum saves here: "curriculum")
+    # name -> JSON-able state of a pluggable part (the oracle's game saves here: "game")
     components: dict[str, Any] = field(default_factory=dict)
-    # pipeline.schedule stream: {"trained": learner steps, "released": rounds published, "buffer": the replay
+    # the stream: {"trained": learner steps, "released": rounds published, "buffer": the replay
     # buffer's file under stream/} (next_iteration is the next round to train; see StreamCheckpoint)
     stream: dict[str, Any] = field(default_factory=dict)
 
@@ -80,25 +79,14 @@ class DriverState:
             version, internal, gauss = self.rng_state
             rng.setstate((version, tuple(internal), gauss))
 
-    # the learner's last good round
-    def capture_learner(self, learner, run_dir: Path) -> None:
-        self.learner_rounds = learner.rounds
-        ckpt = learner.last_checkpoint
-        self.learner_checkpoint = str(Path(ckpt).resolve().relative_to(Path(run_dir).resolve())) if ckpt else ""
-
-    def restore_learner(self, learner, run_dir: Path) -> Path | None:
-        """Point the learner at its last good round and remove rounds that started after it (a killed round's
-        partial Ray Train directory would otherwise be taken for a run to restore)."""
-        learner.rounds = self.learner_rounds
-        for round_dir in Path(learner.storage_dir).glob("round_*"):
-            if int(round_dir.name.split("_")[1]) > self.learner_rounds:
-                shutil.rmtree(round_dir, ignore_errors=True)
+    # the learner's last published version
+    def published_checkpoint(self, run_dir: Path) -> Path | None:
+        """The directory of the last published version (adapter, merged weights), or None before the first."""
         if not self.learner_checkpoint:
             return None
         ckpt = Path(run_dir) / self.learner_checkpoint
         if not ckpt.is_dir():
             raise FileNotFoundError(f"resume: the learner checkpoint {ckpt} recorded in {STATE_FILE} is missing")
-        learner.last_checkpoint = ckpt
         return ckpt
 
 

@@ -24,6 +24,7 @@ import ray
 
 from codealign.config import RunConfig
 from codealign.pipeline.accounts import settle
+from codealign.pipeline.resilience import failure
 from codealign.pipeline.rollout import CHUNK, Rollout
 from codealign.pipeline.schedule import BusyClock, RoundPlan
 from codealign.records import Experience
@@ -85,6 +86,10 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
                restart_learner: Callable[[str | None, int], object] | None = None) -> StreamResult:
     """Drive all `plans` through the pipeline; returns the final policy version and what was measured.
 
+    `plans[r]` is asked for when round r is admitted (in order; again at its training, so a source keeps what it
+    planned): a source may write round r's exercises from the results of the rounds trained before it
+    (pipeline/schedule.py). `make_data(plan, experiences)` may add to `plan.notes`, which the round's record logs.
+
     `learner`: a StreamingLearner (or a stand-in) with submit / poll / finish / close.
     `load_weights(path)`: what the generators are sent for a published version.
     `on_commit`: called after each round is logged whose weights are published (not while a trained batch is
@@ -120,7 +125,8 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
     busy_learner = False
     unpublished = False  # a trained batch whose weights are not published yet
     last_experiences: list[Experience] = []  # the last logged round's, for the final commit
-    sync_refs: list[ray.ObjectRef] = []
+    sync_refs: list[ray.ObjectRef] = []  # every weight update sent, for the busy clock
+    syncing: dict | None = None  # the publication not yet acknowledged by every replica (see settle_sync)
     last_busy = clock.snapshot()
 
     def release() -> None:
@@ -135,16 +141,66 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
 
     admission_may_change = True  # the bound moves only when the learner releases a round
 
-    def publish(report: dict) -> None:
-        """Weights the learner reported: to the generators, without waiting."""
-        nonlocal version, last_weights, sync_refs, unpublished
+    def publish(report: dict, info: dict | None) -> None:
+        """Weights the learner reported: to the generators, without waiting. The round that published them is
+        logged, committed and released once every replica has taken them (`settle_sync`): a refused update is a
+        failure of that round, not a generator serving something else than the driver thinks."""
+        nonlocal version, last_weights, sync_refs, unpublished, syncing
+        good = (version, last_weights)
         version = trained
         last_weights = report["weights"]
         new = generator.start_update(load_weights(report["weights"]), version)
         clock.begin("sync", len(new))
         sync_refs += new
         unpublished = False
+        syncing = {"refs": new, "info": info, "good": good}
+
+    def settle_sync(block: bool) -> bool:
+        """The publication in progress: once every replica answered, log and commit its round and release the
+        next one; a refusal (NaN weights, wrong names or shapes, a lost replica) rolls the published version
+        back to the one the replicas still serve, and `loop.on_train_failure` decides as for a failed batch.
+        Returns whether the stream stops."""
+        nonlocal syncing, version, last_weights, trained, skipped
+        if syncing is None:
+            return False
+        refs = syncing["refs"]
+        if not block and len(ray.wait(refs, num_returns=len(refs), timeout=0)[0]) < len(refs):
+            return False
+        pending, syncing = syncing, None
+        info, refused = pending["info"], None
+        try:
+            ray.get(refs)
+        except (ray.exceptions.RayError, ValueError, TimeoutError, OSError) as exc:
+            refused = exc
+        stop = False
+        if refused is not None:
+            bad = version
+            version, last_weights = pending["good"]
+            f = failure("sync", refused, info["round"] if info else -1, version)
+            out.failures.append(f)
+            skipped += trained - version  # the refused version and the batches it covers take no version
+            trained = version
+            if last_weights:  # the group's record of what it serves (and what a restarted replica gets)
+                new = generator.start_update(load_weights(last_weights), version)
+                clock.begin("sync", len(new))
+                sync_refs.extend(new)
+            else:
+                generator.forget_update(version)
+            stop = carry_on()
+            print(f"the generators refused policy v{bad} ({f['message']}); still serving v{version}"
+                  f"{', stopping' if stop else ''}", flush=True)
+        if info is not None:
+            record = info["record"]
+            if refused is None:
+                record["weights_published"] = last_weights  # what the generators were sent
+            else:
+                record["failure"] = out.failures[-1]
+            record["new_policy_version"] = version
+            log(record)
         release()
+        if info is not None:
+            commit(info["round"], info["experiences"])
+        return stop
 
     def accounts(final: bool) -> dict:
         ledger, taken = ray.get([buffer.ledger.remote(), buffer.taken_ids.remote()])
@@ -170,11 +226,19 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
             on_commit(StreamCheckpoint(round_, round_ + 1, trained, released, version, last_weights, experiences,
                                        counts))
 
+    def carry_on() -> bool:
+        """After a failed batch or a refused update, with the published version rolled back: whether the stream
+        stops (`loop.on_train_failure`), else the learner to train on from that version."""
+        nonlocal learner
+        if cfg.loop.on_train_failure == "stop":
+            return True
+        new = restart_learner(last_weights, version) if restart_learner is not None else None
+        learner = new if new is not None else learner
+        return new is None
+
     def fail(exc: Exception) -> bool:
         """The learner's batch failed: log it, keep the published version; returns whether the stream stops."""
-        nonlocal learner, trained, busy_learner, unpublished, skipped
-        from codealign.pipeline.resilience import failure
-
+        nonlocal trained, busy_learner, unpublished, skipped
         if not waiting:  # not a batch's failure (nothing was being trained): nothing to contain it in
             raise exc
         [info] = waiting.values()  # one batch at a time
@@ -187,11 +251,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         skipped += trained - version  # the failed batch, and any trained but unpublished, take no version
         trained, unpublished = version, False
         info["record"].update(failure=f, new_policy_version=version)
-        stop = cfg.loop.on_train_failure == "stop"
-        if not stop:
-            new = restart_learner(last_weights, version) if restart_learner is not None else None
-            stop = new is None
-            learner = new if new is not None else learner
+        stop = carry_on()
         log(info["record"])
         print(f"round {info['round']}: learner failed ({f['message']}); still serving v{version}"
               f"{', stopping' if stop else ''}", flush=True)
@@ -210,6 +270,8 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
     last_poll = 0.0
     while next_train < len(plans) or waiting:
         while admission_may_change and next_admit < len(plans):
+            if next_admit > released + pipe.max_staleness:  # the buffer's bound, known here: a round's plan is
+                break  # asked for only once it may enter (the oracle's game writes it from the rounds before)
             if next_admit not in restored and not rollout.try_start(plans[next_admit]):
                 break
             next_admit += 1
@@ -228,7 +290,9 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
             done, sync_refs = ray.wait(sync_refs, num_returns=len(sync_refs), timeout=0)
             if done:
                 clock.end("sync", len(done))
-                ray.get(done)  # a refused update is an error, not a silent stale generator
+        if settle_sync(block=False):
+            drain()
+            break
 
         if time.monotonic() - last_poll < WAIT_S and not rollout.round_done(next_train):
             continue
@@ -245,18 +309,18 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
             clock.end("train")
             info = waiting.pop(report["step"])
             learner_batches.append(list(report.get("ids", ())))  # what the learner says it trained
-            if report.get("weights"):
-                publish(report)
             info["record"].update(report["metrics"])
-            info["record"]["new_policy_version"] = version
-            if report.get("weights"):
-                info["record"]["weights_published"] = report["weights"]  # what the generators were sent
             info["record"]["learner_seconds"] = round(report.get("seconds", 0.0), 3)
-            log(info["record"])
             last_experiences = info["experiences"]
+            if report.get("weights"):  # logged and committed once the generators took them
+                publish(report, info)
+                continue
+            info["record"]["new_policy_version"] = version
+            log(info["record"])
             commit(info["round"], info["experiences"])
 
-        if busy_learner or next_train >= next_admit:
+        # the learner trains on from weights the generators took: no batch while an update is unanswered
+        if busy_learner or syncing is not None or next_train >= next_admit:
             continue
         if not rollout.round_done(next_train):
             continue
@@ -264,7 +328,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         batch = ray.get(buffer.take_round.remote(next_train, trained))
         experiences: list[Experience] = ray.get(batch["refs"])
         data = make_data(plan, experiences)
-        record = {"iteration": plan.round, "policy_version": trained, **round_metrics(experiences),
+        record = {"iteration": plan.round, "policy_version": trained, **plan.notes, **round_metrics(experiences),
                   "train_items": len(data), "staleness_histogram": dict(Counter(batch["staleness"])),
                   "dropped_stale": len(batch["dropped"]), "reused": batch["reused"]}
         out.samples_trained += len(experiences)
@@ -294,11 +358,13 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         final = learner.finish()
         if final is None or not final.get("weights"):
             raise RuntimeError(f"the learner did not publish its last trained batch (step {trained})")
-        publish(final)
+        publish(final, None)
         print(f"published the last trained batch at the end: policy v{version}", flush=True)
+        settle_sync(block=True)
         commit(out.rounds[-1]["iteration"], last_experiences)
-    if sync_refs:
-        ray.get(sync_refs)
+    settle_sync(block=True)
+    if sync_refs:  # every publication's answers were settled above (a refusal is a failure, not an exception)
+        ray.wait(sync_refs, num_returns=len(sync_refs))
         clock.end("sync", len(sync_refs))
     out.version = version
     out.busy = clock.snapshot()
@@ -332,10 +398,10 @@ def make_learner(cfg: RunConfig, model_path: str, storage_dir, resume: StreamRes
                             total_batches=cfg.loop.iterations, teacher_path=teacher)
 
 
-def stream_job(system, cfg: RunConfig, plans: list[RoundPlan], make_data, model_path: str, run_dir, stages,
+def stream_job(system, cfg: RunConfig, plans, make_data, model_path: str, run_dir, stages,
                round_metrics, after_round=None, on_commit=None, resume: StreamResume | None = None,
                on_logged=None, on_failure=None) -> tuple[int, str | None, dict]:
-    """The training part of `pipeline.loop.run` when `pipeline.schedule` is stream: returns (final policy
+    """The training part of `pipeline.loop.run`: returns (final policy
     version, the adapter directory to keep, the sample accounts at the end). `after_round(record) -> dict` adds to
     each round's record before it is logged (the serving probe and the validation split, on the version served at
     that moment); `on_logged(record)` sees it after; `on_commit` / `resume`: see `run_stream`."""

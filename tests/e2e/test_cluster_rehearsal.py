@@ -11,9 +11,9 @@ that asked for CPUs only (`train.resources_per_worker` dropped, issue 21 point 4
 node's spare CPU and the autoscaler never launches a learner node: the placement check fails.
 
 What each recipe adds: DPO, PPO and distillation each train on the one long-lived learner with their own batches
-(sequence distillation as SFT batches); on the random tiny model PPO's groups carry no reward signal, so it trains nothing, but its
-long-lived run starts both workers all the same. Measured here: about 45 + 37 + 42 s for the three runs, 10 s to
-start the cluster and 10 s to stop it.
+(sequence distillation as SFT batches); on the random tiny model PPO's groups carry no reward signal, so it trains
+nothing, but its long-lived run starts both workers all the same. Measured here: about 45 + 37 + 42 s for the
+three runs, 10 s to start the cluster and 10 s to stop it.
 
 The oracle is not started: no cluster recipe configures one yet (cluster_distill.yaml's TODO: the MBPP reference
 stands in), and a vLLM oracle is a `Generator` actor with the generator's options (pipeline/oracle_run.py), so it

@@ -1,7 +1,8 @@
 """The oracle's game end to end (`launch.py run --config configs/adversarial.yaml`): a scripted oracle behind a real
 OpenAI-compatible server on loopback writes sound exercises (and harder variants when asked), the real filters
 keep them, the student (the tiny model in a real vLLM engine) samples and fails them in the real sandbox, the Ray
-Train learner takes DPO pairs (oracle's solution chosen), and round 1 asks harder variants of round 0's failures."""
+Train learner takes DPO pairs (oracle's solution chosen), and round 1 asks harder variants of round 0's failures.
+The game is the one driver's source of exercises, so it resumes like any recipe."""
 
 import http.server
 import json
@@ -64,10 +65,14 @@ class GameOracle(http.server.BaseHTTPRequestHandler):
 @pytest.mark.slow
 def test_two_rounds_of_the_game_train_on_oracle_exercises_and_carry_the_failed_ones_forward(
         ray_cluster, tmp_path, tiny_model_path):
+    """The game runs through the one driver (the stream, with the oracle as its source of exercises), and a third
+    round added with `--resume` goes on from the saved curriculum: the oracle is asked harder variants of the
+    exercises failed before the restart."""
     raw = yaml.safe_load((ROOT / "configs" / "adversarial.yaml").read_text())
     raw.update(name="game", output_dir=str(tmp_path), ray_dashboard=False)
     raw["model"] = {"path": tiny_model_path, "max_model_len": 512}
     raw["data"]["eval_size"] = 2
+    raw["eval"] = {"benchmarks": ["mbpp"]}
     raw["generator"]["max_tokens"] = 48
     raw["train"].update(max_pairs=4, batch_size=2)
     raw["loop"].update(iterations=2, exercises_per_iteration=2, samples_per_exercise=2)
@@ -78,7 +83,7 @@ def test_two_rounds_of_the_game_train_on_oracle_exercises_and_carry_the_failed_o
     with serve(GameOracle) as url:
         raw["oracle"]["base_url"] = url
         result = run(config_from_dict(raw))
-    try:
+        result.system.shutdown()
         run_dir = result.run_dir.path
         rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         assert [r["iteration"] for r in rounds] == [0, 1]
@@ -99,6 +104,23 @@ def test_two_rounds_of_the_game_train_on_oracle_exercises_and_carry_the_failed_o
         assert second["curriculum_size"] == 3
         curriculum = json.loads((run_dir / "curriculum.json").read_text())
         assert len(curriculum["histograms"]) == 2 and result.policy_version == 2
-        assert json.loads((run_dir / "summary.json").read_text())["eval_exercises"] == 2
-    finally:
-        result.system.shutdown()
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["eval_exercises"] == 2 and summary["replay_buffer"]["accounts"]["balanced"]
+
+        # one more round on the same run directory (`launch.py run --resume DIR --set loop.iterations=3`): the
+        # game's state comes back with the driver's, so the oracle is asked a harder variant of an exercise failed
+        # before the restart, and the curriculum goes on from its three exercises
+        raw["loop"]["iterations"] = 3
+        resumed = run(config_from_dict(raw), resume_dir=str(run_dir))
+        resumed.system.shutdown()
+    rounds = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rounds] == [0, 1, 2]
+    third = rounds[2]
+    [failed] = third["oracle"]["harder_variants_of"]
+    assert failed.startswith("oracle/r")
+    assert third["curriculum_size"] >= 3 and third["policy_version"] == 2
+    assert len([p for p in GameOracle.prompts if "harder in this way" in p]) == 2
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["resumed"] is True and summary["iterations_done"] == 3
+    assert summary["replay_buffer"]["accounts"]["balanced"]
+    assert len(json.loads((run_dir / "curriculum.json").read_text())["histograms"]) == 3

@@ -79,7 +79,9 @@ def kill_and_resume(ray_cluster, tmp_path: Path, raw: dict) -> tuple[Path, subpr
 def test_a_killed_driver_resumes_and_ends_like_an_uninterrupted_run(ray_cluster, tiny_model_path, tmp_path):
     # SFT on the exercises' reference solutions (verified in the sandbox): training data that does not hang on
     # what the tiny random model happens to write
-    sections = {"loop": {"temperature": 1.0, "top_p": 1e-6},
+    # max_staleness 0: round 1 is sampled under round 0's weights in both runs (the resumed driver's engine serves
+    # them), not under whichever version a round in flight at the kill happened to see
+    sections = {"loop": {"temperature": 1.0, "top_p": 1e-6}, "pipeline": {"max_staleness": 0},
                 "train": {"algorithm": "sft", "learning_rate": 5e-3, "batch_size": 1}}
     reference = run(config_from_dict(tiny_run_config(tmp_path / "plain", tiny_model_path, **sections)))
     reference.system.shutdown()
@@ -182,7 +184,9 @@ def test_a_round_in_flight_at_the_commit_is_produced_again_under_the_same_ids(ra
     from codealign.pipeline.stream import StreamResume, run_stream
     from codealign.records import Completion, Exercise
 
-    @ray.remote(num_cpus=0)
+    # two calls at a time: the weight update is answered while round 1's generation stalls (a vLLM replica would
+    # answer it after that call, and the driver commits a round only once its weights are taken)
+    @ray.remote(num_cpus=0, max_concurrency=2)
     class Generator:
         def __init__(self, stall_round: int, version: int):
             self.stall_round, self.version = stall_round, version

@@ -1,90 +1,138 @@
-"""A failing learner round does not end the run: the last good version keeps serving, the version counter stays,
-and the run still evaluates and writes summary.json and report.md (real Ray Train rounds and real vLLM on the
-tiny model; the failures are real too: an infinite learning rate makes the weights NaN)."""
+"""A failing learner batch or a refused weight update does not end the run: the last good version keeps serving,
+the version counter stays, and the run still evaluates and writes summary.json and report.md (the long-lived Ray
+Train learner and real vLLM on the tiny model; the failures are real too: an infinite learning rate makes the
+weights NaN)."""
 
 import json
 import math
-from types import SimpleNamespace
 
 import pytest
-from safetensors.torch import load_file
 
-from codealign.config import LoraConfig, TrainConfig, config_from_dict
-from codealign.pipeline.loop import Stages, run
-from codealign.pipeline.resilience import learn_and_sync
-from codealign.records import GenerationRequest, PreferencePair
-from codealign.trainers.learner import Learner
-from codealign.weights import to_numpy
+from codealign.config import config_from_dict
+from codealign.pipeline.loop import run
 from tests.tiny_runs import tiny_run_config
 
-PAIRS = [PreferencePair(f"Write f{i}(x).", f"def f{i}(x):\n    return x + {i}\n", "def f(:\n", "reference>syntax_error")
-         for i in range(4)]
 
-
-def test_a_nan_round_keeps_the_last_good_version_and_the_run_still_reports(ray_cluster, tiny_model_path, tmp_path):
-    # lr = inf: the first optimizer step turns the adapter into NaN, the second micro-batch's loss is NaN; in the
-    # stream schedule that ends the long-lived learner's run, and on_train_failure: stop ends the stream
-    raw = tiny_run_config(tmp_path, tiny_model_path, train={"learning_rate": float("inf"), "batch_size": 1},
-                          loop={"on_train_failure": "stop"},
-                          pipeline={"max_staleness": 1})
+@pytest.mark.parametrize("stage", ["train", "sync"])
+def test_a_failed_round_keeps_the_last_good_version_and_the_run_still_reports(ray_cluster, tiny_model_path, tmp_path,
+                                                                              stage):
+    # lr = inf: the first optimizer step turns the adapter into NaN.
+    # train: one pair per optimizer step, so the second micro-batch's loss is NaN and the long-lived learner's run
+    #   ends (TrainingFailed);
+    # sync: every pair in one optimizer step, so the loss is finite and the batch is published, but its weights are
+    #   NaN and every replica refuses them (what pipeline/resilience.learn_and_sync contained in the round-by-round
+    #   loop; before, the stream's ray.get on the update's answer raised out of the run: no summary, no report).
+    # on_train_failure: stop ends the stream after the failed round, in both cases.
+    raw = tiny_run_config(tmp_path, tiny_model_path,
+                          train={"learning_rate": float("inf"), "batch_size": 1 if stage == "train" else 4},
+                          loop={"on_train_failure": "stop"}, pipeline={"max_staleness": 1})
     result = run(config_from_dict(raw))
     try:
         run_dir = result.run_dir.path
         metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         assert len(metrics) == 1, "on_train_failure: stop ends the loop after the failed round"
         [m] = metrics
-        assert m["failure"]["stage"] == "train" and "TrainingFailed" == m["failure"]["error"]
-        assert "nan" in m["failure"]["cause"].lower()
+        assert m["failure"]["stage"] == stage
+        if stage == "train":
+            assert m["failure"]["error"] == "TrainingFailed" and "nan" in m["failure"]["cause"].lower()
+        else:
+            assert "NaN or infinite" in m["failure"]["cause"] and m["train_items"] > 0
+            assert "weights_published" not in m and "served_as" not in m
         assert m["policy_version"] == m["new_policy_version"] == 0
         assert result.policy_version == 0
         assert [r["policy_version"] for r in result.system.generator.ready()] == [0]
+        assert result.system.generator.policy_version == 0
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["failed_rounds"] == 1 and summary["policy_version"] == 0
+        assert summary["failures"][0]["stage"] == stage
         assert summary["iterations_done"] == 1
-        assert not math.isnan(summary["pass@1_after"])  # the closing evaluation ran
-        assert (run_dir / "eval_after.jsonl").is_file()
+        assert not math.isnan(summary["pass@1_after"])  # the closing evaluation ran, on the base weights
+        assert {json.loads(x)["policy_version"] for x in (run_dir / "eval_after.jsonl").read_text().splitlines()} \
+            == {0}
         assert "## Failures" in (run_dir / "report.md").read_text()
         assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     finally:
         result.system.shutdown()
 
 
-def catch_up_group(handle, ray_cluster):
-    """A GeneratorGroup around the session's engine (starting a second vLLM engine would cost half a minute)."""
-    from codealign.actors.generator_group import GeneratorGroup
+def test_a_refused_update_rolls_back_and_on_train_failure_continue_trains_on(ray_cluster):
+    """Stand-in replicas (plain Ray actors, no engine) refuse the first update to version 2: round 1's record
+    carries the `sync` failure, the version rolls back to 1, the learner is started again from version 1's weights
+    (loop.on_train_failure: continue), round 2 trains and is published as version 2, and the accounts balance."""
+    import random
 
-    group = GeneratorGroup.__new__(GeneratorGroup)
-    group.replicas, group.max_attempts, group._latest = [handle], 1, None
-    group.policy_version = ray_cluster.get(handle.ready.remote())["policy_version"]
-    return group
+    import ray
 
+    from bench.pipeline import SimLearner, SimPool
+    from codealign.actors.replay_buffer import LedgerConfig, ReplayBuffer
+    from codealign.config import RunConfig
+    from codealign.pipeline.schedule import plan_rounds
+    from codealign.pipeline.stream import run_stream
+    from codealign.records import Completion, Exercise
 
-def test_a_refused_weight_update_keeps_serving_and_the_learner_rolls_back(ray_cluster, tiny_generator,
-                                                                          tiny_model_path, tmp_path):
-    group = catch_up_group(tiny_generator, ray_cluster)
-    cfg = TrainConfig(learning_rate=1e-3, batch_size=4, max_length=128, num_cpus_per_worker=1,
-                      lora=LoraConfig(r=4, alpha=8))
-    learner = Learner(cfg, tiny_model_path, tmp_path / "train")
-    system = SimpleNamespace(learner=learner, generator=group)
-    greedy = [GenerationRequest("Write f1(x).", temperature=0.0, max_tokens=8)]
+    @ray.remote(num_cpus=0)
+    class Replica:
+        def __init__(self):
+            self.version, self.refused = 0, 0
+
+        def generate(self, requests):
+            return [[Completion(r.request_id, "def f():\n    return 1\n", [1] * 4, [-0.5] * 4, "stop", self.version)
+                     for _ in range(r.n)] for r in requests]
+
+        def update_weights(self, weights, version: int) -> dict:
+            if version == 2 and not self.refused:
+                self.refused += 1
+                raise ValueError("weight 'w' has NaN or infinite values")
+            self.version = version
+            return {"policy_version": version}
+
+        def ready(self):
+            return {"policy_version": self.version}
+
+    class Group:
+        replicas = [Replica.remote()]
+        sent: list = []
+
+        def recover(self, i: int) -> None:
+            pass
+
+        def start_update(self, weights, version: int):
+            self.sent.append((weights, version))
+            return [r.update_weights.remote(weights, version) for r in self.replicas]
+
+    cfg = RunConfig()
+    cfg.loop.iterations, cfg.loop.exercises_per_iteration, cfg.loop.samples_per_exercise = 3, 2, 2
+    cfg.train.algorithm, cfg.pipeline.max_staleness, cfg.loop.on_train_failure = "ppo", 0, "continue"
+    plans = plan_rounds(cfg, [Exercise(f"ex{i}", f"exercise {i}", "assert True") for i in range(4)],
+                        random.Random(0))
+    restarts, learners = [], [SimLearner(1e-3)]
+
+    def restart(weights, version):
+        restarts.append((weights, version))
+        learners.append(SimLearner(1e-3))
+        return learners[-1]
+
+    gen, pool, buffer = Group(), SimPool(1, 1e-3), ReplayBuffer.remote(ledger=LedgerConfig())
     try:
-        good = learn_and_sync(system, PAIRS, 0, Stages(), iteration=0)
-        assert good.failure is None and good.version == 1
-        first_round = learner.last_checkpoint
-        [[served]] = ray_cluster.get(tiny_generator.generate.remote(greedy))
-
-        # one optimizer step at lr = inf: the loss was finite, the merged weights are not; vLLM refuses them
-        cfg.learning_rate = float("inf")
-        bad = learn_and_sync(system, PAIRS, 1, Stages(), iteration=1)
-        assert bad.failure is not None and bad.failure["stage"] == "sync", bad.failure
-        assert "NaN or infinite" in bad.failure["cause"]
-        assert bad.version == 1 and group.policy_version == 1
-        assert learner.last_checkpoint == first_round  # the next round trains on from what is served
-        [[after]] = ray_cluster.get(tiny_generator.generate.remote(greedy))
-        assert after.policy_version == 1 and after.token_ids == served.token_ids
-    finally:  # the engine is shared by the session: put the original weights back
-        original = load_file(f"{tiny_model_path}/model.safetensors")
-        ray_cluster.get(tiny_generator.update_weights.remote(ray_cluster.put(to_numpy(original)), 0))
+        result = run_stream(cfg, plans, gen, pool, buffer, learners[0], make_data=lambda plan, exps: exps,
+                            load_weights=lambda path: f"weights of {path}", restart_learner=restart)
+        served = ray.get(gen.replicas[0].ready.remote())["policy_version"]
+    finally:
+        for actor in gen.replicas + pool.actors + [buffer]:
+            ray.kill(actor)
+        for learner in learners:
+            learner.close()
+    assert [r["iteration"] for r in result.rounds] == [0, 1, 2]
+    first, second, third = result.rounds
+    assert "failure" not in first and first["new_policy_version"] == 1
+    assert second["failure"]["stage"] == "sync" and "NaN or infinite" in second["failure"]["cause"]
+    assert second["new_policy_version"] == 1 and "weights_published" not in second
+    assert restarts == [("sim", 1)]  # the learner trains on from what the replicas serve
+    # the refused version was followed by version 1's weights again (the group's record of what it serves)
+    assert [v for _, v in gen.sent] == [1, 2, 1, 2]
+    assert third["policy_version"] == 1 and third["new_policy_version"] == 2 and "failure" not in third
+    assert result.version == served == 2 and len(result.failures) == 1
+    assert result.accounts["balanced"], result.accounts["problems"]
 
 
 @pytest.mark.parametrize("value", ["later", 3])

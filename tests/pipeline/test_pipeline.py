@@ -1,10 +1,10 @@
 """The pipelined loop end to end on real actors (the tiny model in real vLLM engines, real sandboxes, a real
-Ray Train learner): with max_staleness 0 it is the round-based loop sample for sample; with max_staleness 1 the
+Ray Train learner): with max_staleness 0 it is one round after another, sample for sample; with max_staleness 1 the
 bound holds and every sample is accounted for while an executor and a generator are killed mid-run."""
 
 import json
+from pathlib import Path
 
-import pytest
 import yaml
 
 import codealign.pipeline.loop as loop
@@ -13,7 +13,7 @@ from codealign.config import config_from_dict
 from tests.conftest import LOCAL
 
 
-def tiny_config(tmp_path, model_path: str, name: str, schedule: str, max_staleness: int, iterations: int = 2,
+def tiny_config(tmp_path, model_path: str, name: str, max_staleness: int, iterations: int = 2,
                 enable_lora: bool = False):
     raw = yaml.safe_load(LOCAL.read_text())
     raw.update(name=name, output_dir=str(tmp_path), ray_num_cpus=0)
@@ -23,10 +23,12 @@ def tiny_config(tmp_path, model_path: str, name: str, schedule: str, max_stalene
     raw["train"].update(max_pairs=4, max_length=192, num_cpus_per_worker=1, learning_rate=1e-3)
     raw["generator"].update(max_tokens=24, num_cpus=1)
     raw["pipeline"].update(max_staleness=max_staleness)
-    if schedule != "stream":  # pipeline.schedule is refused now: the one driver's work rewrites the rounds reference
-        raw["pipeline"]["schedule"] = schedule
     if enable_lora:  # the adapter served unmerged over the base (pipeline/serving.policy_for_generators)
         raw["generator"].update(enable_lora=True, max_lora_rank=raw["train"]["lora"]["r"])
+        # and no measurement between rounds (serving probe, validation split): the synchronous reference below
+        # then needs only the run's evaluation before training to make the same engine calls
+        raw["generator"]["fidelity_probes"] = 0
+        raw["eval"]["every"] = 0
     return config_from_dict(raw)
 
 
@@ -40,44 +42,112 @@ def record_rounds(monkeypatch) -> list:
 
     def recording(system, cfg, batch, experiences, by_id, corpus, it):
         data = real(system, cfg, batch, experiences, by_id, corpus, it)
-        seen.append(([(e.exercise_id, e.completion, e.token_ids, e.logprobs, e.policy_version, e.result.verdict)
-                      for e in experiences], [(p.prompt, p.chosen, p.rejected) for p in data]))
+        seen.append(trained_on(experiences, data))
         return data
 
     monkeypatch.setattr(loop, "round_data", recording)
     return seen
 
 
+def trained_on(experiences, pairs) -> tuple:
+    return ([(e.exercise_id, e.completion, e.token_ids, e.logprobs, e.policy_version, e.result.verdict)
+             for e in experiences], [(p.prompt, p.chosen, p.rejected) for p in pairs])
+
+
 def lines(path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("enable_lora", [False, True])
-def test_max_staleness_0_reproduces_the_round_based_loop(ray_cluster, tmp_path, tiny_model_path, monkeypatch,
-                                                         enable_lora):
-    runs = {}
-    for schedule in ("rounds", "stream"):
-        seen = record_rounds(monkeypatch)
-        result = loop.run(tiny_config(tmp_path, tiny_model_path, schedule, schedule, max_staleness=0,
-                                      enable_lora=enable_lora))
-        result.system.shutdown()
-        runs[schedule] = (seen, lines(result.run_dir.path / "metrics.jsonl"), result)
-    (sync_seen, sync_metrics, sync), (pipe_seen, pipe_metrics, pipe) = runs["rounds"], runs["stream"]
-    assert len(sync_seen) == 2 and all(pairs for _, pairs in sync_seen)  # two rounds, each trained
-    assert pipe_seen == sync_seen  # the same samples (text, tokens, logprobs, version, verdict) and pairs
-    for s, p in zip(sync_metrics, pipe_metrics):
-        for key in ("samples", "reward_mean", "train_items", "policy_version", "new_policy_version",
-                    "dpo/loss", "dpo/loss_first", "dpo/loss_last", "dpo/margin", "dpo/steps", "dpo/global_step",
-                    "dpo/optimizer_carried", "serve/probe_gain_served", "serve/probe_gain_trained"):
-            assert p[key] == s[key], key
-        assert p["staleness_histogram"] == {"0": s["samples"]}
-        assert p["served_as"] == s["served_as"] == ("adapter" if enable_lora else "merged")
-    assert pipe.policy_version == sync.policy_version == 2
+def one_round_after_another(cfg, run_path):
+    """The reference for `max_staleness: 0`, composed here from the parts the stream uses (fresh engine, executors
+    and long-lived learner, the same exercise plan and the same round_data) with no scheduler at all: sample a
+    round, judge it, train it, put the new version on the generator and wait, then the next round. Returns what
+    each round trained on, the learner's reports and the greedy outputs after training.
+
+    Why this and not a second stream run: two stream runs agree with each other even when the stream drifts from
+    synchronous training (a round admitted before the previous round's weights are served, samples taken in
+    another order, a stale version trained, the adapter not served); this reference has no admission, buffer or
+    overlap to drift, so any such change in the stream shows as different samples, pairs, losses or outputs. The
+    engine's calls are the run's, in the same order: the greedy evaluation before training draws nothing from the
+    engine's one sampling RNG on CPU, but it fills the prefix cache that the rounds' prompts share their chat
+    template with, so the reference makes it too (the test's config measures nothing between rounds)."""
+    import random
+    import time
+    from types import SimpleNamespace
+
+    import ray
+
+    from codealign.exercises.extract import extract_code
+    from codealign.exercises.training_data import load_training_data
+    from codealign.model_source import resolve_model
+    from codealign.pipeline.report import RunDir
+    from codealign.pipeline.schedule import plan_rounds
+    from codealign.pipeline.serving import policy_for_generators
+    from codealign.records import Experience
+
+    sources = load_training_data(cfg)
+    model_path = resolve_model(cfg.model.path)
+    system = loop.build_system(cfg, model_path, RunDir.create(cfg))
+    learner = stream.make_learner(cfg, model_path, run_path / "reference_train")
+    by_id = {ex.id: ex for ex in sources.exercises}
+    seen, reports = [], []
+    (run_path / "reference_eval").mkdir()
+    evaluator = loop.LoopEvaluator.create(cfg, run_path / "reference_eval", system.generate, system.executors.run)
+    try:
+        evaluator.test_benchmarks("before")
+        for version, plan in enumerate(plan_rounds(cfg, sources.exercises, random.Random(cfg.seed))):
+            completions = system.generator.generate(plan.requests)
+            flat = [(ex, c, extract_code(c.text)) for ex, comps in zip(plan.exercises, completions) for c in comps]
+            results = system.executors.run([(code, ex.tests) for ex, _, code in flat])
+            experiences = [Experience(ex.id, ex.prompt, c.text, code, res, c.policy_version, c.token_ids, c.logprobs)
+                           for (ex, c, code), res in zip(flat, results)]
+            pairs = ROUND_DATA(SimpleNamespace(executors=system.executors), cfg, plan.exercises, experiences, by_id,
+                               [], plan.round)  # the real one: the stream run's is recording
+            seen.append(trained_on(experiences, pairs))
+            learner.submit(version, ray.put(pairs), version, True, plan.sample_ids(cfg.loop.samples_per_exercise))
+            report = learner.poll()
+            while not report:
+                time.sleep(0.05)
+                report = learner.poll()
+            reports += report
+            ray.get(system.generator.start_update(policy_for_generators(cfg, Path(report[0]["weights"]).parent),
+                                                  version + 1))
+        evaluator.test_benchmarks("after")
+        after = [x["text"] for x in lines(run_path / "reference_eval" / "eval_after.jsonl")]
+    finally:
+        learner.close()
+        system.shutdown()
+    return seen, reports, after
+
+
+def test_max_staleness_0_is_one_round_after_another(ray_cluster, tmp_path, tiny_model_path, monkeypatch):
+    """`max_staleness: 0` is synchronous training, with the adapter served unmerged (generator.enable_lora): the
+    stream samples, pairs, trains and serves what one round after another does, sample for sample."""
+    cfg = tiny_config(tmp_path / "stream", tiny_model_path, "stream", max_staleness=0, enable_lora=True)
+    seen = record_rounds(monkeypatch)
+    result = loop.run(cfg)
+    result.system.shutdown()
+    metrics = lines(result.run_dir.path / "metrics.jsonl")
+    ref_seen, ref_reports, ref_after = one_round_after_another(
+        tiny_config(tmp_path / "reference", tiny_model_path, "reference", max_staleness=0, enable_lora=True),
+        tmp_path)
+
+    assert len(ref_seen) == 2 and all(pairs for _, pairs in ref_seen)  # two rounds, each trained
+    assert [{e[4] for e in samples} for samples, _ in ref_seen] == [{0}, {1}]
+    assert seen == ref_seen  # the same samples (text, tokens, logprobs, version, verdict) and pairs
+    for m, r in zip(metrics, ref_reports, strict=True):
+        for key in ("dpo/loss", "dpo/loss_first", "dpo/loss_last", "dpo/margin", "dpo/steps", "dpo/global_step",
+                    "dpo/optimizer_carried"):
+            assert m[key] == r["metrics"][key], key
+        assert m["train_items"] == len(ref_seen[m["iteration"]][1])
+        assert m["staleness_histogram"] == {"0": m["samples"]}
+        assert m["served_as"] == "adapter"
+    assert [(m["policy_version"], m["new_policy_version"]) for m in metrics] == [(0, 1), (1, 2)]
+    assert result.policy_version == 2
     # the same weights in the end: the greedy evaluation after training is the same text
-    after = [lines(r.run_dir.path / "eval_after.jsonl") for r in (sync, pipe)]
-    assert [x["text"] for x in after[0]] == [x["text"] for x in after[1]]
-    assert pipe_metrics[-1]["ledger"]["trained"] == 12 and pipe_metrics[-1]["accounts"]["balanced"]
-    accounts = json.loads((pipe.run_dir.path / "summary.json").read_text())["replay_buffer"]["accounts"]
+    assert [x["text"] for x in lines(result.run_dir.path / "eval_after.jsonl")] == ref_after
+    assert metrics[-1]["ledger"]["trained"] == 12 and metrics[-1]["accounts"]["balanced"]
+    accounts = json.loads((result.run_dir.path / "summary.json").read_text())["replay_buffer"]["accounts"]
     assert accounts["balanced"] and accounts["learner_ids"] == accounts["rollout"]["judged"] == 12
     assert accounts["learner_batches"] == 2 and accounts["untrained"] == 0
 
@@ -96,7 +166,7 @@ def test_bound_and_ledger_hold_when_an_executor_and_a_generator_die(ray_cluster,
         return admitted
 
     monkeypatch.setattr(stream.Rollout, "try_start", start_then_kill)
-    result = loop.run(tiny_config(tmp_path, tiny_model_path, "crash", "stream", max_staleness=1, iterations=3))
+    result = loop.run(tiny_config(tmp_path, tiny_model_path, "crash", max_staleness=1, iterations=3))
     try:
         assert killed == [1]
         metrics = lines(result.run_dir.path / "metrics.jsonl")
