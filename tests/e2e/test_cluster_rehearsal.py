@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from codealign.config import load_config
 from tests.private_ray import fake_cluster_config, private_head
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +64,7 @@ def rehearsal_node_types() -> dict:
 
 def scaled_down(recipe: str, model: str, data_dir: Path, output_dir: Path) -> list[str]:
     """The `--set` overrides that shrink a cluster recipe to one round of the tiny model on the fake nodes."""
-    raw = yaml.safe_load((ROOT / "configs" / recipe).read_text())
+    cfg = load_config(str(ROOT / "configs" / recipe))  # what the recipe says, its base included
     sets = {
         "output_dir": output_dir, "data.data_dir": data_dir, "data.eval_size": 1,
         "model.path": model, "model.max_model_len": 512,
@@ -75,12 +76,12 @@ def scaled_down(recipe: str, model: str, data_dir: Path, output_dir: Path) -> li
         "loop.iterations": 1, "loop.exercises_per_iteration": 2, "loop.samples_per_exercise": 2,
         "eval.benchmarks": ["mbpp"],
     }
-    if "max_pairs" in raw["train"]:
+    if cfg.train.algorithm == "dpo":
         sets["train.max_pairs"] = 4
-    if raw["train"].get("lora", {}).get("enabled"):
+    if cfg.train.lora.enabled:
         sets.update({"train.lora.r": 8, "train.lora.alpha": 16})
     # the recipe's placement is what is rehearsed: its custom resources stay as written
-    assert raw["generator"]["resources"] and raw["executor"]["resources"] and raw["train"]["resources_per_worker"]
+    assert cfg.generator.resources and cfg.executor.resources and cfg.train.resources_per_worker
     out = []
     for key, value in sets.items():
         out += ["--set", f"{key}={json.dumps(str(value) if isinstance(value, Path) else value)}"]
