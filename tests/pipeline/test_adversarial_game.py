@@ -9,9 +9,8 @@ import json
 import threading
 
 import pytest
-import yaml
 
-from codealign.config import config_from_dict
+from codealign.config import config_from_dict, read_recipe
 from codealign.pipeline.loop import run
 from tests.conftest import ROOT
 from tests.loopback_openai import chat_reply, serve
@@ -68,7 +67,7 @@ def test_two_rounds_of_the_game_train_on_oracle_exercises_and_carry_the_failed_o
     """The game runs through the one driver (the stream, with the oracle as its source of exercises), and a third
     round added with `--resume` goes on from the saved curriculum: the oracle is asked harder variants of the
     exercises failed before the restart."""
-    raw = yaml.safe_load((ROOT / "configs" / "adversarial.yaml").read_text())
+    raw = read_recipe(ROOT / "configs" / "adversarial.yaml")  # its base (local.yaml) underneath
     raw.update(name="game", output_dir=str(tmp_path), ray_dashboard=False)
     raw["model"] = {"path": tiny_model_path, "max_model_len": 512}
     raw["data"]["eval_size"] = 2
