@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ray  # noqa: E402
 
-from codealign.config import RunConfig  # noqa: E402
+from codealign.config import RunConfig, TrainConfig  # noqa: E402
 from codealign.records import Completion, ExecutionResult, Exercise  # noqa: E402
 from codealign.sandbox import Verdict  # noqa: E402
 
@@ -162,7 +162,7 @@ def simulate(max_staleness: int, rounds: int, exercises: int, samples: int, scal
 
     cfg = RunConfig()
     cfg.loop.iterations, cfg.loop.exercises_per_iteration, cfg.loop.samples_per_exercise = rounds, exercises, samples
-    cfg.train.algorithm = "ppo"
+    cfg.train = TrainConfig(algorithm="ppo")
     cfg.pipeline.max_staleness = max_staleness
     train_set = [Exercise(f"ex{i}", f"exercise {i}", "assert True") for i in range(4 * exercises)]
     plans = plan_rounds(cfg, train_set, random.Random(0))

@@ -249,7 +249,7 @@ def test_a_ppo_round_without_reward_signal_says_so_instead_of_a_nan_loss(ray_clu
 
     from bench.pipeline import SimGroup, SimLearner
     from codealign.actors.replay_buffer import LedgerConfig, ReplayBuffer
-    from codealign.config import RunConfig
+    from codealign.config import RunConfig, TrainConfig
     from codealign.pipeline.report import render_report, round_line
     from codealign.pipeline.schedule import plan_rounds
     from codealign.records import ExecutionResult, Exercise
@@ -265,7 +265,7 @@ def test_a_ppo_round_without_reward_signal_says_so_instead_of_a_nan_loss(ray_clu
 
     cfg = RunConfig()
     cfg.loop.iterations, cfg.loop.exercises_per_iteration, cfg.loop.samples_per_exercise = 2, 2, 2
-    cfg.train.algorithm, cfg.train.rl_reward, cfg.pipeline.max_staleness = "ppo", "binary", 0
+    cfg.train, cfg.pipeline.max_staleness = TrainConfig(algorithm="ppo", rl_reward="binary"), 0
     plans = plan_rounds(cfg, [Exercise(f"ex{i}", f"exercise {i}", "assert True") for i in range(4)],
                         random.Random(0))
     gen, buffer, learner = SimGroup(1, 1e-3), ReplayBuffer.remote(ledger=LedgerConfig()), SimLearner(1e-3)

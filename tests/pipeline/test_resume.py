@@ -31,10 +31,15 @@ def kill_worker_after_checkpoints(storage: Path, killed: list) -> None:
         if snapshots and "checkpoint_" in snapshots[0].read_text():
             break
         time.sleep(0.02)
-    for proc in psutil.process_iter(["cmdline"]):
-        if any("RayTrainWorker" in part for part in proc.info["cmdline"] or []):
-            proc.kill()
-            killed.append(proc.pid)
+    # only this session's workers (descendants of this process, which started the raylet): another test run on
+    # the same host keeps its own
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if any("RayTrainWorker" in part for part in proc.cmdline()):
+                proc.kill()
+                killed.append(proc.pid)
+        except psutil.NoSuchProcess:
+            continue
 
 
 def test_a_killed_worker_resumes_from_its_checkpoint_and_matches_the_uninterrupted_run(
