@@ -17,18 +17,12 @@ from codealign.actors.generator import create_generator
 from codealign.chat import prompt_token_ids
 from codealign.config import GeneratorConfig, LoraConfig, ModelConfig, TrainConfig
 from codealign.pipeline.serving import load_adapter
-from codealign.records import PreferencePair
 from codealign.trainers.modeling import ADAPTER_DIR
 from codealign.trainers.probe import trained_logprobs
 from codealign.weights import load_for_generators
 from tests.conftest import train_batches
+from tests.toy_data import PAIRS
 
-PAIRS = [
-    PreferencePair("Write add(a, b).", "```python\ndef add(a, b):\n    return a + b\n```",
-                   "```python\ndef add(a, b):\n    return a - b\n```", "passed>failed", "t/1"),
-    PreferencePair("Write neg(x).", "```python\ndef neg(x):\n    return -x\n```",
-                   "```python\ndef neg(x):\n    return x\n```", "reference>failed", "t/2"),
-] * 4
 FP32 = ModelConfig(dtype="float32", max_model_len=512)
 SERVE = GeneratorConfig(num_cpus=1, kv_cache_gib=1, enable_lora=True, max_lora_rank=16)
 

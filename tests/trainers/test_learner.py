@@ -7,16 +7,9 @@ import torch
 from safetensors.torch import load_file
 
 from codealign.config import LoraConfig, TrainConfig
-from codealign.records import PreferencePair
 from codealign.trainers.modeling import load_policy, merged_state_dict
 from tests.conftest import train_batches
-
-PAIRS = [
-    PreferencePair("Write add(a, b).", "```python\ndef add(a, b):\n    return a + b\n```",
-                   "```python\ndef add(a, b):\n    return a - b\n```", "passed>failed", "t/1"),
-    PreferencePair("Write neg(x).", "```python\ndef neg(x):\n    return -x\n```",
-                   "```python\ndef neg(x):\n    return x\n```", "reference>failed", "t/2"),
-] * 4
+from tests.toy_data import PAIRS
 
 
 def test_merged_weights_match_peft_merge_and_unload(tiny_model_path):

@@ -11,6 +11,7 @@ from codealign.config import LoraConfig, LossGuardConfig, SftConfig, TrainConfig
 from codealign.records import PreferencePair, SftExample
 from codealign.trainers.steps import OPTIMIZER_FILE, LossGuard, learning_rate, param_groups
 from tests.conftest import train_batches
+from tests.toy_data import ToyTokenizer
 
 LORA = LoraConfig(r=8, alpha=16)
 SOLUTIONS = [
@@ -79,22 +80,6 @@ def test_optimizer_state_carries_to_the_next_batch(ray_cluster, tiny_model_path,
     # AdamW's step count continues: 1 after batch 1, 2 after batch 2 (a fresh optimizer would be at 1 again)
     steps = [s["step"].item() for s in second["optimizer"]["state"].values()]
     assert steps and all(s == 2 for s in steps)
-
-
-class ToyTokenizer:
-    """Characters as tokens, sentinels as single ids."""
-
-    unk_token_id = 0
-    eos_token_id = None
-    vocab = {"<pre>": 1, "<suf>": 2, "<mid>": 3}
-
-    def __call__(self, text, add_special_tokens=False):
-        if text in self.vocab:
-            return {"input_ids": [self.vocab[text]]}
-        return {"input_ids": [ord(c) for c in text]}
-
-    def convert_tokens_to_ids(self, tok):
-        return self.vocab.get(tok, 0)
 
 
 def test_fim_is_applied_per_block():

@@ -17,6 +17,7 @@ from codealign.trainers.distill import distill_loss
 from codealign.trainers.fim import fim_token_ids, sentinel_ids
 from codealign.trainers.steps import LossGuard
 from tests.conftest import train_batches
+from tests.toy_data import ToyTokenizer
 
 LORA = LoraConfig(r=8, alpha=16)
 SOLUTIONS = [
@@ -34,21 +35,6 @@ def walk(root):
         for name in files:
             yield os.path.join(base, name)
 '''
-
-
-class ToyTokenizer:
-    """Characters as tokens, sentinels as single ids: enough to read a FIM layout back."""
-
-    unk_token_id = 0
-    vocab = {"<pre>": 1, "<suf>": 2, "<mid>": 3}
-
-    def __call__(self, text, add_special_tokens=False):
-        if text in self.vocab:
-            return {"input_ids": [self.vocab[text]]}
-        return {"input_ids": [ord(c) for c in text]}
-
-    def convert_tokens_to_ids(self, tok):
-        return self.vocab.get(tok, 0)
 
 
 def decode(ids):
