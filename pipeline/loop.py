@@ -78,8 +78,8 @@ class System:
 
 def published_adapter(state, run_dir: Path) -> str | None:
     """The adapter of the last version the learner published (kept when the stream ended without its own)."""
-    adapter = Path(run_dir) / state.learner_checkpoint / ADAPTER_DIR if state.learner_checkpoint else None
-    return str(adapter) if adapter is not None and adapter.is_dir() else None
+    published = state.published_dir(run_dir)
+    return str(published / ADAPTER_DIR) if published is not None and (published / ADAPTER_DIR).is_dir() else None
 
 
 def build_system(cfg: RunConfig, model_path: str, run_dir: RunDir) -> System:

@@ -137,7 +137,8 @@ class Operations:
         saved = load_buffer(self.run_dir.path, s.stream["buffer"])
         refs = {sid: [ray.put(exp)] for sid, exp in saved.pop("experiences").items()}
         ray.get(system.buffer.restore.remote(saved, refs))
-        weights = str(self.run_dir.path / s.learner_checkpoint / MERGED_FILE) if s.learner_checkpoint else None
+        published = s.published_dir(self.run_dir.path)
+        weights = str(published / MERGED_FILE) if published is not None else None
         return StreamResume(s.next_iteration, s.stream["trained"], s.stream["released"], s.policy_version, weights,
                             saved["complete_rounds"], s.stream.get("accounts", {}))
 

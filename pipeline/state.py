@@ -80,12 +80,14 @@ class DriverState:
             rng.setstate((version, tuple(internal), gauss))
 
     # the learner's last published version
+    def published_dir(self, run_dir: Path) -> Path | None:
+        """Where the last published version (adapter, merged weights) lives, or None before the first."""
+        return Path(run_dir) / self.learner_checkpoint if self.learner_checkpoint else None
+
     def published_checkpoint(self, run_dir: Path) -> Path | None:
-        """The directory of the last published version (adapter, merged weights), or None before the first."""
-        if not self.learner_checkpoint:
-            return None
-        ckpt = Path(run_dir) / self.learner_checkpoint
-        if not ckpt.is_dir():
+        """`published_dir`, which a resume needs to exist."""
+        ckpt = self.published_dir(run_dir)
+        if ckpt is not None and not ckpt.is_dir():
             raise FileNotFoundError(f"resume: the learner checkpoint {ckpt} recorded in {STATE_FILE} is missing")
         return ckpt
 
