@@ -151,7 +151,6 @@ class Operations:
         experiences = dict(zip(snap["refs"], ray.get([r[0] for r in snap["refs"].values()])))
         name = save_buffer(self.run_dir.path, cp.round, snap, experiences)
         s.next_iteration, s.policy_version = cp.next_round, cp.version
-        s.learner_rounds = cp.trained  # the learner's state is the published version (see StreamingLearner)
         root = self.run_dir.path.resolve()
         s.learner_checkpoint = str(Path(cp.weights).parent.resolve().relative_to(root)) if cp.weights else ""
         s.stream = {"trained": cp.trained, "released": cp.released, "buffer": name, "accounts": cp.accounts}

@@ -49,8 +49,7 @@ class DriverState:
     policy_version: int = 0
     pass_at_1_before: float | None = None  # the baseline evaluation, done once
     rng_state: list | None = None  # random.Random.getstate() of the exercise sampler
-    learner_rounds: int = 0
-    learner_checkpoint: str = ""  # the last good round's Ray Train checkpoint, relative to the run directory
+    learner_checkpoint: str = ""  # the last published version's directory, relative to the run directory
     stage_seconds: dict[str, float] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)
     # name -> JSON-able state of a pluggable part (the oracle's game saves here: "game")
@@ -67,7 +66,9 @@ class DriverState:
         path = Path(run_dir) / STATE_FILE
         if not path.is_file():
             return None
-        return cls(**json.loads(path.read_text()))
+        saved = json.loads(path.read_text())
+        saved.pop("learner_rounds", None)  # written before 2026-12-05: the stream's "trained" says the same
+        return cls(**saved)
 
     # the exercise sampler's RNG
     def capture_rng(self, rng: random.Random) -> None:
