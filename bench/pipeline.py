@@ -101,7 +101,7 @@ class SimTrainer:
 
     def train(self, data) -> dict:
         time.sleep(self.scale * LEARN_S_PER_SAMPLE * len(data))
-        return {"ppo/loss": 0.0}
+        return {"ppo/loss": 0.0, "trained_ids": [e.sample_id for e in data]}  # its own count, read from the data
 
 
 class SimGroup:
@@ -130,18 +130,19 @@ class SimLearner:
 
     def __init__(self, scale: float):
         self.trainer = SimTrainer.remote(scale)
-        self.jobs: list[tuple[int, bool, float, ray.ObjectRef, list]] = []
+        self.jobs: list[tuple[int, bool, float, ray.ObjectRef]] = []
 
-    def submit(self, step, data_ref, train_version, publish, ids=()) -> None:
-        self.jobs.append((step + 1, publish, time.monotonic(), self.trainer.train.remote(data_ref), list(ids)))
+    def submit(self, step, data_ref, train_version, publish) -> None:
+        self.jobs.append((step + 1, publish, time.monotonic(), self.trainer.train.remote(data_ref)))
 
     def poll(self) -> list[dict]:
         out = []
         while self.jobs and ray.wait([self.jobs[0][3]], timeout=0)[0]:
-            step, publish, t0, ref, ids = self.jobs.pop(0)
+            step, publish, t0, ref = self.jobs.pop(0)
             self.last = (step, publish)
-            out.append({"step": step, "metrics": ray.get(ref), "weights": "sim" if publish else None,
-                        "seconds": time.monotonic() - t0, "ids": ids})
+            metrics = ray.get(ref)
+            out.append({"step": step, "trained_ids": metrics.pop("trained_ids"), "metrics": metrics,
+                        "weights": "sim" if publish else None, "seconds": time.monotonic() - t0})
         return out
 
     def finish(self) -> dict | None:

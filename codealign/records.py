@@ -78,3 +78,4 @@ class SftExample:
     prompt: str
     completion: str
     source: str = ""  # e.g. "reference", "passed_sample", "oracle", "corpus:<path>"
+    sample_id: str = ""  # the replay buffer's id of the judged sample it repeats, if it is one

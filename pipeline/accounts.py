@@ -4,11 +4,15 @@
   the buffer) and lost (generation or execution failed for good);
 - the replay buffer (`SampleLedger.events`): admitted, arrived, lost, taken by a batch, evicted and dropped (stale)
   before any use, and the ids it handed out with how many batches each served;
-- the learner: the sample ids of each batch it reports trained (`report["ids"]`), and the driver's own list of ids
-  whose round had no training data (taken, so retired, but never sent to the learner).
+- the driver: the ids of each batch it sent to the learner, and of the rounds that had no training data (taken,
+  so retired, but never sent);
+- the learner: the ids it trained in each batch, read from the data it trained on (`trained_ids`), never from
+  the driver's list. A batch may train fewer than it was sent (samples in no preference pair, groups with no
+  reward signal): those are counted as left out, not as a fault.
 
-`settle` compares them; a mismatch is a sample produced twice, lost silently, trained twice or never trained.
-At the end of a run nothing may be in flight; with `reuse: 1` every taken id is in exactly one learner batch.
+`settle` compares them; a mismatch is a sample produced twice, lost silently, trained twice, trained in a batch
+that was not sent it, or never handed out. At the end of a run nothing may be in flight; with `reuse: 1` every
+sent id is in exactly one batch and no id is trained twice.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from __future__ import annotations
 from collections import Counter
 
 
-def settle(rollout: dict, ledger: dict, taken: dict[str, int], learner_batches: list[list[str]],
+def settle(rollout: dict, ledger: dict, taken: dict[str, int], learner_batches: list[dict],
            untrained: list[str], reuse: int, final: bool) -> dict:
     """`rollout`: the rollout's totals; `ledger`: `SampleLedger.ledger()`; `taken`: `SampleLedger.taken_ids()`;
-    `learner_batches`: ids per batch as the learner reported them; `untrained`: ids taken for rounds without
-    training data. `final`: the run is over (nothing may be in flight). Returns the counts and any problems."""
+    `learner_batches`: per batch, {"sent": the driver's ids, "trained": the learner's}; `untrained`: ids taken for
+    rounds without training data. `final`: the run is over (nothing may be in flight). Returns the counts and any
+    problems."""
     problems = []
     ev = ledger["events"]
     for name in ("admitted", "lost"):
@@ -34,18 +39,31 @@ def settle(rollout: dict, ledger: dict, taken: dict[str, int], learner_batches: 
     in_flight = rollout.get("admitted", 0) - rollout.get("judged", 0) - rollout.get("lost", 0)
     if final and (in_flight or ledger.get("in_flight", 0)):
         problems.append(f"in flight at the end: rollout {in_flight}, buffer {ledger.get('in_flight', 0)}")
-    trained = Counter(sid for batch in learner_batches for sid in batch)
-    skipped = Counter(untrained)
-    served = trained + skipped
+    sent = Counter(sid for batch in learner_batches for sid in batch["sent"])
+    served = sent + Counter(untrained)
     if served != Counter(taken):
         missing = sorted(set(taken) - set(served))[:5]
         extra = sorted(set(served) - set(taken))[:5]
-        problems.append(f"learner batches ({sum(trained.values())} ids) + rounds without data ({len(untrained)}) != "
-                        f"the buffer's {sum(taken.values())} uses (not trained: {missing}; not taken: {extra})")
+        problems.append(f"sent to the learner ({sum(sent.values())} ids) + rounds without data ({len(untrained)}) "
+                        f"!= the buffer's {sum(taken.values())} uses (never sent: {missing}; not taken: {extra})")
+    trained: Counter = Counter()
+    for i, batch in enumerate(learner_batches):
+        mine = Counter(batch["trained"])
+        if mine - Counter(batch["sent"]):
+            problems.append(f"batch {i + 1}: the learner trained ids it was not sent: "
+                            f"{sorted(mine - Counter(batch['sent']))[:5]}")
+        trained += mine
     if reuse == 1 and any(n > 1 for n in trained.values()):
         twice = sorted(s for s, n in trained.items() if n > 1)[:5]
         problems.append(f"trained in more than one batch with reuse 1: {twice}")
     if sum(taken.values()) != ev.get("uses", 0):
         problems.append(f"uses: ids {sum(taken.values())}, events {ev.get('uses', 0)}")
-    return {"rollout": dict(rollout), "learner_batches": len(learner_batches), "learner_ids": sum(trained.values()),
+    return {"rollout": dict(rollout), "learner_batches": len(learner_batches), "sent_ids": sum(sent.values()),
+            "learner_ids": sum(trained.values()), "left_out": sum((sent - trained).values()),
             "untrained": len(untrained), "buffer": ev, "balanced": not problems, "problems": problems}
+
+
+def batches_from_state(saved: list) -> list[dict]:
+    """The accounts' batches as a resume reads them back; state files before 2026-12-05 kept one id list per batch,
+    the driver's, which the learner echoed."""
+    return [b if isinstance(b, dict) else {"sent": list(b), "trained": list(b)} for b in saved]

@@ -104,7 +104,7 @@ def verified_solutions(system: System, batch: list[Exercise], experiences: list[
     solved = {e.exercise_id for e in passing}
     missing = [ex for ex in batch if ex.id not in solved and ex.reference]
     results = system.executors.run([(ex.reference, ex.tests) for ex in missing])
-    return [SftExample(e.prompt, e.completion, "passed_sample") for e in passing] + [
+    return [SftExample(e.prompt, e.completion, "passed_sample", e.sample_id) for e in passing] + [
         SftExample(ex.prompt, as_answer(ex.reference), "reference")
         for ex, r in zip(missing, results) if r.verdict is Verdict.PASSED
     ]
@@ -128,7 +128,8 @@ def round_data(system: System, cfg: RunConfig, batch: list[Exercise], experience
     if t.algorithm == "sft":
         return corpus or verified_solutions(system, batch, experiences)
     if t.distill.mode == "logit" and t.distill.sequences == "student":  # on-policy, as in GKD
-        return [SftExample(e.prompt, e.completion, "student_sample") for e in experiences if e.completion.strip()]
+        return [SftExample(e.prompt, e.completion, "student_sample", e.sample_id) for e in experiences
+                if e.completion.strip()]
     if t.distill.sequences == "oracle" and getattr(system, "oracle", None) is not None:
         from codealign.pipeline.oracle_run import (
             oracle_solutions,  # the oracle's own solutions, verified in the sandbox

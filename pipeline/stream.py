@@ -23,7 +23,7 @@ from pathlib import Path
 import ray
 
 from codealign.config import RunConfig
-from codealign.pipeline.accounts import settle
+from codealign.pipeline.accounts import batches_from_state, settle
 from codealign.pipeline.resilience import failure
 from codealign.pipeline.rollout import CHUNK, Rollout
 from codealign.pipeline.schedule import BusyClock, RoundPlan
@@ -116,7 +116,8 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         # the counts of rounds the restored buffer holds; a round in flight at the commit is produced again
         rollout.counts = {int(r): Counter(c) for r, c in resume.accounts.get("rollout", {}).items()
                           if int(r) < resume.next_round or int(r) in restored}
-    learner_batches: list[list[str]] = [list(b) for b in (resume.accounts.get("learner_batches", []) if resume else [])]
+    # per batch, the ids the driver sent and the ids the learner says it trained (pipeline/accounts.py)
+    learner_batches: list[dict] = batches_from_state(resume.accounts.get("learner_batches", []) if resume else [])
     untrained: list[str] = list(resume.accounts.get("untrained", [])) if resume else []
     # rounds without training data so far: they take no learner version, so they count as released when known
     # (released = published version + such rounds; see `release`)
@@ -222,7 +223,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         # the learner is idle here (one batch at a time) and every judged sample has been flushed to the buffer
         if on_commit is not None and not unpublished:
             counts = {"rollout": {r: dict(c) for r, c in rollout.counts.items()},
-                      "learner_batches": [list(b) for b in learner_batches], "untrained": list(untrained)}
+                      "learner_batches": [dict(b) for b in learner_batches], "untrained": list(untrained)}
             on_commit(StreamCheckpoint(round_, round_ + 1, trained, released, version, last_weights, experiences,
                                        counts))
 
@@ -308,7 +309,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
             busy_learner = False
             clock.end("train")
             info = waiting.pop(report["step"])
-            learner_batches.append(list(report.get("ids", ())))  # what the learner says it trained
+            learner_batches.append({"sent": list(info["ids"]), "trained": list(report.get("trained_ids", ()))})
             info["record"].update(report["metrics"])
             info["record"]["learner_seconds"] = round(report.get("seconds", 0.0), 3)
             last_experiences = info["experiences"]
@@ -345,7 +346,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
             continue
         last = next_train == len(plans)
         publish_now = last or (trained + 1) % pipe.publish_every == 0
-        learner.submit(trained, ray.put(data), trained, publish_now, batch["ids"])
+        learner.submit(trained, ray.put(data), trained, publish_now)
         # reported as the step count after it
         waiting[trained + 1] = {"round": plan.round, "record": record, "experiences": experiences,
                                 "ids": batch["ids"]}

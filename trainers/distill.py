@@ -16,7 +16,7 @@ from codealign.records import SftExample
 from codealign.trainers.modeling import bf16_compute, replica_spread
 from codealign.trainers.sft import completion_logits, prepare_items
 from codealign.trainers.steps import OPTIMIZER_FILE, MicroStep, optimizer_carry, run_steps
-from codealign.trainers.trainee import Trainee
+from codealign.trainers.trainee import Trainee, trained_ids
 
 BETAS = {"forward": 0.0, "reverse": 1.0}
 
@@ -71,5 +71,5 @@ def distill_batch(t: Trainee, examples: list[SftExample], train_version: int | N
     metrics, pos, optimizer = run_steps(t.model, t.params(), items, micro_step, cfg, name="distill", rank=t.rank,
                                         carry=carry, job=job)
     metrics.update({"distill/sequences": len(items), "distill/workers": t.world, "distill/beta": beta,
-                    "distill/replica_spread": replica_spread(t.model, t.world), "trained_ids": []})
+                    "distill/replica_spread": replica_spread(t.model, t.world), "trained_ids": trained_ids(examples)})
     return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]

@@ -20,7 +20,7 @@ from codealign.trainers.chat_turns import answer_token_ids
 from codealign.trainers.fim import fim_token_ids, sentinel_ids, text_blocks
 from codealign.trainers.modeling import bf16_compute, replica_spread
 from codealign.trainers.steps import OPTIMIZER_FILE, MicroStep, optimizer_carry, run_steps
-from codealign.trainers.trainee import Trainee
+from codealign.trainers.trainee import Trainee, trained_ids
 
 
 def load_corpus(cfg: SftConfig) -> list[SftExample]:
@@ -146,6 +146,6 @@ def sft_batch(t: Trainee, examples: list[SftExample], train_version: int | None 
     metrics, pos, optimizer = run_steps(t.model, t.params(), items, micro_step, cfg, name="sft", rank=t.rank,
                                         carry=carry, job=job)
     metrics.update({"sft/examples": len(examples), "sft/sequences": len(items), "sft/workers": t.world,
-                    "sft/replica_spread": replica_spread(t.model, t.world), "trained_ids": [],
+                    "sft/replica_spread": replica_spread(t.model, t.world), "trained_ids": trained_ids(examples),
                     **{f"sft/fim_{k}": v for k, v in kinds.items()}})
     return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]

@@ -194,7 +194,7 @@ def streaming_train_loop(config: dict) -> None:
             # a trained batch never published (publish_every > 1 and no later batch): published now, so the
             # driver's final evaluation and kept adapter are the trained model (StreamingLearner.finish)
             if rank == 0 and step > last_published:
-                mailbox.report.remote({"step": step, "metrics": {}, "weights": publish(), "seconds": 0.0, "ids": [],
+                mailbox.report.remote({"step": step, "metrics": {}, "weights": publish(), "seconds": 0.0,
                                        "trained_ids": [], "final": True})
             break
         data = ray.get(payload["data"][0])
@@ -207,9 +207,9 @@ def streaming_train_loop(config: dict) -> None:
         if rank == 0:
             if payload["publish"]:
                 weights = publish()
-            # trained_ids: what the batch trained (the learner's own count); ids: the batch as the driver sent it
+            # trained_ids: what the batch trained, read from its data (the learner's own count for the accounts)
             mailbox.report.remote({"step": step, "metrics": metrics, "weights": weights, "trained_ids": ids,
-                                   "ids": payload.get("ids", []), "seconds": time.monotonic() - start})
+                                   "seconds": time.monotonic() - start})
 
 
 class StreamingLearner:
@@ -269,11 +269,8 @@ class StreamingLearner:
         self._pool = ThreadPoolExecutor(1)
         self._fit: Future = self._pool.submit(trainer.fit)
 
-    def submit(self, step: int, data_ref: ray.ObjectRef, train_version: int, publish: bool,
-               ids: list[str] = ()) -> None:
-        """`ids`: the batch's sample ids, reported back once trained (the driver's sample accounts)."""
-        self.mailbox.put_batch.remote(step, {"data": [data_ref], "version": train_version, "publish": publish,
-                                             "ids": list(ids)})
+    def submit(self, step: int, data_ref: ray.ObjectRef, train_version: int, publish: bool) -> None:
+        self.mailbox.put_batch.remote(step, {"data": [data_ref], "version": train_version, "publish": publish})
 
     def poll(self) -> list[dict]:
         """Finished steps since the last call: {step, metrics, weights (path or None), trained_ids (the replay

@@ -205,8 +205,9 @@ def test_a_snapshot_restores_trained_and_complete_rounds_and_leaves_rounds_in_fl
 
 
 def test_rollout_buffer_and_learner_accounts_add_up_and_a_broken_count_is_caught(ray_cluster):
-    """Stand-in actors (no engine) through the real driver: the rollout's, the buffer's and the learner's own counts
-    agree; a learner that reports one sample fewer than it was given, or a batch twice, breaks the accounts."""
+    """Stand-in actors (no engine) through the real driver: the rollout's, the buffer's, the driver's and the
+    learner's own counts (the learner's read from the data it trained) agree; a learner that trains a sample of
+    another batch, or one batch's samples twice, breaks the accounts; one that leaves a sample out does not."""
     import random
 
     from bench.pipeline import SimGroup, SimLearner, SimPool
@@ -232,33 +233,31 @@ def test_rollout_buffer_and_learner_accounts_add_up_and_a_broken_count_is_caught
                 ray_cluster.kill(actor)
             learner.close()
 
-    class Forgetful(SimLearner):  # loses one sample of its second batch from its report
-        def poll(self):
-            out = super().poll()
-            for r in out:
-                if r["step"] == 2:
-                    r["ids"] = r["ids"][:-1]
-            return out
+    class Edited(SimLearner):  # the second batch's trained ids, edited by `change`
+        def __init__(self, change):
+            super().__init__(1e-3)
+            self.change, self.seen = change, []
 
-    class Twice(SimLearner):  # reports its first batch's ids again with the second
         def poll(self):
             out = super().poll()
             for r in out:
-                if r["step"] == 1:
-                    self.first = list(r["ids"])
+                self.seen.append(list(r["trained_ids"]))
                 if r["step"] == 2:
-                    r["ids"] = r["ids"] + self.first
+                    r["trained_ids"] = self.change(r["trained_ids"], self.seen[0])
             return out
 
     ok = run(SimLearner(1e-3))
     assert ok.accounts["balanced"], ok.accounts["problems"]
     assert ok.accounts["learner_ids"] == ok.accounts["rollout"]["judged"] == ok.accounts["buffer"]["taken"] == 12
-    assert ok.accounts["learner_batches"] == 3 and ok.accounts["rollout"]["generated"] == 12
-    forgetful = run(Forgetful(1e-3))
-    assert not forgetful.accounts["balanced"] and "not trained: ['r" in forgetful.accounts["problems"][0]
-    twice = run(Twice(1e-3))
-    assert not twice.accounts["balanced"]
+    assert ok.accounts["learner_batches"] == 3 and ok.accounts["left_out"] == 0
+    stranger = run(Edited(lambda mine, first: mine[:-1] + first[:1]))  # trains a sample of batch 1 in batch 2
+    assert not stranger.accounts["balanced"]
+    assert any("batch 2: the learner trained ids it was not sent" in p for p in stranger.accounts["problems"])
+    twice = run(Edited(lambda mine, first: mine + first))
     assert any("more than one batch" in p for p in twice.accounts["problems"])
+    left_out = run(Edited(lambda mine, first: mine[:-1]))  # e.g. a sample in no preference pair: counted, no fault
+    assert left_out.accounts["balanced"], left_out.accounts["problems"]
+    assert (left_out.accounts["left_out"], left_out.accounts["learner_ids"]) == (1, 11)
 
 
 @pytest.mark.parametrize("rounds", [3, 2])

@@ -104,7 +104,7 @@ def one_round_after_another(cfg, run_path):
             pairs = ROUND_DATA(SimpleNamespace(executors=system.executors), cfg, plan.exercises, experiences, by_id,
                                [], plan.round)  # the real one: the stream run's is recording
             seen.append(trained_on(experiences, pairs))
-            learner.submit(version, ray.put(pairs), version, True, plan.sample_ids(cfg.loop.samples_per_exercise))
+            learner.submit(version, ray.put(pairs), version, True)
             report = learner.poll()
             while not report:
                 time.sleep(0.05)

@@ -7,6 +7,7 @@ from codealign.config import ExecutorConfig, RunConfig, TrainConfig
 from codealign.pipeline.loop import round_data, verified_solutions
 from codealign.records import Completion, ExecutionResult, Exercise, Experience
 from codealign.sandbox import RewardTable, Verdict
+from codealign.trainers.trainee import trained_ids
 
 TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
 EXERCISES = [
@@ -17,7 +18,8 @@ EXERCISES = [
 
 
 def judged(ex: str, verdict: Verdict, completion: str) -> Experience:
-    return Experience(ex, "Write add(a, b).", completion, completion, ExecutionResult(verdict, 0.0, 0.0), 0)
+    return Experience(ex, "Write add(a, b).", completion, completion, ExecutionResult(verdict, 0.0, 0.0), 0,
+                      sample_id=f"r0-{ex}")
 
 
 def test_verified_solutions_and_round_data_by_algorithm(ray_cluster):
@@ -29,6 +31,8 @@ def test_verified_solutions_and_round_data_by_algorithm(ray_cluster):
     # the passing sample; the reference where no sample passed; a reference that fails its tests is left out
     assert [(s.source, s.completion.count("b + a")) for s in solutions] == [("passed_sample", 1), ("reference", 0)]
     assert "return a + b" in solutions[1].completion
+    # what the learner reports trained (the sample accounts): the passing sample, not the reference (no sample)
+    assert trained_ids(solutions) == ["r0-solved"]
 
     cfg = RunConfig()
     by_id = {ex.id: ex for ex in EXERCISES}
@@ -43,7 +47,9 @@ def test_verified_solutions_and_round_data_by_algorithm(ray_cluster):
         ("ok", "reference>failed")]
     cfg.train = TrainConfig(algorithm="distill")
     cfg.train.distill.sequences = "student"  # on-policy: every non-empty sample, whatever its verdict
-    assert [d.source for d in round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)] == ["student_sample"] * 3
+    on_policy = round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)
+    assert [d.source for d in on_policy] == ["student_sample"] * 3
+    assert trained_ids(on_policy) == ["r0-solved", "r0-ok", "r0-broken"]
     cfg.train.distill.sequences = "oracle"  # no oracle configured: the MBPP reference stands in
     assert len(round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)) == 2
 
