@@ -101,7 +101,8 @@ class SimTrainer:
 
     def train(self, data) -> dict:
         time.sleep(self.scale * LEARN_S_PER_SAMPLE * len(data))
-        return {"ppo/loss": 0.0, "trained_ids": [e.sample_id for e in data]}  # its own count, read from the data
+        ids = sorted(e.sample_id for e in data)  # its own count, read from the data, as the real learner's
+        return {"ppo/loss": 0.0, "received_ids": ids, "trained_ids": ids}
 
 
 class SimGroup:
@@ -141,7 +142,8 @@ class SimLearner:
             step, publish, t0, ref = self.jobs.pop(0)
             self.last = (step, publish)
             metrics = ray.get(ref)
-            out.append({"step": step, "trained_ids": metrics.pop("trained_ids"), "metrics": metrics,
+            out.append({"step": step, "received_ids": metrics.pop("received_ids"),
+                        "trained_ids": metrics.pop("trained_ids"), "metrics": metrics,
                         "weights": "sim" if publish else None, "seconds": time.monotonic() - t0})
         return out
 

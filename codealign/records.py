@@ -79,3 +79,12 @@ class SftExample:
     completion: str
     source: str = ""  # e.g. "reference", "passed_sample", "oracle", "corpus:<path>"
     sample_id: str = ""  # the replay buffer's id of the judged sample it repeats, if it is one
+
+
+def trained_ids(items: list) -> list[str]:
+    """The replay buffer's ids of the samples behind `items` (a judged sample's or an SFT example's `sample_id`; a
+    pair's `sample_ids`, chosen and rejected), for the sample accounts (pipeline/accounts.py)."""
+    ids: list[str] = []
+    for item in items:
+        ids.extend([item.sample_id] if getattr(item, "sample_id", "") else getattr(item, "sample_ids", ()))
+    return ids

@@ -4,15 +4,16 @@
   the buffer) and lost (generation or execution failed for good);
 - the replay buffer (`SampleLedger.events`): admitted, arrived, lost, taken by a batch, evicted and dropped (stale)
   before any use, and the ids it handed out with how many batches each served;
-- the driver: the ids of each batch it sent to the learner, and of the rounds that had no training data (taken,
-  so retired, but never sent);
-- the learner: the ids it trained in each batch, read from the data it trained on (`trained_ids`), never from
-  the driver's list. A batch may train fewer than it was sent (samples in no preference pair, groups with no
-  reward signal): those are counted as left out, not as a fault.
+- the driver: the ids each batch took from the buffer (`sent`), the ids in the data it built from them (`data`: a
+  sample in no preference pair, or in a group without reward signal, is left out there), and the ids of rounds
+  that had no training data (taken, so retired, but never sent);
+- the learner: the ids in the data it received (`received`) and those it trained (`trained`), both read from the
+  data itself, never from the driver's list; what it received and did not train (another rank's share cut by
+  `max_pairs`, a group it dropped) is `excluded`.
 
-`settle` compares them; a mismatch is a sample produced twice, lost silently, trained twice, trained in a batch
-that was not sent it, or never handed out. At the end of a run nothing may be in flight; with `reuse: 1` every
-sent id is in exactly one batch and no id is trained twice.
+`settle` compares them; a mismatch is a sample produced twice, lost silently, delivered to the wrong batch,
+trained twice or trained without being handed out. At the end of a run nothing may be in flight; with `reuse: 1`
+every taken id is in exactly one batch and no id is trained twice.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from collections import Counter
 def settle(rollout: dict, ledger: dict, taken: dict[str, int], learner_batches: list[dict],
            untrained: list[str], reuse: int, final: bool) -> dict:
     """`rollout`: the rollout's totals; `ledger`: `SampleLedger.ledger()`; `taken`: `SampleLedger.taken_ids()`;
-    `learner_batches`: per batch, {"sent": the driver's ids, "trained": the learner's}; `untrained`: ids taken for
-    rounds without training data. `final`: the run is over (nothing may be in flight). Returns the counts and any
-    problems."""
+    `learner_batches`: per batch, {"sent", "data"} as the driver counted and {"received", "trained"} as the learner
+    did; `untrained`: ids taken for rounds without training data. `final`: the run is over (nothing may be in
+    flight). Returns the counts and any problems."""
     problems = []
     ev = ledger["events"]
     for name in ("admitted", "lost"):
@@ -47,23 +48,32 @@ def settle(rollout: dict, ledger: dict, taken: dict[str, int], learner_batches: 
         problems.append(f"sent to the learner ({sum(sent.values())} ids) + rounds without data ({len(untrained)}) "
                         f"!= the buffer's {sum(taken.values())} uses (never sent: {missing}; not taken: {extra})")
     trained: Counter = Counter()
-    for i, batch in enumerate(learner_batches):
-        mine = Counter(batch["trained"])
-        if mine - Counter(batch["sent"]):
-            problems.append(f"batch {i + 1}: the learner trained ids it was not sent: "
-                            f"{sorted(mine - Counter(batch['sent']))[:5]}")
-        trained += mine
+    left_out = excluded = 0
+    for i, batch in enumerate(learner_batches, 1):
+        took, data = set(batch["sent"]), set(batch["data"])
+        received, mine = set(batch["received"]), set(batch["trained"])
+        if data - took:
+            problems.append(f"batch {i}: its data holds ids the buffer did not hand out: {sorted(data - took)[:5]}")
+        if received != data:
+            problems.append(f"batch {i}: the learner received {len(received)} ids, the driver sent data with "
+                            f"{len(data)} (differ: {sorted(received ^ data)[:5]})")
+        if mine - received:
+            problems.append(f"batch {i}: the learner trained ids it did not receive: {sorted(mine - received)[:5]}")
+        trained.update(mine)
+        left_out += len(took - data)
+        excluded += len(received - mine)
     if reuse == 1 and any(n > 1 for n in trained.values()):
         twice = sorted(s for s, n in trained.items() if n > 1)[:5]
         problems.append(f"trained in more than one batch with reuse 1: {twice}")
     if sum(taken.values()) != ev.get("uses", 0):
         problems.append(f"uses: ids {sum(taken.values())}, events {ev.get('uses', 0)}")
     return {"rollout": dict(rollout), "learner_batches": len(learner_batches), "sent_ids": sum(sent.values()),
-            "learner_ids": sum(trained.values()), "left_out": sum((sent - trained).values()),
+            "learner_ids": sum(trained.values()), "learner_excluded": excluded, "left_out": left_out,
             "untrained": len(untrained), "buffer": ev, "balanced": not problems, "problems": problems}
 
 
 def batches_from_state(saved: list) -> list[dict]:
     """The accounts' batches as a resume reads them back; state files before 2026-12-05 kept one id list per batch,
     the driver's, which the learner echoed."""
-    return [b if isinstance(b, dict) else {"sent": list(b), "trained": list(b)} for b in saved]
+    return [b if isinstance(b, dict) else dict.fromkeys(("sent", "data", "received", "trained"), list(b))
+            for b in saved]

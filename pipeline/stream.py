@@ -27,7 +27,7 @@ from codealign.pipeline.accounts import batches_from_state, settle
 from codealign.pipeline.resilience import failure
 from codealign.pipeline.rollout import CHUNK, Rollout
 from codealign.pipeline.schedule import BusyClock, RoundPlan
-from codealign.records import Experience
+from codealign.records import Experience, trained_ids
 
 WAIT_S = 0.05
 
@@ -309,7 +309,8 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
             busy_learner = False
             clock.end("train")
             info = waiting.pop(report["step"])
-            learner_batches.append({"sent": list(info["ids"]), "trained": list(report.get("trained_ids", ()))})
+            learner_batches.append({"sent": info["ids"], "data": info["data_ids"],
+                                    "received": report["received_ids"], "trained": report["trained_ids"]})
             info["record"].update(report["metrics"])
             info["record"]["learner_seconds"] = round(report.get("seconds", 0.0), 3)
             last_experiences = info["experiences"]
@@ -349,7 +350,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         learner.submit(trained, ray.put(data), trained, publish_now)
         # reported as the step count after it
         waiting[trained + 1] = {"round": plan.round, "record": record, "experiences": experiences,
-                                "ids": batch["ids"]}
+                                "ids": list(batch["ids"]), "data_ids": sorted(set(trained_ids(data)))}
         trained += 1
         unpublished = not publish_now
         busy_learner = True

@@ -12,11 +12,11 @@ import os
 
 import torch
 
-from codealign.records import SftExample
+from codealign.records import SftExample, trained_ids
 from codealign.trainers.modeling import bf16_compute, replica_spread
 from codealign.trainers.sft import completion_logits, prepare_items
 from codealign.trainers.steps import OPTIMIZER_FILE, MicroStep, optimizer_carry, run_steps
-from codealign.trainers.trainee import Trainee, trained_ids
+from codealign.trainers.trainee import Trainee
 
 BETAS = {"forward": 0.0, "reverse": 1.0}
 

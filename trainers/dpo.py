@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import torch
 
-from codealign.records import PreferencePair
+from codealign.records import PreferencePair, trained_ids
 from codealign.trainers.chat_turns import answer_token_ids
 from codealign.trainers.losses import dpo_loss, sequence_logps
 from codealign.trainers.modeling import bf16_compute, replica_spread
 from codealign.trainers.steps import OPTIMIZER_FILE, MicroStep, optimizer_carry, run_steps
-from codealign.trainers.trainee import Trainee, trained_ids
+from codealign.trainers.trainee import Trainee
 
 
 @dataclass

@@ -20,14 +20,14 @@ from pathlib import Path
 import torch
 
 from codealign.chat import prompt_token_ids
-from codealign.records import Experience
+from codealign.records import Experience, trained_ids
 from codealign.sandbox import Verdict
 from codealign.trainers.critic import PolicyWithValue, gae
 from codealign.trainers.losses import clipped_policy_loss
 from codealign.trainers.modeling import bf16_compute, load_policy, replica_spread
 from codealign.trainers.scoring import Sampling, token_log_probs
 from codealign.trainers.steps import OPTIMIZER_FILE, MicroStep, load_params, optimizer_carry, run_steps
-from codealign.trainers.trainee import Trainee, trained_ids
+from codealign.trainers.trainee import Trainee
 
 VALUE_HEAD_FILE = "value_head.pt"
 CRITIC_TRUNK_FILE = "critic_trunk.pt"  # critic_model: separate - the critic's own trainable parameters

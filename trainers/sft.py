@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from codealign.config import SftConfig
-from codealign.records import SftExample
+from codealign.records import SftExample, trained_ids
 from codealign.trainers.chat_turns import answer_token_ids
 from codealign.trainers.fim import fim_token_ids, sentinel_ids, text_blocks
 from codealign.trainers.modeling import bf16_compute, replica_spread
 from codealign.trainers.steps import OPTIMIZER_FILE, MicroStep, optimizer_carry, run_steps
-from codealign.trainers.trainee import Trainee, trained_ids
+from codealign.trainers.trainee import Trainee
 
 
 def load_corpus(cfg: SftConfig) -> list[SftExample]:

@@ -24,6 +24,7 @@ import torch
 
 from codealign.config import PipelineConfig, TrainConfig
 from codealign.placement import on_driver_node
+from codealign.records import trained_ids
 from codealign.trainers.modeling import ADAPTER_DIR, MERGED_FILE, save_for_generators
 from codealign.trainers.scoring import Sampling
 from codealign.trainers.trainee import FULL_WEIGHTS_FILE, Trainee
@@ -195,7 +196,7 @@ def streaming_train_loop(config: dict) -> None:
             # driver's final evaluation and kept adapter are the trained model (StreamingLearner.finish)
             if rank == 0 and step > last_published:
                 mailbox.report.remote({"step": step, "metrics": {}, "weights": publish(), "seconds": 0.0,
-                                       "trained_ids": [], "final": True})
+                                       "received_ids": [], "trained_ids": [], "final": True})
             break
         data = ray.get(payload["data"][0])
         torch.manual_seed(cfg.seed)  # every batch as a fresh start would see it (LoRA dropout's draws)
@@ -207,8 +208,10 @@ def streaming_train_loop(config: dict) -> None:
         if rank == 0:
             if payload["publish"]:
                 weights = publish()
-            # trained_ids: what the batch trained, read from its data (the learner's own count for the accounts)
-            mailbox.report.remote({"step": step, "metrics": metrics, "weights": weights, "trained_ids": ids,
+            # the ids in the data this worker got and those the batch trained, read from the data itself: the
+            # learner's own count for the sample accounts (pipeline/accounts.py)
+            mailbox.report.remote({"step": step, "metrics": metrics, "weights": weights,
+                                   "trained_ids": sorted(set(ids)), "received_ids": sorted(set(trained_ids(data))),
                                    "seconds": time.monotonic() - start})
 
 

@@ -57,12 +57,3 @@ class Trainee:
 
     def params(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
-
-
-def trained_ids(items: list) -> list[str]:
-    """The replay buffer's ids of the samples behind `items` (a judged sample's `sample_id`; a pair's
-    `sample_ids`, chosen and rejected), for the ledger's count of what the learner trained."""
-    ids: list[str] = []
-    for item in items:
-        ids.extend([item.sample_id] if getattr(item, "sample_id", "") else getattr(item, "sample_ids", ()))
-    return ids

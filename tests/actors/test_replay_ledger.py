@@ -233,7 +233,7 @@ def test_rollout_buffer_and_learner_accounts_add_up_and_a_broken_count_is_caught
                 ray_cluster.kill(actor)
             learner.close()
 
-    class Edited(SimLearner):  # the second batch's trained ids, edited by `change`
+    class Edited(SimLearner):  # the second batch's report, edited by `change`
         def __init__(self, change):
             super().__init__(1e-3)
             self.change, self.seen = change, []
@@ -243,21 +243,33 @@ def test_rollout_buffer_and_learner_accounts_add_up_and_a_broken_count_is_caught
             for r in out:
                 self.seen.append(list(r["trained_ids"]))
                 if r["step"] == 2:
-                    r["trained_ids"] = self.change(r["trained_ids"], self.seen[0])
+                    self.change(r, self.seen[0])
             return out
 
     ok = run(SimLearner(1e-3))
     assert ok.accounts["balanced"], ok.accounts["problems"]
     assert ok.accounts["learner_ids"] == ok.accounts["rollout"]["judged"] == ok.accounts["buffer"]["taken"] == 12
-    assert ok.accounts["learner_batches"] == 3 and ok.accounts["left_out"] == 0
-    stranger = run(Edited(lambda mine, first: mine[:-1] + first[:1]))  # trains a sample of batch 1 in batch 2
-    assert not stranger.accounts["balanced"]
-    assert any("batch 2: the learner trained ids it was not sent" in p for p in stranger.accounts["problems"])
-    twice = run(Edited(lambda mine, first: mine + first))
-    assert any("more than one batch" in p for p in twice.accounts["problems"])
-    left_out = run(Edited(lambda mine, first: mine[:-1]))  # e.g. a sample in no preference pair: counted, no fault
-    assert left_out.accounts["balanced"], left_out.accounts["problems"]
-    assert (left_out.accounts["left_out"], left_out.accounts["learner_ids"]) == (1, 11)
+    assert ok.accounts["learner_batches"] == 3 and ok.accounts["left_out"] == ok.accounts["learner_excluded"] == 0
+
+    def stranger(report, first):  # trains a sample of batch 1 in batch 2
+        report["trained_ids"] = report["trained_ids"][:-1] + first[:1]
+
+    def wrong_batch(report, first):  # says it received batch 1's data
+        report["received_ids"] = first
+
+    def twice(report, first):
+        report["trained_ids"] = report["trained_ids"] + first
+        report["received_ids"] = report["received_ids"] + first
+
+    def excludes_one(report, first):  # e.g. another rank's share cut by max_pairs: accounted for, no fault
+        report["trained_ids"] = report["trained_ids"][:-1]
+
+    found = {change.__name__: run(Edited(change)).accounts for change in (stranger, wrong_batch, twice, excludes_one)}
+    assert any("batch 2: the learner trained ids it did not receive" in p for p in found["stranger"]["problems"])
+    assert any("batch 2: the learner received" in p for p in found["wrong_batch"]["problems"])
+    assert any("more than one batch" in p for p in found["twice"]["problems"])
+    assert found["excludes_one"]["balanced"], found["excludes_one"]["problems"]
+    assert (found["excludes_one"]["learner_excluded"], found["excludes_one"]["learner_ids"]) == (1, 11)
 
 
 @pytest.mark.parametrize("rounds", [3, 2])

@@ -148,7 +148,9 @@ def test_max_staleness_0_is_one_round_after_another(ray_cluster, tmp_path, tiny_
     assert [x["text"] for x in lines(result.run_dir.path / "eval_after.jsonl")] == ref_after
     assert metrics[-1]["ledger"]["trained"] == 12 and metrics[-1]["accounts"]["balanced"]
     accounts = json.loads((result.run_dir.path / "summary.json").read_text())["replay_buffer"]["accounts"]
-    assert accounts["balanced"] and accounts["learner_ids"] == accounts["rollout"]["judged"] == 12
+    assert accounts["balanced"] and accounts["sent_ids"] == accounts["rollout"]["judged"] == 12
+    # the learner's own count: the samples in the pairs it trained (others were in no pair, or cut by max_pairs)
+    assert 0 < accounts["learner_ids"] == 12 - accounts["left_out"] - accounts["learner_excluded"]
     assert accounts["learner_batches"] == 2 and accounts["untrained"] == 0
 
 
@@ -177,8 +179,9 @@ def test_bound_and_ledger_hold_when_an_executor_and_a_generator_die(ray_cluster,
             assert m["ledger"]["max_staleness_seen"] <= 1
         buffer = json.loads((result.run_dir.path / "summary.json").read_text())["replay_buffer"]
         ledger, accounts = buffer["ledger"], buffer["accounts"]
-        # the rollout, the buffer and the learner each counted 18: none lost, none trained twice
-        assert accounts["balanced"] and accounts["rollout"]["judged"] == accounts["learner_ids"] == 18
+        # the rollout, the buffer and the driver each counted 18, and the learner accounted for each sent to it
+        assert accounts["balanced"] and accounts["rollout"]["judged"] == accounts["sent_ids"] == 18
+        assert 0 < accounts["learner_ids"] == 18 - accounts["left_out"] - accounts["learner_excluded"]
         # 3 rounds x 3 exercises x 2 samples: all produced and trained, none lost
         assert ledger["admitted"] == ledger["produced"] == 18 and ledger["trained"] == 18
         assert ledger["in_flight"] == ledger["dropped"] == ledger["evicted"] == ledger["buffered"] == 0

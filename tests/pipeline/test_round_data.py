@@ -5,9 +5,8 @@ from types import SimpleNamespace
 from codealign.actors.executor import ExecutorPool
 from codealign.config import ExecutorConfig, RunConfig, TrainConfig
 from codealign.pipeline.loop import round_data, verified_solutions
-from codealign.records import Completion, ExecutionResult, Exercise, Experience
+from codealign.records import Completion, ExecutionResult, Exercise, Experience, trained_ids
 from codealign.sandbox import RewardTable, Verdict
-from codealign.trainers.trainee import trained_ids
 
 TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
 EXERCISES = [
