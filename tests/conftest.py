@@ -82,7 +82,7 @@ def train_batches(cfg, model_path, storage, batches: list[list], **kw) -> list[d
 
     learner = StreamingLearner(cfg, kw.pop("pipe", None), model_path, storage, **kw)
     try:
-        for step, data in enumerate(batches):
+        for step, data in enumerate(batches, kw.get("start_step", 0)):  # a resumed learner goes on from start_step
             learner.submit(step, ray.put(data), None, True)
         reports = learner.wait(len(batches))
     except BaseException:

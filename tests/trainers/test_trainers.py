@@ -151,11 +151,19 @@ def test_logit_distillation_pulls_the_student_to_the_teacher(ray_cluster, tiny_m
     save_file(weights, str(teacher / "model.safetensors"))
     cfg = TrainConfig(algorithm="distill", learning_rate=3e-3, epochs=5, batch_size=2, lora=LoraConfig(enabled=False),
                       distill=DistillConfig(divergence=divergence, temperature=1.0))
-    (report,) = train_batches(cfg, tiny_model_path, tmp_path / "train", [SOLUTIONS], teacher_path=str(teacher))
+    batches = [SOLUTIONS, SOLUTIONS] if divergence == "forward" else [SOLUTIONS]
+    report, *later = train_batches(cfg, tiny_model_path, tmp_path / "train", batches, teacher_path=str(teacher))
     metrics, merged = report["metrics"], Path(report["weights"])
     assert metrics["distill/loss_first"] > 0
     assert metrics["distill/loss_last"] < 0.8 * metrics["distill/loss_first"]
     assert merged.is_file()
+    if later:  # full fine-tuning resumed from the published fp32 weights and optimizer state trains as the
+        # uninterrupted run's second batch did (launch.py run --resume)
+        (resumed,) = train_batches(cfg, tiny_model_path, tmp_path / "resumed", [SOLUTIONS],
+                                   teacher_path=str(teacher), resume_weights=report["weights"], start_step=1)
+        for key in ("distill/loss_first", "distill/loss_last"):
+            assert resumed["metrics"][key] == pytest.approx(later[0]["metrics"][key], rel=1e-4), key
+        assert later[0]["metrics"]["distill/loss_first"] < metrics["distill/loss_first"]
 
 
 def test_logit_distillation_refuses_a_teacher_with_another_tokenizer(tiny_model_path, tmp_path):
@@ -194,6 +202,12 @@ def test_ppo_with_a_critic_learns_values_and_policy(ray_cluster, tiny_generator,
     assert (Path(first["weights"]).parent / "value_head.pt").is_file()  # what a restarted learner continues
     # the value head carries over to the next batch: its loss starts lower
     assert again["metrics"]["ppo/loss_first"] < metrics["ppo/loss_first"]
+    # a resumed driver's learner (launch.py run --resume) goes on from the published version: adapter, value head
+    # and optimizer state, so its batch trains as the uninterrupted run's second batch did
+    (resumed,) = train_batches(cfg, tiny_model_path, tmp_path / "resumed", [data], resume_weights=first["weights"],
+                               start_step=1)
+    for key in ("ppo/loss_first", "ppo/loss_last", "ppo/value_loss"):
+        assert resumed["metrics"][key] == pytest.approx(again["metrics"][key], rel=1e-4, abs=1e-6), key
 
 
 def test_qlora_nf4_trains_and_merges_into_the_unquantized_base(ray_cluster, tiny_model_path, tmp_path):
