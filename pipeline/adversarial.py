@@ -47,7 +47,8 @@ def oracle_pairs(exercises: dict[str, Exercise], experiences: list[Experience], 
         done.add(e.completion)
         chosen_from = "oracle" if ex.source in ("oracle", "") else f"{ex.source}_reference"
         pairs.append(PreferencePair(ex.prompt, as_answer(ex.reference), e.completion,
-                                    f"{chosen_from}>{e.result.verdict.value}", ex.id))
+                                    f"{chosen_from}>{e.result.verdict.value}", ex.id,
+                                    (e.sample_id,) if e.sample_id else ()))
     rng.shuffle(pairs)
     return pairs[:max_pairs]
 

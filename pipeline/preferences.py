@@ -58,12 +58,14 @@ def build_pairs(
         reference_ok = ex.reference and (verified_references is None or ex_id in verified_references)
         for i, bad in enumerate(order_rejected(failing, rejected, rng)[:per_exercise]):
             if good:
-                chosen, why = good[i % len(good)].completion, "passed"
+                winner = good[i % len(good)]
+                chosen, why, ids = winner.completion, "passed", (winner.sample_id, bad.sample_id)
             elif reference_ok:
-                chosen, why = as_answer(ex.reference), "reference"
+                chosen, why, ids = as_answer(ex.reference), "reference", (bad.sample_id,)
             else:
                 continue
-            pairs.append(PreferencePair(ex.prompt, chosen, bad.completion, f"{why}>{bad.result.verdict.value}", ex_id))
+            pairs.append(PreferencePair(ex.prompt, chosen, bad.completion, f"{why}>{bad.result.verdict.value}", ex_id,
+                                        tuple(sid for sid in ids if sid)))  # the samples it trains (the accounts)
     rng.shuffle(pairs)
     return pairs[:max_pairs]
 

@@ -68,3 +68,20 @@ def test_accounts_saved_before_the_learner_kept_its_own_count_resume_as_all_trai
     batches = batches_from_state(old)
     assert settle(**counts(learner_batches=batches))["learner_ids"] == 4
     assert batches_from_state(batches) == batches  # the new form reads back as it is
+
+
+def test_preference_pairs_name_the_samples_they_train():
+    """What the learner's count reads: a pair of two samples names both, a pair on a reference only the sample."""
+    from codealign.pipeline.preferences import build_pairs
+    from codealign.records import ExecutionResult, Exercise, Experience, trained_ids
+    from codealign.sandbox import Verdict
+
+    def judged(ex, i, verdict):
+        return Experience(ex, "p", f"answer {ex}{i}", "", ExecutionResult(verdict, 0.0, 0.0), 0, sample_id=f"{ex}-{i}")
+
+    exercises = {e: Exercise(e, "p", "assert True", reference="x = 1") for e in ("a", "b")}
+    experiences = [judged("a", 0, Verdict.PASSED), judged("a", 1, Verdict.FAILED), judged("b", 0, Verdict.FAILED)]
+    pairs = build_pairs(exercises, experiences, max_pairs=8)
+    assert sorted((p.reason, p.sample_ids) for p in pairs) == [("passed>failed", ("a-0", "a-1")),
+                                                              ("reference>failed", ("b-0",))]
+    assert sorted(trained_ids(pairs)) == ["a-0", "a-1", "b-0"]
