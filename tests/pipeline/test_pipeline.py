@@ -5,6 +5,7 @@ bound holds and every sample is accounted for while an executor and a generator 
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 import codealign.pipeline.loop as loop
@@ -120,16 +121,18 @@ def one_round_after_another(cfg, run_path):
     return seen, reports, after
 
 
-def test_max_staleness_0_is_one_round_after_another(ray_cluster, tmp_path, tiny_model_path, monkeypatch):
-    """`max_staleness: 0` is synchronous training, with the adapter served unmerged (generator.enable_lora): the
-    stream samples, pairs, trains and serves what one round after another does, sample for sample."""
-    cfg = tiny_config(tmp_path / "stream", tiny_model_path, "stream", max_staleness=0, enable_lora=True)
+@pytest.mark.parametrize("enable_lora", [False, True], ids=["merged", "adapter"])
+def test_max_staleness_0_is_one_round_after_another(ray_cluster, tmp_path, tiny_model_path, monkeypatch, enable_lora):
+    """`max_staleness: 0` is synchronous training, with merged weights served or the adapter unmerged
+    (generator.enable_lora): the stream samples, pairs, trains and serves what one round after another does,
+    sample for sample."""
+    cfg = tiny_config(tmp_path / "stream", tiny_model_path, "stream", max_staleness=0, enable_lora=enable_lora)
     seen = record_rounds(monkeypatch)
     result = loop.run(cfg)
     result.system.shutdown()
     metrics = lines(result.run_dir.path / "metrics.jsonl")
     ref_seen, ref_reports, ref_after = one_round_after_another(
-        tiny_config(tmp_path / "reference", tiny_model_path, "reference", max_staleness=0, enable_lora=True),
+        tiny_config(tmp_path / "reference", tiny_model_path, "reference", max_staleness=0, enable_lora=enable_lora),
         tmp_path)
 
     assert len(ref_seen) == 2 and all(pairs for _, pairs in ref_seen)  # two rounds, each trained
@@ -141,7 +144,7 @@ def test_max_staleness_0_is_one_round_after_another(ray_cluster, tmp_path, tiny_
             assert m[key] == r["metrics"][key], key
         assert m["train_items"] == len(ref_seen[m["iteration"]][1])
         assert m["staleness_histogram"] == {"0": m["samples"]}
-        assert m["served_as"] == "adapter"
+        assert m["served_as"] == ("adapter" if enable_lora else "merged")
     assert [(m["policy_version"], m["new_policy_version"]) for m in metrics] == [(0, 1), (1, 2)]
     assert result.policy_version == 2
     # the same weights in the end: the greedy evaluation after training is the same text
