@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import ray
 
@@ -109,17 +110,21 @@ def test_guard_skipping_one_ranks_chunk_still_steps_every_replica(ray_cluster, t
 
 def test_checkpoint_every_does_not_resume_a_later_batch_from_an_earlier_ones_step(ray_cluster, tiny_model_path,
                                                                                   tmp_path):
-    """Ray Train hands back the run's latest checkpoint: one written mid-way through batch 1 is not batch 2's."""
+    """Ray Train hands back the run's latest checkpoint: one written mid-way through batch 1 is not batch 2's.
+    Batch 2 is trained unpublished (publish_every > 1): the workers publish it as the run finishes."""
     cfg = dpo_cfg(checkpoint_every=1, num_cpus_per_worker=1)
     learner = start(cfg, tiny_model_path, tmp_path)
     try:
         for step in range(2):
-            learner.submit(step, ray.put([pair(i) for i in range(3)]), step, True)
+            learner.submit(step, ray.put([pair(i) for i in range(3)]), step, step == 0)
         reports = drain(learner, 2)
+        final = learner.finish()
     finally:
         learner.close()
     second = reports[1]["metrics"]
     assert second["dpo/resumed_from_step"] == 0 and second["dpo/steps"] == 3 and second["dpo/global_step"] == 6
+    assert reports[1]["weights"] is None and final["step"] == 2
+    assert final["weights"].endswith("v00002/merged.safetensors") and Path(final["weights"]).is_file()
 
 
 def test_workers_are_placed_on_their_resources_and_a_lost_worker_is_restarted(ray_cluster, tiny_model_path,
