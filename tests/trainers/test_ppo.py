@@ -64,12 +64,19 @@ def test_stale_samples_get_the_off_policy_correction_with_a_critic(ray_cluster, 
 
     data = [judged("a", 4.0, (5, 7, 9), (-2.0,) * 3), judged("a", -0.3, (6, 7, 9), (-2.0,) * 3)]
     cfg = TrainConfig(algorithm="ppo", critic=True, batch_size=2, max_length=64, lora=LoraConfig(r=4, alpha=8))
-    learner = StreamingLearner(cfg, PipelineConfig(importance_cap=1.5), tiny_model_path, tmp_path / "train")
-    try:
-        learner.submit(0, ray.put(data), 1, True)  # made by version 0, trained by version 1: stale by one
-        (report,) = learner.wait(1)
-    finally:
-        learner.close()
-    metrics = report["metrics"]
+
+    def train(pipe: PipelineConfig) -> dict:
+        learner = StreamingLearner(cfg, pipe, tiny_model_path, tmp_path / pipe.off_policy)
+        try:
+            learner.submit(0, ray.put(data), 1, True)  # made by version 0, trained by version 1: stale by one
+            (report,) = learner.wait(1)
+        finally:
+            learner.close()
+        return report["metrics"]
+
+    metrics = train(PipelineConfig(importance_cap=1.5))
     assert metrics["ppo/stale_fraction"] == 1.0 and metrics["ppo/value_loss"] > 0
     assert metrics["ppo/iw_mean"] > 0 and 0.0 <= metrics["ppo/iw_truncated_fraction"] <= 1.0
+    # the correction reaches the loss: the same stale batch without it trains on another objective
+    uncorrected = train(PipelineConfig(off_policy="none"))
+    assert abs(uncorrected["ppo/loss_first"] - metrics["ppo/loss_first"]) > 1e-3
