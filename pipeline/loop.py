@@ -227,7 +227,7 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
             on_commit=lambda cp: ops.stream_round_done(cp, system, stages), resume=ops.stream_resume(system),
             on_logged=lambda record: ops.sinks.log(record, step=record["iteration"]), on_failure=ops.failed)
     except Exception as exc:  # anything not contained in the stream: stop cleanly, still evaluate and report
-        version, adapter_dir, accounts = ops.state.policy_version, None, {}
+        version, adapter_dir, accounts = ops.state.policy_version, None, {}  # not settled: the report says so
         ops.failed(failure("stream", exc, ops.state.next_iteration, version))
         print(f"the stream failed, stopping: {exc}", flush=True)
     try:

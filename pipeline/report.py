@@ -131,5 +131,19 @@ def render_report(summary: dict, iterations: list[dict]) -> str:
                 "| iteration | stage | kept version | error |", "|---|---|---|---|"]
         out += [f"| {f['iteration']} | {f['stage']} | v{f['kept_version']} | {f['error']}: "
                 f"{f['message'].replace('|', '/')} |" for f in summary["failures"]]
-    out += ["", f"Replay buffer: {summary['replay_buffer']}", ""]
+    out += ["", accounts_line(summary["replay_buffer"].get("accounts") or {}),
+            "", f"Replay buffer: {summary['replay_buffer']}", ""]
     return "\n".join(out)
+
+
+def accounts_line(accounts: dict) -> str:
+    """The sample accounts (pipeline/accounts.py) in one sentence: balanced, or what does not add up."""
+    if not accounts:
+        return "**Sample accounts: not settled** (the run stopped before the stream's end; see Failures)."
+    if not accounts.get("balanced"):
+        return "**Sample accounts do not add up:** " + "; ".join(accounts.get("problems", []))
+    return (f"Sample accounts balance: {accounts['rollout'].get('judged', 0)} samples judged, "
+            f"{accounts['sent_ids']} sent to the learner in {accounts['learner_batches']} batches, "
+            f"{accounts['learner_ids']} trained ({accounts['left_out']} in no training item, "
+            f"{accounts['learner_excluded']} left out by the learner), {accounts['untrained']} in rounds without "
+            "training data.")

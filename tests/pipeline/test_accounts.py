@@ -85,3 +85,13 @@ def test_preference_pairs_name_the_samples_they_train():
     assert sorted((p.reason, p.sample_ids) for p in pairs) == [("passed>failed", ("a-0", "a-1")),
                                                               ("reference>failed", ("b-0",))]
     assert sorted(trained_ids(pairs)) == ["a-0", "a-1", "b-0"]
+
+
+def test_the_report_says_whether_the_accounts_balance_and_what_does_not_add_up():
+    from codealign.pipeline.report import accounts_line
+
+    balanced = settle(**counts())
+    assert accounts_line(balanced).startswith("Sample accounts balance: 4 samples judged, 4 sent to the learner")
+    broken = settle(**counts(taken=dict.fromkeys(IDS + ["r0-9"], 1)))
+    assert accounts_line(broken).startswith("**Sample accounts do not add up:** sent to the learner (4 ids)")
+    assert "not settled" in accounts_line({})

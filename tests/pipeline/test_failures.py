@@ -49,7 +49,10 @@ def test_a_failed_round_keeps_the_last_good_version_and_the_run_still_reports(ra
         assert not math.isnan(summary["pass@1_after"])  # the closing evaluation ran, on the base weights
         assert {json.loads(x)["policy_version"] for x in (run_dir / "eval_after.jsonl").read_text().splitlines()} \
             == {0}
-        assert "## Failures" in (run_dir / "report.md").read_text()
+        report = (run_dir / "report.md").read_text()
+        assert "## Failures" in report
+        # the failed batch's samples are accounted for: taken, trained by no published batch
+        assert "Sample accounts balance: 8 samples judged" in report
         assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     finally:
         result.system.shutdown()
