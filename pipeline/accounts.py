@@ -8,8 +8,8 @@
   sample in no preference pair, or in a group without reward signal, is left out there), and the ids of rounds
   that had no training data (taken, so retired, but never sent);
 - the learner: the ids in the data it received (`received`) and those it trained (`trained`), both read from the
-  data itself, never from the driver's list; what it received and did not train (another rank's share cut by
-  `max_pairs`, a group it dropped) is `excluded`.
+  data itself, never from the driver's list; what it received and did not train (items cut to a multiple of the
+  ranks, groups without reward signal, an example too long to learn anything from) is `excluded`.
 
 `settle` compares them; a mismatch is a sample produced twice, lost silently, delivered to the wrong batch,
 trained twice or trained without being handed out. At the end of a run nothing may be in flight; with `reuse: 1`
@@ -75,5 +75,5 @@ def settle(rollout: dict, ledger: dict, taken: dict[str, int], learner_batches: 
 def batches_from_state(saved: list) -> list[dict]:
     """The accounts' batches as a resume reads them back; state files before 2026-12-05 kept one id list per batch,
     the driver's, which the learner echoed."""
-    return [b if isinstance(b, dict) else dict.fromkeys(("sent", "data", "received", "trained"), list(b))
-            for b in saved]
+    return [{"data": b["sent"], "received": b["sent"], **b} if isinstance(b, dict)
+            else dict.fromkeys(("sent", "data", "received", "trained"), list(b)) for b in saved]

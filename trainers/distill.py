@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from codealign.records import SftExample, trained_ids
+from codealign.records import SftExample
 from codealign.trainers.modeling import bf16_compute, replica_spread
 from codealign.trainers.sft import completion_logits, prepare_items
 from codealign.trainers.steps import OPTIMIZER_FILE, MicroStep, optimizer_carry, run_steps
@@ -58,7 +58,7 @@ def distill_batch(t: Trainee, examples: list[SftExample], train_version: int | N
     """One learner batch of sequences, the student pulled towards `t.teacher`'s logits on every learned token.
     `carry`, `job`, the result: as `dpo.dpo_batch`'s."""
     cfg = t.cfg
-    items, _ = prepare_items(examples, cfg, t.tokenizer, t.rank, t.world, t.device)
+    items, _, trained = prepare_items(examples, cfg, t.tokenizer, t.rank, t.world, t.device)
     autocast = bf16_compute(cfg)
     beta, temperature = divergence_beta(cfg.distill.divergence, cfg.distill.jsd_beta), cfg.distill.temperature
 
@@ -71,5 +71,5 @@ def distill_batch(t: Trainee, examples: list[SftExample], train_version: int | N
     metrics, pos, optimizer = run_steps(t.model, t.params(), items, micro_step, cfg, name="distill", rank=t.rank,
                                         carry=carry, job=job)
     metrics.update({"distill/sequences": len(items), "distill/workers": t.world, "distill/beta": beta,
-                    "distill/replica_spread": replica_spread(t.model, t.world), "trained_ids": trained_ids(examples)})
+                    "distill/replica_spread": replica_spread(t.model, t.world), "trained_ids": trained})
     return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from codealign.config import SftConfig
-from codealign.records import SftExample, trained_ids
+from codealign.records import SftExample
 from codealign.trainers.chat_turns import answer_token_ids
 from codealign.trainers.fim import fim_token_ids, sentinel_ids, text_blocks
 from codealign.trainers.modeling import bf16_compute, replica_spread
@@ -75,7 +75,8 @@ FIM_ROOM = 6  # three sentinels, an eos, and a token at each of FIM's two cuts
 
 def tokenize_examples(tokenizer, examples: list[SftExample], max_length: int, sft: SftConfig,
                       seed: int) -> tuple[list[dict], Counter]:
-    """Items {input_ids [1, L], start: first position that is learned}; and the mix of FIM kinds."""
+    """Items {input_ids [1, L], start: first position that is learned, sample_id: the example's}; and the mix of
+    FIM kinds."""
     rng = random.Random(seed)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     # looked up only when raw documents are to be FIM-transformed: chat data needs no sentinels
@@ -88,7 +89,7 @@ def tokenize_examples(tokenizer, examples: list[SftExample], max_length: int, sf
             prompt = prompt[-(max_length // 2):]
             ids = (prompt + completion)[:max_length]
             if len(ids) > len(prompt):
-                items.append({"input_ids": torch.tensor([ids]), "start": len(prompt)})
+                items.append({"input_ids": torch.tensor([ids]), "start": len(prompt), "sample_id": ex.sample_id})
             kinds["chat"] += 1
             continue
         if not sentinels:
@@ -104,7 +105,7 @@ def tokenize_examples(tokenizer, examples: list[SftExample], max_length: int, sf
                 blocks.append((ids + eos if n == len(pieces) - 1 else ids)[:max_length])
         for block in blocks:
             if len(block) > 1:
-                items.append({"input_ids": torch.tensor([block]), "start": 0})
+                items.append({"input_ids": torch.tensor([block]), "start": 0, "sample_id": ex.sample_id})
     return items, kinds
 
 
@@ -124,12 +125,15 @@ def sft_loss(model, item: dict, autocast: bool) -> torch.Tensor:
 
 
 def prepare_items(examples: list[SftExample], cfg, tokenizer, rank: int, world: int,
-                  device) -> tuple[list[dict], Counter]:
-    """This rank's share of the tokenized items (every rank the same number), on its device."""
+                  device) -> tuple[list[dict], Counter, list[str]]:
+    """This rank's share of the tokenized items (every rank the same number), on its device; the FIM mix; and the
+    sample ids that some rank trains (an example with no item, or whose items fell in the cut to a multiple of
+    the ranks, is not trained)."""
     items, kinds = tokenize_examples(tokenizer, examples, cfg.max_length, cfg.sft, cfg.seed)
     random.Random(cfg.seed).shuffle(items)
-    items = items[: len(items) // world * world][rank::world]
-    return [{**it, "input_ids": it["input_ids"].to(device)} for it in items], kinds
+    kept = items[: len(items) // world * world]
+    trained = sorted({it["sample_id"] for it in kept if it["sample_id"]})
+    return [{**it, "input_ids": it["input_ids"].to(device)} for it in kept[rank::world]], kinds, trained
 
 
 def sft_batch(t: Trainee, examples: list[SftExample], train_version: int | None = None,
@@ -137,7 +141,7 @@ def sft_batch(t: Trainee, examples: list[SftExample], train_version: int | None 
     """One learner batch of sequences (chat turns learn the completion; raw documents every token, FIM applied).
     `carry`, `job`, the result: as `dpo.dpo_batch`'s."""
     cfg = t.cfg
-    items, kinds = prepare_items(examples, cfg, t.tokenizer, t.rank, t.world, t.device)
+    items, kinds, trained = prepare_items(examples, cfg, t.tokenizer, t.rank, t.world, t.device)
     autocast = bf16_compute(cfg)
 
     def micro_step(item, i: int) -> MicroStep:
@@ -146,6 +150,6 @@ def sft_batch(t: Trainee, examples: list[SftExample], train_version: int | None 
     metrics, pos, optimizer = run_steps(t.model, t.params(), items, micro_step, cfg, name="sft", rank=t.rank,
                                         carry=carry, job=job)
     metrics.update({"sft/examples": len(examples), "sft/sequences": len(items), "sft/workers": t.world,
-                    "sft/replica_spread": replica_spread(t.model, t.world), "trained_ids": trained_ids(examples),
+                    "sft/replica_spread": replica_spread(t.model, t.world), "trained_ids": trained,
                     **{f"sft/fim_{k}": v for k, v in kinds.items()}})
     return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]

@@ -261,7 +261,7 @@ def test_rollout_buffer_and_learner_accounts_add_up_and_a_broken_count_is_caught
         report["trained_ids"] = report["trained_ids"] + first
         report["received_ids"] = report["received_ids"] + first
 
-    def excludes_one(report, first):  # e.g. another rank's share cut by max_pairs: accounted for, no fault
+    def excludes_one(report, first):  # e.g. an item cut to a multiple of the ranks: accounted for, no fault
         report["trained_ids"] = report["trained_ids"][:-1]
 
     found = {change.__name__: run(Edited(change)).accounts for change in (stranger, wrong_batch, twice, excludes_one)}

@@ -95,3 +95,9 @@ def test_the_report_says_whether_the_accounts_balance_and_what_does_not_add_up()
     broken = settle(**counts(taken=dict.fromkeys(IDS + ["r0-9"], 1)))
     assert accounts_line(broken).startswith("**Sample accounts do not add up:** sent to the learner (4 ids)")
     assert "not settled" in accounts_line({})
+
+
+def test_accounts_saved_while_batches_held_only_sent_and_trained_still_settle():
+    batches = batches_from_state([{"sent": IDS, "trained": IDS[:1]}])
+    out = settle(**counts(learner_batches=batches))
+    assert out["balanced"] and (out["learner_ids"], out["learner_excluded"]) == (1, 3)

