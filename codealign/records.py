@@ -81,9 +81,10 @@ class SftExample:
     sample_id: str = ""  # the replay buffer's id of the judged sample it repeats, if it is one
 
 
-def trained_ids(items: list) -> list[str]:
+def sample_ids_behind(items: list) -> list[str]:
     """The replay buffer's ids of the samples behind `items` (a judged sample's or an SFT example's `sample_id`; a
-    pair's `sample_ids`, chosen and rejected), for the sample accounts (pipeline/accounts.py)."""
+    pair's `sample_ids`, chosen and rejected): what the sample accounts count of a batch's data, on the driver and on
+    the learner (pipeline/accounts.py)."""
     ids: list[str] = []
     for item in items:
         ids.extend([item.sample_id] if getattr(item, "sample_id", "") else getattr(item, "sample_ids", ()))

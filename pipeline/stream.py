@@ -27,7 +27,7 @@ from codealign.pipeline.accounts import batches_from_state, settle
 from codealign.pipeline.resilience import failure
 from codealign.pipeline.rollout import CHUNK, Rollout
 from codealign.pipeline.schedule import BusyClock, RoundPlan
-from codealign.records import Experience, trained_ids
+from codealign.records import Experience, sample_ids_behind
 
 WAIT_S = 0.05
 
@@ -116,7 +116,8 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         # the counts of rounds the restored buffer holds; a round in flight at the commit is produced again
         rollout.counts = {int(r): Counter(c) for r, c in resume.accounts.get("rollout", {}).items()
                           if int(r) < resume.next_round or int(r) in restored}
-    # per batch, the ids the driver sent and the ids the learner says it trained (pipeline/accounts.py)
+    # per batch: the ids the driver took and put in its data, and those the learner received and trained
+    # (pipeline/accounts.py)
     learner_batches: list[dict] = batches_from_state(resume.accounts.get("learner_batches", []) if resume else [])
     untrained: list[str] = list(resume.accounts.get("untrained", [])) if resume else []
     # rounds without training data so far: they take no learner version, so they count as released when known
@@ -350,7 +351,7 @@ def run_stream(cfg: RunConfig, plans: list[RoundPlan], generator, executors, buf
         learner.submit(trained, ray.put(data), trained, publish_now)
         # reported as the step count after it
         waiting[trained + 1] = {"round": plan.round, "record": record, "experiences": experiences,
-                                "ids": list(batch["ids"]), "data_ids": sorted(set(trained_ids(data)))}
+                                "ids": list(batch["ids"]), "data_ids": sorted(set(sample_ids_behind(data)))}
         trained += 1
         unpublished = not publish_now
         busy_learner = True

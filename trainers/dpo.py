@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from codealign.records import PreferencePair, trained_ids
+from codealign.records import PreferencePair, sample_ids_behind
 from codealign.trainers.chat_turns import answer_token_ids
 from codealign.trainers.losses import dpo_loss, sequence_logps
 from codealign.trainers.modeling import bf16_compute, replica_spread
@@ -101,5 +101,5 @@ def dpo_batch(t: Trainee, pairs: list[PreferencePair], train_version: int | None
                                         cfg, name="dpo", rank=t.rank, carry=carry, job=job)
     metrics.update({"dpo/pairs": len(batches), "dpo/workers": t.world,
                     "dpo/replica_spread": replica_spread(t.model, t.world),
-                    "trained_ids": trained_ids([pairs[i] for i in selected_pairs(len(pairs), cfg, t.world)])})
+                    "trained_ids": sample_ids_behind([pairs[i] for i in selected_pairs(len(pairs), cfg, t.world)])})
     return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from codealign.chat import prompt_token_ids
-from codealign.records import Experience, trained_ids
+from codealign.records import Experience, sample_ids_behind
 from codealign.sandbox import Verdict
 from codealign.trainers.critic import PolicyWithValue, gae
 from codealign.trainers.losses import clipped_policy_loss
@@ -298,5 +298,5 @@ def ppo_batch(t: Trainee, data: list[Experience], train_version: int | None = No
     metrics.update(batch_metrics(data, rewards, dropped, batches, pos, t.world, engine_gap, sampling))
     metrics.update(stale_metrics(batches, pipe))
     metrics["ppo/replica_spread"] = replica_spread(t.model, t.world)
-    metrics["trained_ids"] = trained_ids([e for e, _, _ in trained_rollouts(data, cfg, t.world)[0]])
+    metrics["trained_ids"] = sample_ids_behind([e for e, _, _ in trained_rollouts(data, cfg, t.world)[0]])
     return metrics, optimizer_carry(optimizer, pos)[OPTIMIZER_FILE]

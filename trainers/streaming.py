@@ -24,7 +24,7 @@ import torch
 
 from codealign.config import PipelineConfig, TrainConfig
 from codealign.placement import on_driver_node
-from codealign.records import trained_ids
+from codealign.records import sample_ids_behind
 from codealign.trainers.modeling import ADAPTER_DIR, MERGED_FILE, save_for_generators
 from codealign.trainers.scoring import Sampling
 from codealign.trainers.trainee import FULL_WEIGHTS_FILE, Trainee
@@ -211,7 +211,8 @@ def streaming_train_loop(config: dict) -> None:
             # the ids in the data this worker got and those the batch trained, read from the data itself: the
             # learner's own count for the sample accounts (pipeline/accounts.py)
             mailbox.report.remote({"step": step, "metrics": metrics, "weights": weights,
-                                   "trained_ids": sorted(set(ids)), "received_ids": sorted(set(trained_ids(data))),
+                                   "trained_ids": sorted(set(ids)),
+                                   "received_ids": sorted(set(sample_ids_behind(data))),
                                    "seconds": time.monotonic() - start})
 
 
@@ -276,8 +277,9 @@ class StreamingLearner:
         self.mailbox.put_batch.remote(step, {"data": [data_ref], "version": train_version, "publish": publish})
 
     def poll(self) -> list[dict]:
-        """Finished steps since the last call: {step, metrics, weights (path or None), trained_ids (the replay
-        buffer ids of the samples the batch trained, on every rank together), seconds}."""
+        """Finished steps since the last call: {step, metrics, weights (path or None), received_ids and
+        trained_ids (the replay buffer ids in the batch's data and of the samples it trained on every rank
+        together, both read from the data), seconds}."""
         if self._fit.done() and self._fit.exception() is not None:
             raise TrainingFailed(f"the long-lived learner stopped: {self._fit.exception()}")
         new = ray.get(self.mailbox.reports_since.remote(self.seen))

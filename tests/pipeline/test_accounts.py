@@ -73,7 +73,7 @@ def test_accounts_saved_before_the_learner_kept_its_own_count_resume_as_all_trai
 def test_preference_pairs_name_the_samples_they_train():
     """What the learner's count reads: a pair of two samples names both, a pair on a reference only the sample."""
     from codealign.pipeline.preferences import build_pairs
-    from codealign.records import ExecutionResult, Exercise, Experience, trained_ids
+    from codealign.records import ExecutionResult, Exercise, Experience, sample_ids_behind
     from codealign.sandbox import Verdict
 
     def judged(ex, i, verdict):
@@ -84,7 +84,7 @@ def test_preference_pairs_name_the_samples_they_train():
     pairs = build_pairs(exercises, experiences, max_pairs=8)
     assert sorted((p.reason, p.sample_ids) for p in pairs) == [("passed>failed", ("a-0", "a-1")),
                                                               ("reference>failed", ("b-0",))]
-    assert sorted(trained_ids(pairs)) == ["a-0", "a-1", "b-0"]
+    assert sorted(sample_ids_behind(pairs)) == ["a-0", "a-1", "b-0"]
 
 
 def test_the_report_says_whether_the_accounts_balance_and_what_does_not_add_up():

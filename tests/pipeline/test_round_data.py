@@ -5,7 +5,7 @@ from types import SimpleNamespace
 from codealign.actors.executor import ExecutorPool
 from codealign.config import ExecutorConfig, RunConfig, TrainConfig
 from codealign.pipeline.loop import round_data, verified_solutions
-from codealign.records import Completion, ExecutionResult, Exercise, Experience, trained_ids
+from codealign.records import Completion, ExecutionResult, Exercise, Experience, sample_ids_behind
 from codealign.sandbox import RewardTable, Verdict
 
 TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
@@ -31,7 +31,7 @@ def test_verified_solutions_and_round_data_by_algorithm(ray_cluster):
     assert [(s.source, s.completion.count("b + a")) for s in solutions] == [("passed_sample", 1), ("reference", 0)]
     assert "return a + b" in solutions[1].completion
     # what the learner reports trained (the sample accounts): the passing sample, not the reference (no sample)
-    assert trained_ids(solutions) == ["r0-solved"]
+    assert sample_ids_behind(solutions) == ["r0-solved"]
 
     cfg = RunConfig()
     by_id = {ex.id: ex for ex in EXERCISES}
@@ -48,7 +48,7 @@ def test_verified_solutions_and_round_data_by_algorithm(ray_cluster):
     cfg.train.distill.sequences = "student"  # on-policy: every non-empty sample, whatever its verdict
     on_policy = round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)
     assert [d.source for d in on_policy] == ["student_sample"] * 3
-    assert trained_ids(on_policy) == ["r0-solved", "r0-ok", "r0-broken"]
+    assert sample_ids_behind(on_policy) == ["r0-solved", "r0-ok", "r0-broken"]
     cfg.train.distill.sequences = "oracle"  # no oracle configured: the MBPP reference stands in
     assert len(round_data(system, cfg, EXERCISES, experiences, by_id, [], 0)) == 2
 
