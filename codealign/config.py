@@ -61,6 +61,9 @@ class DataConfig(Section):
     allow_eval_overlap: bool = False
     """Training items that overlap an evaluation set (HumanEval(+), MBPP test or validation, or an exercise file the
     run evaluates on) are removed; true trains on them anyway, and the summary says so."""
+    stub_prompts: bool = False
+    """Also train on each MBPP train task in HumanEval's form: a function stub whose docstring holds the task and
+    its asserts as examples, to complete (`exercises.loaders.mbpp_stub_form`)."""
 
 
 class GeneratorConfig(Section):

@@ -6,8 +6,10 @@ looked for and which command provides it. Where they are looked for: see `resolv
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
+import re
 from pathlib import Path
 
 from codealign.paths import resolve_data_dir, user_data_dir  # noqa: F401 (the loaders' callers import them here)
@@ -87,6 +89,37 @@ def load_mbpp(data_dir: str | Path, id_range: tuple[int, int] | None = None) -> 
             )
     out.sort(key=lambda e: int(e.id.split("/")[1]))
     return out
+
+
+DOCSTRING_QUOTES = '"""'
+MBPP_TASK_TEXT = re.compile(r"here is your task: (.*) Your code should pass these tests:", re.DOTALL)
+
+
+def mbpp_stub_form(ex: Exercise) -> Exercise | None:
+    """An MBPP task in HumanEval's form (`data.stub_prompts`): the signature of the function its asserts call, with
+    a docstring holding the task text and the asserts as `>>>` examples, shown the way HumanEval's prompts are.
+    Same tests and reference; None where the reference does not define the function the asserts call."""
+    text = MBPP_TASK_TEXT.search(ex.prompt)
+    try:
+        defined = {n.name: n for n in ast.parse(ex.reference).body if isinstance(n, ast.FunctionDef)}
+        asserts = [n for n in ast.parse(ex.tests).body if isinstance(n, ast.Assert)]
+    except SyntaxError:
+        return None
+    calls = [c.func.id for a in asserts for c in ast.walk(a.test)
+             if isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id in defined]
+    if not text or not calls:
+        return None
+    examples = []
+    for a in asserts:
+        test = a.test
+        if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
+            examples.append(f"    >>> {ast.unparse(test.left)}\n    {ast.unparse(test.comparators[0])}")
+        else:
+            examples.append(f"    >>> {ast.unparse(test)}\n    True")
+    head = next(line for line in ast.unparse(defined[calls[0]]).splitlines() if line.startswith("def "))
+    doc = " ".join(text.group(1).split()).replace(DOCSTRING_QUOTES, "'''").replace("\\", "\\\\")
+    stub = f"{head}\n    {DOCSTRING_QUOTES} {doc}\n" + "\n".join(examples) + f"\n    {DOCSTRING_QUOTES}\n"
+    return Exercise(f"{ex.id}/stub", humaneval_prompt(stub), ex.tests, calls[0], ex.source, ex.reference, stub)
 
 
 def humaneval_prompt(prompt: str) -> str:

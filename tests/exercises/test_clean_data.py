@@ -3,6 +3,7 @@ copy of a test task's solution, a shared assert) are removed from each training 
 -like exercise list, an sft.jsonl, a continued pre-training corpus), each named with the evaluation task it
 matched; `data.allow_eval_overlap` keeps them and says so. Real benchmark files, real config, no Ray."""
 
+import ast
 import json
 
 import pytest
@@ -131,3 +132,35 @@ def test_mbpp_train_by_default(data_dir):
     assert not {ex.id for ex in out.exercises} & set(found)
     # the closing summary's "removed N of M": how many each source offered
     assert out.guard.summary()["decontamination"]["checked"] == {"mbpp_train": 374}
+
+
+def test_stub_prompts_add_humaneval_form_of_the_clean_tasks_only(data_dir):
+    """`data.stub_prompts`: each admitted MBPP train task also comes as a HumanEval-style stub to complete (the form
+    HumanEval is evaluated in); a task the gate removed comes in neither form, and the removed count is unchanged."""
+    from codealign.evaluation.prompts import PromptFormat
+    from codealign.exercises.extract import as_answer
+    from codealign.exercises.loaders import humaneval_prompt
+    from codealign.sandbox import Sandbox, Verdict
+
+    cfg = RunConfig()
+    cfg.data.data_dir = str(data_dir)
+    plain = load_training_data(cfg)
+    cfg.data.stub_prompts = True
+    both = load_training_data(cfg)
+    assert len(both.guard.found) == len(plain.guard.found) == 47
+    stubs = {ex.id: ex for ex in both.exercises if ex.id.endswith("/stub")}
+    tasks = {ex.id: ex for ex in both.exercises if not ex.id.endswith("/stub")}
+    assert tasks.keys() == {ex.id for ex in plain.exercises}
+    assert {i.removesuffix("/stub") for i in stubs} <= tasks.keys()
+    assert len(stubs) >= 0.95 * len(tasks)  # a reference that defines no called function has no stub form
+    assert "mbpp/872/stub" not in stubs  # test 216's copy
+    ex, task = stubs["mbpp/601/stub"], tasks["mbpp/601"]
+    row = mbpp(601)
+    assert ex.prompt == humaneval_prompt(ex.stub) and ex.tests == task.tests and ex.reference == task.reference
+    assert ex.stub.startswith(f"def {ex.entry_point}(") and row["text"] in ex.stub
+    first = ast.parse(row["test_list"][0]).body[0].test  # an example: the first assert's call and its value
+    assert f">>> {ast.unparse(first.left)}\n    {ast.unparse(first.comparators[0])}" in ex.stub
+    # the reference, answered in full the way HumanEval's chat answers are, passes its tests in the sandbox
+    program = PromptFormat("chat").program(ex, as_answer(ex.reference))
+    with Sandbox(timeout_s=5.0) as box:
+        assert box.run(program, ex.tests).verdict is Verdict.PASSED
