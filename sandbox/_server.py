@@ -224,6 +224,10 @@ def prepare(root: str, opts: dict) -> tuple[dict, object]:
     # Before isolation: libseccomp's bindings are an installed package, which the runs' root does not show.
     seccomp = syscall_filter.build()
     shown, hidden, allowed = mounts.run_view()
+    # The root shows every directory at its real path (jail.build_root) and not the links on the way to it (a venv
+    # reached through a symlink): the import path the runs inherit must name the real paths too.
+    sys.path[:] = [os.path.realpath(p) if p else p for p in sys.path]
+    sys.path_importer_cache.clear()
     try:
         active, hello["mounts"] = jail.isolate_server(shown, hidden, allowed)
     except OSError as exc:

@@ -327,6 +327,23 @@ def test_what_benchmarks_import_still_imports():
         assert res.verdict is Verdict.PASSED, res.detail
 
 
+@pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="needs a virtual environment to reach through a link")
+def test_numpy_imports_when_the_venv_is_reached_through_a_symlink(tmp_path):
+    """A checkout whose .venv links to another (a git worktree's, say): the interpreter's package paths then go
+    through the link, while the root shows the packages at their real paths. HumanEval+'s numpy checks must still
+    import there (they failed every HumanEval+ task as a runtime error before)."""
+    link = tmp_path / "venv"
+    link.symlink_to(os.path.realpath(sys.prefix))
+    code = ("from codealign.sandbox import Sandbox\n"
+            "with Sandbox(timeout_s=20, parallelism=1) as box:\n"
+            "    res = box.run('import numpy as np\\ndef f():\\n    return np.ones(2).sum()\\n',\n"
+            "                  'assert f() == 2\\n')\n"
+            "print(res.verdict.value, res.detail)\n")
+    out = subprocess.run([str(link / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.stdout.startswith("passed"), out.stdout + out.stderr[-2000:]
+
+
 # -- POSIX shared memory: the run's own ------------------------------------------------------------------------
 POOL = ("import multiprocessing as mp, os\n"
         "def squares(xs):\n    with mp.Pool(2) as pool:\n        return pool.starmap(pow, [(x, 2) for x in xs])\n"
