@@ -241,7 +241,8 @@ def run(cfg: RunConfig, resume_dir: str | None = None) -> RunResult:
     buffer_stats["accounts"] = accounts  # rollout, buffer and learner counts checked against each other
     run_dir.finish(before, after, len(evaluator.tests[evaluator.primary]), stages.seconds, buffer_stats,
                    adapter_dir or published_adapter(ops.state, run_dir.path), version,
-                   extra_summary={**evaluator.summary(), **ops.summary_extra(), **sources.guard.summary()},
+                   extra_summary={**evaluator.summary(), **ops.summary_extra(), **sources.guard.summary(),
+                                  "headline_benchmark": evaluator.primary},
                    extra_report=evaluator.report_section(run_dir.metrics()) + sources.guard.report_section())
     ops.close(before, after)
     return RunResult(run_dir, system, before, after, version)

@@ -104,7 +104,8 @@ def round_line(m: dict, algorithm: str) -> str:
 def render_report(summary: dict, iterations: list[dict]) -> str:
     total = sum(summary["stage_seconds"].values()) or 1.0
     out = ["## Headline", "",
-           f"MBPP test slice of {summary['eval_exercises']} exercises, greedy decoding.", "",
+           f"{summary.get('headline_benchmark', 'mbpp')} ({summary['eval_exercises']} tasks, the first of "
+           "eval.benchmarks), greedy decoding.", "",
            "| | pass@1 |", "|---|---|",
            f"| before | {summary['pass@1_before']:.3f} |", f"| after | {summary['pass@1_after']:.3f} |", "",
            "## Stages", "", "| stage | seconds | share |", "|---|---|---|"]
