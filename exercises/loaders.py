@@ -91,7 +91,7 @@ def load_mbpp(data_dir: str | Path, id_range: tuple[int, int] | None = None) -> 
     return out
 
 
-DOCSTRING_QUOTES = '"""'
+# the task text inside mbpp_prompt's wording (the Exercise keeps only the prompt)
 MBPP_TASK_TEXT = re.compile(r"here is your task: (.*) Your code should pass these tests:", re.DOTALL)
 
 
@@ -117,8 +117,8 @@ def mbpp_stub_form(ex: Exercise) -> Exercise | None:
         else:
             examples.append(f"    >>> {ast.unparse(test)}\n    True")
     head = next(line for line in ast.unparse(defined[calls[0]]).splitlines() if line.startswith("def "))
-    doc = " ".join(text.group(1).split()).replace(DOCSTRING_QUOTES, "'''").replace("\\", "\\\\")
-    stub = f"{head}\n    {DOCSTRING_QUOTES} {doc}\n" + "\n".join(examples) + f"\n    {DOCSTRING_QUOTES}\n"
+    doc = " ".join(text.group(1).split()).replace('"""', "'''").replace("\\", "\\\\")  # it sits in a docstring
+    stub = f'{head}\n    """ {doc}\n' + "\n".join(examples) + '\n    """\n'
     return Exercise(f"{ex.id}/stub", humaneval_prompt(stub), ex.tests, calls[0], ex.source, ex.reference, stub)
 
 
