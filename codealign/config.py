@@ -64,6 +64,10 @@ class DataConfig(Section):
     stub_prompts: bool = False
     """Also train on each MBPP train task in HumanEval's form: a function stub whose docstring holds the task and
     its asserts as examples, to complete (`exercises.loaders.mbpp_stub_form`)."""
+    reformat_references: bool = False
+    """Re-print MBPP's reference solutions from their syntax tree (LF line ends, 4-space indents, no comments)
+    before training on them: 972 of its 974 come with the collection's CRLF line ends and 2-space or tab indents,
+    which SFT would otherwise teach (`exercises.loaders.reformat_code`)."""
 
 
 class GeneratorConfig(Section):

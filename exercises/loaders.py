@@ -92,6 +92,15 @@ def load_mbpp(data_dir: str | Path, id_range: tuple[int, int] | None = None) -> 
 
 
 # the task text inside mbpp_prompt's wording (the Exercise keeps only the prompt)
+def reformat_code(code: str) -> str:
+    """The same program re-printed from its syntax tree (LF line ends, 4-space indents); code that does not parse is
+    returned with LF line ends only."""
+    try:
+        return ast.unparse(ast.parse(code)) + "\n"
+    except SyntaxError:
+        return code.replace("\r\n", "\n")
+
+
 MBPP_TASK_TEXT = re.compile(r"here is your task: (.*) Your code should pass these tests:", re.DOTALL)
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from codealign.config import RunConfig
 from codealign.exercises.decontamination import BenchmarkPiece, Contamination, Decontaminator, load_benchmarks, squash
-from codealign.exercises.loaders import load_mbpp, mbpp_stub_form
+from codealign.exercises.loaders import load_mbpp, mbpp_stub_form, reformat_code
 from codealign.records import Exercise, SftExample
 
 
@@ -122,6 +122,8 @@ def load_training_data(cfg: RunConfig) -> TrainingData:
     engines), each through the guard."""
     guard = EvalGuard.from_config(cfg)
     exercises = guard.admit(load_mbpp(cfg.resolved_data_dir(), cfg.data.train_ids), "mbpp_train")
+    if cfg.data.reformat_references:
+        exercises = [replace(ex, reference=reformat_code(ex.reference)) for ex in exercises]
     if cfg.data.stub_prompts:  # the clean tasks again, in HumanEval's form: the gate has seen their text and tests
         exercises += [stub for ex in exercises if (stub := mbpp_stub_form(ex))]
     corpus: list[SftExample] = []

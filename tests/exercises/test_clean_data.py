@@ -164,3 +164,32 @@ def test_stub_prompts_add_humaneval_form_of_the_clean_tasks_only(data_dir):
     program = PromptFormat("chat").program(ex, as_answer(ex.reference))
     with Sandbox(timeout_s=5.0) as box:
         assert box.run(program, ex.tests).verdict is Verdict.PASSED
+
+
+def test_reformat_references_trains_on_the_same_programs_in_one_layout(data_dir):
+    """`data.reformat_references`: MBPP's reference solutions come with the collection's CRLF line ends and 2-space
+    or tab indents (972 of 974); re-printed from their syntax tree they are the same programs (equal ASTs) with LF
+    line ends and 4-space indents, and they still pass their tests in the sandbox. Stub forms get them too."""
+    from codealign.evaluation.prompts import PromptFormat
+    from codealign.exercises.extract import as_answer
+    from codealign.sandbox import Sandbox, Verdict
+
+    cfg = RunConfig()
+    cfg.data.data_dir = str(data_dir)
+    cfg.data.stub_prompts = True
+    plain = {ex.id: ex for ex in load_training_data(cfg).exercises}
+    cfg.data.reformat_references = True
+    reformatted = {ex.id: ex for ex in load_training_data(cfg).exercises}
+    assert reformatted.keys() == plain.keys()
+    assert sum("\r" in ex.reference for ex in plain.values()) > 0.9 * len(plain)
+    assert not any("\r" in ex.reference for ex in reformatted.values())
+    for key, ex in reformatted.items():
+        assert ast.dump(ast.parse(ex.reference)) == ast.dump(ast.parse(plain[key].reference)), key
+        assert (ex.prompt, ex.tests, ex.stub) == (plain[key].prompt, plain[key].tests, plain[key].stub)
+    tabbed = next(k for k, ex in plain.items() if "\t" in ex.reference)
+    assert "\t" not in reformatted[tabbed].reference and "\n    " in reformatted[tabbed].reference
+    with Sandbox(timeout_s=5.0) as box:
+        for key in ("mbpp/601", tabbed, "mbpp/601/stub"):
+            ex = reformatted[key]
+            program = PromptFormat("chat").program(ex, as_answer(ex.reference))
+            assert box.run(program, ex.tests).verdict is Verdict.PASSED, key
