@@ -21,7 +21,7 @@ from importlib import resources
 from string import Template
 
 from codealign.config import OracleConfig
-from codealign.exercises.extract import extract_code
+from codealign.exercises.extract import called_function, extract_code
 from codealign.exercises.validation import RunJobs, validate
 from codealign.records import Completion, Exercise, GenerationRequest
 
@@ -126,9 +126,7 @@ def make_draft(entry_point: str, description: str, solution: str, tests: list[st
         raise Malformed("no_function")
     asserts = [a for t in tests for a in _assert_lines(t)]
     if not entry_point:
-        called = {n.func.id for a in asserts for n in ast.walk(ast.parse(a))
-                  if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
-        entry_point = next((name for name in defined if name in called), "")
+        entry_point = called_function(solution, asserts)
         if not entry_point:  # no assert calls a function the answer defines: the tests are what is missing
             if min_asserts:
                 raise Malformed("too_few_asserts")

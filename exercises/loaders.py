@@ -12,6 +12,7 @@ import json
 import re
 from pathlib import Path
 
+from codealign.exercises.extract import called_function
 from codealign.paths import resolve_data_dir, user_data_dir  # noqa: F401 (the loaders' callers import them here)
 from codealign.records import Exercise
 
@@ -110,13 +111,11 @@ def mbpp_stub_form(ex: Exercise) -> Exercise | None:
     Same tests and reference; None where the reference does not define the function the asserts call."""
     text = MBPP_TASK_TEXT.search(ex.prompt)
     try:
-        defined = {n.name: n for n in ast.parse(ex.reference).body if isinstance(n, ast.FunctionDef)}
         asserts = [n for n in ast.parse(ex.tests).body if isinstance(n, ast.Assert)]
+        name = called_function(ex.reference, [ast.unparse(a) for a in asserts])
     except SyntaxError:
         return None
-    calls = [c.func.id for a in asserts for c in ast.walk(a.test)
-             if isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id in defined]
-    if not text or not calls:
+    if not text or not name:
         return None
     examples = []
     for a in asserts:
@@ -125,10 +124,11 @@ def mbpp_stub_form(ex: Exercise) -> Exercise | None:
             examples.append(f"    >>> {ast.unparse(test.left)}\n    {ast.unparse(test.comparators[0])}")
         else:
             examples.append(f"    >>> {ast.unparse(test)}\n    True")
-    head = next(line for line in ast.unparse(defined[calls[0]]).splitlines() if line.startswith("def "))
+    node = next(n for n in ast.parse(ex.reference).body if isinstance(n, ast.FunctionDef) and n.name == name)
+    head = next(line for line in ast.unparse(node).splitlines() if line.startswith("def "))
     doc = " ".join(text.group(1).split()).replace('"""', "'''").replace("\\", "\\\\")  # it sits in a docstring
     stub = f'{head}\n    """ {doc}\n' + "\n".join(examples) + '\n    """\n'
-    return Exercise(f"{ex.id}/stub", humaneval_prompt(stub), ex.tests, calls[0], ex.source, ex.reference, stub)
+    return Exercise(f"{ex.id}/stub", humaneval_prompt(stub), ex.tests, name, ex.source, ex.reference, stub)
 
 
 def humaneval_prompt(prompt: str) -> str:
