@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from codealign.config import RunConfig, config_to_dict
-from codealign.pipeline.summary import closing_summary
+from codealign.pipeline.summary import NAMES, closing_summary
 
 
 @dataclass
@@ -103,9 +103,10 @@ def round_line(m: dict, algorithm: str) -> str:
 
 def render_report(summary: dict, iterations: list[dict]) -> str:
     total = sum(summary["stage_seconds"].values()) or 1.0
+    bench = summary.get("headline_benchmark", "mbpp")
     out = ["## Headline", "",
-           f"{summary.get('headline_benchmark', 'mbpp')} ({summary['eval_exercises']} tasks, the first of "
-           "eval.benchmarks), greedy decoding.", "",
+           f"{NAMES.get(bench, bench)} ({summary['eval_exercises']} tasks, the first of eval.benchmarks), "
+           "greedy decoding.", "",
            "| | pass@1 |", "|---|---|",
            f"| before | {summary['pass@1_before']:.3f} |", f"| after | {summary['pass@1_after']:.3f} |", "",
            "## Stages", "", "| stage | seconds | share |", "|---|---|---|"]

@@ -105,7 +105,7 @@ def test_two_rounds_of_the_game_train_on_oracle_exercises_and_carry_the_failed_o
         assert len(curriculum["histograms"]) == 2 and result.policy_version == 2
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["eval_exercises"] == 2 and summary["replay_buffer"]["accounts"]["balanced"]
-        assert summary["headline_benchmark"] == "mbpp" and "mbpp (2 tasks" in (run_dir / "report.md").read_text()
+        assert summary["headline_benchmark"] == "mbpp" and "MBPP test (2 tasks" in (run_dir / "report.md").read_text()
 
         # one more round on the same run directory (`launch.py run --resume DIR --set loop.iterations=3`): the
         # game's state comes back with the driver's, so the oracle is asked a harder variant of an exercise failed

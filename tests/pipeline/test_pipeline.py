@@ -299,8 +299,9 @@ def test_a_ppo_round_without_reward_signal_says_so_instead_of_a_nan_loss(ray_clu
                "replay_buffer": {}}
     report = render_report(summary, result.rounds)
     assert report.count("no trainable data: 2 of 2 exercise groups") == 2 and "nan" not in report
-    assert "mbpp (2 tasks, the first of eval.benchmarks)" in report  # not "MBPP test" whatever was evaluated
-    assert "mbpp-val (2 tasks" in render_report({**summary, "headline_benchmark": "mbpp-val"}, result.rounds)
+    assert "MBPP test (2 tasks, the first of eval.benchmarks)" in report  # named as the closing summary names it
+    assert "MBPP validation (2 tasks" in render_report({**summary, "headline_benchmark": "mbpp-val"}, result.rounds)
+    assert "MBPP test" not in render_report({**summary, "headline_benchmark": "mbpp-val"}, result.rounds)
 
 
 def test_the_stream_serves_the_adapter_with_enable_lora(ray_cluster, tmp_path):
