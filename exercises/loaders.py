@@ -92,16 +92,16 @@ def load_mbpp(data_dir: str | Path, id_range: tuple[int, int] | None = None) -> 
     return out
 
 
-# the task text inside mbpp_prompt's wording (the Exercise keeps only the prompt)
 def reformat_code(code: str) -> str:
     """The same program re-printed from its syntax tree (LF line ends, 4-space indents); code that does not parse is
     returned with LF line ends only."""
     try:
         return ast.unparse(ast.parse(code)) + "\n"
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError):  # ValueError: a NUL byte; RecursionError: absurd nesting
         return code.replace("\r\n", "\n")
 
 
+# the task text inside mbpp_prompt's wording (the Exercise keeps only the prompt)
 MBPP_TASK_TEXT = re.compile(r"here is your task: (.*) Your code should pass these tests:", re.DOTALL)
 
 
@@ -124,7 +124,11 @@ def mbpp_stub_form(ex: Exercise) -> Exercise | None:
             examples.append(f"    >>> {ast.unparse(test.left)}\n    {ast.unparse(test.comparators[0])}")
         else:
             examples.append(f"    >>> {ast.unparse(test)}\n    True")
-    node = next(n for n in ast.parse(ex.reference).body if isinstance(n, ast.FunctionDef) and n.name == name)
+    # the definition Python binds (the last of that name); an `async def` has no stub form here
+    node = next((n for n in reversed(ast.parse(ex.reference).body) if isinstance(n, ast.FunctionDef)
+                 and n.name == name), None)
+    if node is None:
+        return None
     head = next(line for line in ast.unparse(node).splitlines() if line.startswith("def "))
     doc = " ".join(text.group(1).split()).replace('"""', "'''").replace("\\", "\\\\")  # it sits in a docstring
     stub = f'{head}\n    """ {doc}\n' + "\n".join(examples) + '\n    """\n'

@@ -193,3 +193,26 @@ def test_reformat_references_trains_on_the_same_programs_in_one_layout(data_dir)
             ex = reformatted[key]
             program = PromptFormat("chat").program(ex, as_answer(ex.reference))
             assert box.run(program, ex.tests).verdict is Verdict.PASSED, key
+
+
+def test_odd_references_get_no_stub_or_the_bound_one_and_reformat_never_raises():
+    """What MBPP does not contain but a user's exercise file may: an `async def` the asserts call has no stub form
+    (not a crash while loading the training data); of two definitions of a name the stub shows the one Python binds
+    (the last); a helper the asserts do not call is not the entry point; code that does not parse, or holds a NUL
+    byte, comes back from reformat_code with LF line ends instead of raising."""
+    from codealign.exercises.extract import called_function
+    from codealign.exercises.loaders import mbpp_prompt, mbpp_stub_form, reformat_code
+    from codealign.records import Exercise
+
+    tests = ["assert f(1) == 2", "assert f(2) == 3"]
+
+    def exercise(reference):
+        return Exercise("mbpp/9999", mbpp_prompt("Write f.", tests), "\n".join(tests) + "\n", "", "mbpp", reference)
+
+    assert mbpp_stub_form(exercise("async def f(x):\n    return x + 1\n")) is None
+    twice = mbpp_stub_form(exercise("def f(a):\n    return a\n\ndef f(x, y=1):\n    return x + y\n"))
+    assert twice.stub.startswith("def f(x, y=1):") and twice.entry_point == "f"
+    assert called_function("def helper(x):\n    return x\n\ndef f(x):\n    return helper(x) + 1\n", tests) == "f"
+    assert called_function("def g(x):\n    return x\n", tests) == ""
+    assert reformat_code("def f(:\r\n  pass\r\n") == "def f(:\n  pass\n"
+    assert reformat_code("x = 1\r\n\x00\r\n") == "x = 1\n\x00\n"
