@@ -78,10 +78,6 @@ def _needs_network(tree: ast.AST) -> bool:
     return False
 
 
-def _called_names(tree: ast.AST) -> set[str]:
-    return {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
-
-
 def _compared_calls(tree: ast.AST) -> set[str]:
     """Functions whose result the tests compare with something other than None."""
     out: set[str] = set()
